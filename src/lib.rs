@@ -1,1 +1,15 @@
-//! Turnstile
+//! Turnstile: a single-binary, high-performance lock manager.
+//!
+//! Module map (data flows top to bottom):
+//! - [`protocol`]: the text codec (RESP2/RESP3 and inline commands) turning bytes into
+//!   commands and replies into bytes.
+//! - [`cmd`]: one command per file: parse arguments, apply to the engine, encode the reply.
+//! - [`server`]: the accept loop, one task per connection, the timer driver.
+//! - [`engine`]: the lock table, a deterministic sharded state machine (no sockets, no clock).
+//! - [`lease`]: the hierarchical timer wheel behind leases and wait deadlines.
+//! - [`deadlock`]: the wait-for graph that refuses a wait which would close a cycle.
+//! - [`config`]: every setting and limit, with its default.
+
+pub mod deadlock;
+pub mod engine;
+pub mod lease;

@@ -1,0 +1,314 @@
+//! The lock table: a sharded, deterministic state machine of named locks.
+//!
+//! Keys hash to shards, each behind its own mutex, so unrelated keys never contend. Only the
+//! wait path (a request queues, a queued request leaves, a key with waiters changes holders)
+//! touches the global [`WaitForGraph`], which is how deadlocks that span shards are seen.
+//!
+//! The table never reads the clock, never touches a socket and spawns nothing: every
+//! operation takes `now` (milliseconds on the caller's monotonic clock) and reports what it
+//! caused for other sessions as [`Event`]s pushed onto a caller-provided vector. Applied
+//! in the same order with the same times, the same commands give the same grants, tokens and
+//! events; that is what the write-ahead log and replication rely on.
+
+mod key;
+mod shard;
+mod types;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+
+pub use key::Key;
+pub use types::{
+    AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
+    LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
+};
+
+use crate::deadlock::WaitForGraph;
+use shard::{Ctx, Shard};
+
+/// Limits the lock table enforces itself (per-connection limits live in the server).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests queued on one key at most.
+    pub max_waiters_per_key: usize,
+    /// Keys (with holders or waiters) in the whole table at most.
+    pub max_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_waiters_per_key: 100_000,
+            max_keys: 10_000_000,
+        }
+    }
+}
+
+/// Counters of what the table did (totals since start) and what it holds now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// ACQUIRE commands applied.
+    pub acquires: u64,
+    /// Holds granted (at once or from the queue; reentrant re-acquires not included).
+    pub grants: u64,
+    /// Reentrant re-acquires.
+    pub reentrant: u64,
+    /// Requests that queued.
+    pub queued: u64,
+    /// Try-locks that found the key busy.
+    pub would_block: u64,
+    /// RELEASE commands that released something (a level or a whole hold).
+    pub releases: u64,
+    /// Lease renewals.
+    pub renews: u64,
+    /// Holds lost to lease expiry.
+    pub expiries: u64,
+    /// Queued requests whose WAIT ran out.
+    pub timeouts: u64,
+    /// Queued requests cancelled (explicitly or by session end).
+    pub cancels: u64,
+    /// Holds released because their session ended.
+    pub session_releases: u64,
+    /// Requests refused with DEADLOCK.
+    pub deadlocks: u64,
+    /// Requests refused with WRONGTYPE.
+    pub wrongtype: u64,
+    /// Requests refused with LIMIT.
+    pub limits: u64,
+    /// Holds now.
+    pub holds: u64,
+    /// Queued requests now.
+    pub waiters: u64,
+    /// Keys now.
+    pub keys: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.acquires += o.acquires;
+        self.grants += o.grants;
+        self.reentrant += o.reentrant;
+        self.queued += o.queued;
+        self.would_block += o.would_block;
+        self.releases += o.releases;
+        self.renews += o.renews;
+        self.expiries += o.expiries;
+        self.timeouts += o.timeouts;
+        self.cancels += o.cancels;
+        self.session_releases += o.session_releases;
+        self.deadlocks += o.deadlocks;
+        self.wrongtype += o.wrongtype;
+        self.limits += o.limits;
+        self.holds += o.holds;
+        self.waiters += o.waiters;
+        self.keys += o.keys;
+    }
+}
+
+/// The seed of the key hash. Fixed, so that shard assignment (and with it token
+/// allocation) is the same in every process that replays the same commands.
+const HASH_SEED: u64 = 0x7475_726e_7374_696c;
+
+/// Which shard `key` belongs to among `shards`. Public so that tests and tools can predict
+/// token allocation.
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(HASH_SEED ^ 0x5eed).hash_one(key);
+    // The high half: the shard's own table uses the low bits for buckets.
+    ((h >> 32) % shards as u64) as usize
+}
+
+/// The lock table. See the module docs.
+pub struct LockTable {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    graph: Mutex<WaitForGraph>,
+    limits: Limits,
+    keys: AtomicUsize,
+    next_session: AtomicU64,
+    /// When the timer driver plans to wake up next; a timer armed earlier calls `waker`.
+    wake_at: AtomicU64,
+    waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl LockTable {
+    /// A table with `shards` shards (at least 1) whose clock starts at `now`.
+    pub fn new(shards: usize, limits: Limits, now: u64) -> Self {
+        let shards = shards.max(1);
+        LockTable {
+            shards: (0..shards)
+                .map(|i| CachePadded::new(Mutex::new(Shard::new(i, shards, now, HASH_SEED))))
+                .collect(),
+            graph: Mutex::new(WaitForGraph::new()),
+            limits,
+            keys: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+            wake_at: AtomicU64::new(u64::MAX),
+            waker: OnceLock::new(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Installs the function called when a timer is armed earlier than the time the driver
+    /// announced with [`Self::set_wake_at`]. Only the first call takes effect.
+    pub fn set_waker(&self, waker: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// The timer driver announces when it will next call [`Self::advance`] (`u64::MAX`: not
+    /// until woken).
+    pub fn set_wake_at(&self, at: u64) {
+        self.wake_at.store(at, Ordering::Relaxed);
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            graph: &self.graph,
+            limits: &self.limits,
+            keys: &self.keys,
+            wake_at: &self.wake_at,
+            waker: self.waker.get().map(|w| &**w),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        &self.shards[shard_of(key, self.shards.len())]
+    }
+
+    /// Opens a session. Ids increase from 1 and are never reused.
+    pub fn open_session(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Ends a session: its queued requests are cancelled and its holds released, which may
+    /// grant other sessions' requests (pushed onto `events`).
+    pub fn close_session(&self, session: SessionId, now: u64, events: &mut Vec<Event>) {
+        let ctx = self.ctx();
+        for shard in self.shards.iter() {
+            shard.lock().close_session(session, now, &ctx, events);
+        }
+    }
+
+    /// Applies an ACQUIRE of `key` by `session`.
+    pub fn acquire(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        now: u64,
+    ) -> AcquireOutcome {
+        let ctx = self.ctx();
+        self.shard(key).lock().acquire(session, key, req, now, &ctx)
+    }
+
+    /// Releases `session`'s hold on `key` (one reentrant level). Waiters it unblocks are
+    /// granted and pushed onto `events`.
+    pub fn release(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<(), NotHeld> {
+        let ctx = self.ctx();
+        self.shard(key)
+            .lock()
+            .release(session, key, now, &ctx, events)
+    }
+
+    /// Renews `session`'s lease on `key` to `ttl_ms` from now (the hold's last TTL when
+    /// None). Returns the lease now left in milliseconds.
+    pub fn renew(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        ttl_ms: Option<u64>,
+        now: u64,
+    ) -> Result<u64, NotHeld> {
+        let ctx = self.ctx();
+        self.shard(key)
+            .lock()
+            .renew(session, key, ttl_ms, now, &ctx)
+    }
+
+    /// Cancels `session`'s queued request on `key`; false if it had none (it may have been
+    /// granted or timed out already: look for the event).
+    pub fn cancel(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let ctx = self.ctx();
+        self.shard(key)
+            .lock()
+            .cancel(session, key, now, &ctx, events)
+    }
+
+    /// Fires every lease expiry and wait timeout due at `now`, shard by shard.
+    pub fn advance(&self, now: u64, events: &mut Vec<Event>) {
+        let ctx = self.ctx();
+        for shard in self.shards.iter() {
+            shard.lock().advance(now, &ctx, events);
+        }
+    }
+
+    /// A time no later than the earliest pending timer, or None when there is none.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().next_deadline())
+            .min()
+    }
+
+    /// A key's holders and waiters, or None when the key does not exist.
+    pub fn inspect(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
+        self.shard(key).lock().inspect(key, now)
+    }
+
+    /// Keys with holders or waiters for which `filter` holds, at most `limit` of them,
+    /// shard by shard.
+    pub fn keys(&self, mut filter: impl FnMut(&[u8]) -> bool, limit: usize) -> Vec<Key> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            shard.lock().for_each_key(|k| {
+                if filter(k.as_bytes()) {
+                    out.push(k.clone());
+                }
+                out.len() < limit
+            });
+        }
+        out
+    }
+
+    /// Calls `f` for every hold in the table (invariant checks, tests).
+    pub fn for_each_hold(&self, mut f: impl FnMut(&Key, Kind, SessionId, Mode, FencingToken, u32)) {
+        for shard in self.shards.iter() {
+            shard.lock().for_each_hold(&mut f);
+        }
+    }
+
+    /// Counters summed over the shards.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for shard in self.shards.iter() {
+            total.add(&shard.lock().stats);
+        }
+        total
+    }
+}

@@ -1,0 +1,748 @@
+//! One shard of the lock table: the keys that hash to it, their holders and queues, the
+//! lease and wait timers of those keys, and which of them each session holds.
+//!
+//! A shard is a plain single-threaded state machine; [`super::LockTable`] puts each behind
+//! its own mutex. Everything a shard decides depends only on the commands it is given and
+//! the `now` they carry, so the same sequence always yields the same grants and tokens.
+//!
+//! Fencing tokens are allocated per shard as `seq * shards + index + 1`: strictly increasing
+//! within a shard (hence per key, even when a key is removed and created again) and never
+//! equal across shards, without a global counter on the hot path.
+
+use std::collections::VecDeque;
+
+use hashbrown::{HashMap, HashTable};
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use super::types::{
+    AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
+    LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
+};
+use super::{Key, Limits, Stats};
+use crate::deadlock::WaitForGraph;
+use crate::lease::{TimerId, TimerWheel};
+
+/// "No lock" in the session hold lists.
+const NIL: u32 = u32::MAX;
+
+/// What a timer in the wheel stands for. A session holds a key at most once and queues on it
+/// at most once, so (lock, session) names the hold or the waiter.
+#[derive(Clone, Copy, Debug)]
+enum TimerRef {
+    Lease { lock: u32, session: SessionId },
+    Wait { lock: u32, session: SessionId },
+}
+
+/// A granted hold. Kept small: most locks have exactly one, stored inline in the lock.
+#[derive(Debug)]
+struct Hold {
+    session: SessionId,
+    token: u64,
+    timer: TimerId,
+    ttl_ms: u32,
+    count: u32,
+    mode: Mode,
+    /// The session's previous and next held lock in this shard (an intrusive list, so a
+    /// session end finds its holds without a scan and a release unlinks in O(1)).
+    prev: u32,
+    next: u32,
+}
+
+/// A queued request.
+#[derive(Debug)]
+struct Waiter {
+    session: SessionId,
+    request: RequestId,
+    mode: Mode,
+    ttl_ms: u32,
+    since: u64,
+    timer: Option<TimerId>,
+}
+
+/// One key's state.
+#[derive(Debug)]
+struct Lock {
+    key: Key,
+    kind: Kind,
+    last_token: u64,
+    holders: SmallVec<[Hold; 1]>,
+    /// Boxed so that an uncontended lock pays one pointer for it. Present iff non-empty;
+    /// the wait-for graph mirrors a key exactly while this is present.
+    queue: Option<Box<VecDeque<Waiter>>>,
+}
+
+impl Lock {
+    fn holder(&self, session: SessionId) -> Option<usize> {
+        self.holders.iter().position(|h| h.session == session)
+    }
+
+    fn waiter(&self, session: SessionId) -> Option<usize> {
+        self.queue
+            .as_ref()?
+            .iter()
+            .position(|w| w.session == session)
+    }
+
+    /// Whether a request in `mode` is compatible with the holders (ignoring the queue).
+    fn compatible(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Exclusive => self.holders.is_empty(),
+            Mode::Shared => self.holders.iter().all(|h| h.mode == Mode::Shared),
+            Mode::Semaphore { limit, permits } => {
+                let used: u64 = self
+                    .holders
+                    .iter()
+                    .map(|h| u64::from(h.mode.permits()))
+                    .sum();
+                used + u64::from(permits) <= u64::from(limit)
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_none()
+    }
+
+    fn holder_pairs(&self) -> SmallVec<[(SessionId, Mode); 4]> {
+        self.holders.iter().map(|h| (h.session, h.mode)).collect()
+    }
+}
+
+/// A session's footprint in one shard.
+#[derive(Debug)]
+struct SessionShard {
+    /// First lock of the session's hold list (NIL when it holds nothing here).
+    head: u32,
+    /// Locks the session has a queued request on.
+    queued: SmallVec<[u32; 1]>,
+}
+
+/// What every shard operation needs from the table around it.
+pub(crate) struct Ctx<'a> {
+    pub graph: &'a Mutex<WaitForGraph>,
+    pub limits: &'a Limits,
+    pub keys: &'a std::sync::atomic::AtomicUsize,
+    pub wake_at: &'a std::sync::atomic::AtomicU64,
+    pub waker: Option<&'a (dyn Fn() + Send + Sync)>,
+}
+
+impl Ctx<'_> {
+    /// Tell the timer driver when a timer is due before it planned to wake up.
+    fn armed(&self, deadline: u64) {
+        if deadline < self.wake_at.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(wake) = self.waker {
+                wake();
+            }
+        }
+    }
+}
+
+/// One shard. See the module docs.
+pub(crate) struct Shard {
+    index: u64,
+    shards: u64,
+    hasher: foldhash::fast::FixedState,
+    table: HashTable<u32>,
+    locks: Vec<Option<Lock>>,
+    free: Vec<u32>,
+    wheel: TimerWheel<TimerRef>,
+    sessions: HashMap<SessionId, SessionShard>,
+    next_seq: u64,
+    fired: Vec<(u64, TimerRef)>,
+    pub(crate) stats: Stats,
+}
+
+impl Shard {
+    pub(crate) fn new(index: usize, shards: usize, now: u64, seed: u64) -> Self {
+        Shard {
+            index: index as u64,
+            shards: shards as u64,
+            hasher: foldhash::fast::FixedState::with_seed(seed),
+            table: HashTable::new(),
+            locks: Vec::new(),
+            free: Vec::new(),
+            wheel: TimerWheel::new(now),
+            sessions: HashMap::new(),
+            next_seq: 0,
+            fired: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+
+    fn lock(&self, idx: u32) -> &Lock {
+        self.locks[idx as usize]
+            .as_ref()
+            .expect("indexes in the table and in hold lists point at live locks")
+    }
+
+    fn lock_mut(&mut self, idx: u32) -> &mut Lock {
+        self.locks[idx as usize]
+            .as_mut()
+            .expect("indexes in the table and in hold lists point at live locks")
+    }
+
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hash(key);
+        self.table
+            .find(hash, |&idx| self.lock(idx).key.as_bytes() == key)
+            .copied()
+    }
+
+    fn create(&mut self, key: &[u8], kind: Kind) -> u32 {
+        let lock = Lock {
+            key: Key::new(key),
+            kind,
+            last_token: 0,
+            holders: SmallVec::new(),
+            queue: None,
+        };
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.locks[idx as usize] = Some(lock);
+                idx
+            }
+            None => {
+                self.locks.push(Some(lock));
+                u32::try_from(self.locks.len() - 1).expect("fewer than 2^32 keys per shard")
+            }
+        };
+        let hash = self.hash(key);
+        let (locks, hasher) = (&self.locks, &self.hasher);
+        self.table.insert_unique(hash, idx, |&i| {
+            use std::hash::BuildHasher;
+            let lock = locks[i as usize].as_ref().expect("live lock");
+            hasher.hash_one(lock.key.as_bytes())
+        });
+        self.stats.keys += 1;
+        idx
+    }
+
+    /// Removes the key if nothing holds or waits on it any more: memory comes back.
+    fn remove_if_idle(&mut self, idx: u32, ctx: &Ctx) {
+        if !self.lock(idx).is_idle() {
+            return;
+        }
+        let hash = self.hash(self.lock(idx).key.as_bytes());
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.locks[idx as usize] = None;
+        self.free.push(idx);
+        self.stats.keys -= 1;
+        ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn next_token(&mut self) -> u64 {
+        let token = self.next_seq * self.shards + self.index + 1;
+        self.next_seq += 1;
+        token
+    }
+
+    /// Makes later tokens of this shard larger than `floor` (used after recovery).
+    #[allow(dead_code)]
+    pub(crate) fn raise_token_floor(&mut self, floor: u64) {
+        let seq = floor / self.shards + 1;
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    fn session_entry(&mut self, session: SessionId) -> &mut SessionShard {
+        self.sessions.entry(session).or_insert(SessionShard {
+            head: NIL,
+            queued: SmallVec::new(),
+        })
+    }
+
+    fn forget_session_if_empty(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get(&session) {
+            if s.head == NIL && s.queued.is_empty() {
+                self.sessions.remove(&session);
+            }
+        }
+    }
+
+    /// Creates a hold for `session` on lock `idx` and arms its lease.
+    fn grant(
+        &mut self,
+        idx: u32,
+        session: SessionId,
+        mode: Mode,
+        ttl_ms: u32,
+        now: u64,
+        ctx: &Ctx,
+    ) -> u64 {
+        let token = self.next_token();
+        let deadline = now.saturating_add(u64::from(ttl_ms));
+        let timer = self
+            .wheel
+            .insert(deadline, TimerRef::Lease { lock: idx, session });
+        ctx.armed(deadline);
+        let head = {
+            let s = self.session_entry(session);
+            std::mem::replace(&mut s.head, idx)
+        };
+        if head != NIL {
+            let next = self.lock_mut(head);
+            let pos = next.holder(session).expect("listed hold exists");
+            next.holders[pos].prev = idx;
+        }
+        let lock = self.lock_mut(idx);
+        lock.last_token = token;
+        lock.holders.push(Hold {
+            session,
+            token,
+            timer,
+            ttl_ms,
+            count: 1,
+            mode,
+            prev: NIL,
+            next: head,
+        });
+        self.stats.grants += 1;
+        self.stats.holds += 1;
+        token
+    }
+
+    /// Removes hold `pos` of lock `idx` entirely (every reentrant level).
+    fn drop_hold(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> Hold {
+        let lock = self.lock_mut(idx);
+        let hold = lock.holders.remove(pos);
+        if lock.queue.is_some() {
+            ctx.graph
+                .lock()
+                .remove_holder(lock.key.as_bytes(), hold.session);
+        }
+        self.wheel.cancel(hold.timer);
+        // Unlink from the session's list.
+        if hold.prev == NIL {
+            if let Some(s) = self.sessions.get_mut(&hold.session) {
+                s.head = hold.next;
+            }
+        } else {
+            let prev = self.lock_mut(hold.prev);
+            let p = prev.holder(hold.session).expect("listed hold exists");
+            prev.holders[p].next = hold.next;
+        }
+        if hold.next != NIL {
+            let next = self.lock_mut(hold.next);
+            let p = next.holder(hold.session).expect("listed hold exists");
+            next.holders[p].prev = hold.prev;
+        }
+        self.forget_session_if_empty(hold.session);
+        self.stats.holds -= 1;
+        hold
+    }
+
+    /// Removes waiter `pos` of lock `idx` from the queue, its timer and the graph.
+    fn drop_waiter(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> Waiter {
+        let lock = self.lock_mut(idx);
+        let queue = lock
+            .queue
+            .as_mut()
+            .expect("a waiter position implies a queue");
+        let waiter = queue.remove(pos).expect("position is in range");
+        if queue.is_empty() {
+            lock.queue = None;
+        }
+        ctx.graph
+            .lock()
+            .dequeue(lock.key.as_bytes(), waiter.session);
+        if let Some(timer) = waiter.timer {
+            self.wheel.cancel(timer);
+        }
+        if let Some(s) = self.sessions.get_mut(&waiter.session) {
+            if let Some(i) = s.queued.iter().position(|&q| q == idx) {
+                s.queued.swap_remove(i);
+            }
+        }
+        self.forget_session_if_empty(waiter.session);
+        self.stats.waiters -= 1;
+        waiter
+    }
+
+    /// Grants the head of the queue while it is compatible with the holders: strict FIFO,
+    /// adjacent SHARED requests together, a semaphore head that does not fit blocks the rest.
+    fn grant_waiters(&mut self, idx: u32, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+        loop {
+            let lock = self.lock(idx);
+            let Some(front) = lock.queue.as_ref().and_then(|q| q.front()) else {
+                return;
+            };
+            if !lock.compatible(front.mode) {
+                return;
+            }
+            let waiter = self.drop_waiter(idx, 0, ctx);
+            let token = self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx);
+            let lock = self.lock(idx);
+            if lock.queue.is_some() {
+                ctx.graph
+                    .lock()
+                    .add_holder(lock.key.as_bytes(), waiter.session, waiter.mode);
+            }
+            events.push(Event::Granted {
+                session: waiter.session,
+                request: waiter.request,
+                key: lock.key.clone(),
+                token: FencingToken(token),
+            });
+        }
+    }
+
+    pub(crate) fn acquire(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        now: u64,
+        ctx: &Ctx,
+    ) -> AcquireOutcome {
+        self.stats.acquires += 1;
+        let kind = req.mode.kind();
+        let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
+        let Some(idx) = self.find(key) else {
+            if ctx.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= ctx.limits.max_keys {
+                ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.limits += 1;
+                return AcquireOutcome::Limit(LimitKind::Keys);
+            }
+            let idx = self.create(key, kind);
+            let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
+            return AcquireOutcome::Granted(FencingToken(token));
+        };
+        let lock = self.locks[idx as usize]
+            .as_ref()
+            .expect("indexed locks are live");
+        if lock.kind != kind {
+            self.stats.wrongtype += 1;
+            return AcquireOutcome::WrongType { current: lock.kind };
+        }
+        if let Some(pos) = lock.holder(session) {
+            let hold = &lock.holders[pos];
+            let reentrant = req.reentrant && hold.mode == req.mode && kind == Kind::Lock;
+            if !reentrant {
+                self.stats.deadlocks += 1;
+                return AcquireOutcome::Deadlock(self_cycle(session, key));
+            }
+            let Some(count) = hold.count.checked_add(1) else {
+                self.stats.limits += 1;
+                return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+            };
+            // A re-acquire is also a renewal: the lease runs to the later of its current
+            // deadline and now + TTL, never shorter.
+            let old = hold.timer;
+            let token = hold.token;
+            let deadline = now.saturating_add(u64::from(ttl_ms));
+            let old_deadline = self.wheel.deadline(old).unwrap_or(0);
+            let lock = self.lock_mut(idx);
+            let hold = &mut lock.holders[pos];
+            hold.count = count;
+            hold.ttl_ms = ttl_ms;
+            if deadline > old_deadline {
+                self.wheel.cancel(old);
+                let timer = self
+                    .wheel
+                    .insert(deadline, TimerRef::Lease { lock: idx, session });
+                self.lock_mut(idx).holders[pos].timer = timer;
+            }
+            self.stats.reentrant += 1;
+            return AcquireOutcome::Granted(FencingToken(token));
+        }
+        if lock.waiter(session).is_some() {
+            self.stats.deadlocks += 1;
+            return AcquireOutcome::Deadlock(self_cycle(session, key));
+        }
+        if lock.queue.is_none() && lock.compatible(req.mode) {
+            let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
+            return AcquireOutcome::Granted(FencingToken(token));
+        }
+        if req.wait_ms == Some(0) {
+            self.stats.would_block += 1;
+            return AcquireOutcome::WouldBlock;
+        }
+        if lock.queue.as_ref().map_or(0, |q| q.len()) >= ctx.limits.max_waiters_per_key {
+            self.stats.limits += 1;
+            return AcquireOutcome::Limit(LimitKind::WaitersPerKey);
+        }
+        let holders = lock.holder_pairs();
+        let semaphore = matches!(kind, Kind::Semaphore { .. });
+        {
+            let mut graph = ctx.graph.lock();
+            if let Some(cycle) = graph.detect(session, &lock.key, semaphore, req.mode, &holders) {
+                drop(graph);
+                self.stats.deadlocks += 1;
+                return AcquireOutcome::Deadlock(cycle);
+            }
+            graph.enqueue(&lock.key, semaphore, &holders, session, req.mode);
+        }
+        let timer = req.wait_ms.map(|wait| {
+            let deadline = now.saturating_add(wait);
+            ctx.armed(deadline);
+            self.wheel
+                .insert(deadline, TimerRef::Wait { lock: idx, session })
+        });
+        let lock = self.lock_mut(idx);
+        lock.queue
+            .get_or_insert_with(Default::default)
+            .push_back(Waiter {
+                session,
+                request: req.id,
+                mode: req.mode,
+                ttl_ms,
+                since: now,
+                timer,
+            });
+        self.session_entry(session).queued.push(idx);
+        self.stats.waiters += 1;
+        self.stats.queued += 1;
+        AcquireOutcome::Queued
+    }
+
+    pub(crate) fn release(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> Result<(), NotHeld> {
+        let idx = self.find(key).ok_or(NotHeld)?;
+        let lock = self.locks[idx as usize]
+            .as_mut()
+            .expect("indexed locks are live");
+        let pos = lock.holder(session).ok_or(NotHeld)?;
+        self.stats.releases += 1;
+        if lock.holders[pos].count > 1 {
+            lock.holders[pos].count -= 1;
+            return Ok(());
+        }
+        self.drop_hold(idx, pos, ctx);
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, ctx);
+        Ok(())
+    }
+
+    pub(crate) fn renew(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        ttl_ms: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+    ) -> Result<u64, NotHeld> {
+        let idx = self.find(key).ok_or(NotHeld)?;
+        let lock = self.lock(idx);
+        let pos = lock.holder(session).ok_or(NotHeld)?;
+        let old = lock.holders[pos].timer;
+        let ttl = ttl_ms.map_or(lock.holders[pos].ttl_ms, |t| {
+            u32::try_from(t).unwrap_or(u32::MAX).max(1)
+        });
+        self.wheel.cancel(old);
+        let deadline = now.saturating_add(u64::from(ttl));
+        let timer = self
+            .wheel
+            .insert(deadline, TimerRef::Lease { lock: idx, session });
+        ctx.armed(deadline);
+        let hold = &mut self.lock_mut(idx).holders[pos];
+        hold.timer = timer;
+        hold.ttl_ms = ttl;
+        self.stats.renews += 1;
+        Ok(u64::from(ttl))
+    }
+
+    /// Takes `session`'s queued request on `key` out of the queue. Returns whether there
+    /// was one.
+    pub(crate) fn cancel(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let Some(idx) = self.find(key) else {
+            return false;
+        };
+        let Some(pos) = self.lock(idx).waiter(session) else {
+            return false;
+        };
+        self.drop_waiter(idx, pos, ctx);
+        self.stats.cancels += 1;
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, ctx);
+        true
+    }
+
+    /// Ends `session` in this shard: its queued requests are cancelled first (so releasing
+    /// its holds cannot grant them), then its holds are released.
+    pub(crate) fn close_session(
+        &mut self,
+        session: SessionId,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let queued: SmallVec<[u32; 4]> = s.queued.iter().copied().collect();
+        for idx in queued {
+            if let Some(pos) = self.lock(idx).waiter(session) {
+                self.drop_waiter(idx, pos, ctx);
+                self.stats.cancels += 1;
+                self.grant_waiters(idx, now, ctx, events);
+                self.remove_if_idle(idx, ctx);
+            }
+        }
+        while let Some(idx) = self
+            .sessions
+            .get(&session)
+            .map(|s| s.head)
+            .filter(|&h| h != NIL)
+        {
+            let pos = self.lock(idx).holder(session).expect("listed hold exists");
+            self.drop_hold(idx, pos, ctx);
+            self.stats.session_releases += 1;
+            self.grant_waiters(idx, now, ctx, events);
+            self.remove_if_idle(idx, ctx);
+        }
+        self.sessions.remove(&session);
+    }
+
+    /// Fires every lease and wait timer due at `now`, in the order (deadline, key, leases
+    /// before waits, session), so the outcome never depends on the wheel's internals.
+    pub(crate) fn advance(&mut self, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.wheel.advance(now, &mut fired);
+        if fired.len() > 1 {
+            let locks = &self.locks;
+            let order = |(deadline, t): &(u64, TimerRef)| {
+                let (lock, rank, session) = match *t {
+                    TimerRef::Lease { lock, session } => (lock, 0u8, session),
+                    TimerRef::Wait { lock, session } => (lock, 1u8, session),
+                };
+                let key = locks[lock as usize].as_ref().map(|l| l.key.clone());
+                (*deadline, key, rank, session)
+            };
+            fired.sort_by_cached_key(order);
+        }
+        for &(_, timer) in &fired {
+            match timer {
+                TimerRef::Lease { lock: idx, session } => {
+                    let Some(pos) = self.locks[idx as usize]
+                        .as_ref()
+                        .and_then(|l| l.holder(session))
+                    else {
+                        continue;
+                    };
+                    let hold = self.drop_hold(idx, pos, ctx);
+                    self.stats.expiries += 1;
+                    events.push(Event::Expired {
+                        session,
+                        key: self.lock(idx).key.clone(),
+                        token: FencingToken(hold.token),
+                    });
+                    self.grant_waiters(idx, now, ctx, events);
+                    self.remove_if_idle(idx, ctx);
+                }
+                TimerRef::Wait { lock: idx, session } => {
+                    let Some(pos) = self.locks[idx as usize]
+                        .as_ref()
+                        .and_then(|l| l.waiter(session))
+                    else {
+                        continue;
+                    };
+                    let waiter = self.drop_waiter(idx, pos, ctx);
+                    self.stats.timeouts += 1;
+                    events.push(Event::TimedOut {
+                        session,
+                        request: waiter.request,
+                        key: self.lock(idx).key.clone(),
+                    });
+                    self.grant_waiters(idx, now, ctx, events);
+                    self.remove_if_idle(idx, ctx);
+                }
+            }
+        }
+        self.fired = fired;
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.wheel.next_deadline()
+    }
+
+    pub(crate) fn inspect(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
+        let lock = self.lock(self.find(key)?);
+        Some(KeyInfo {
+            kind: lock.kind,
+            fencing: FencingToken(lock.last_token),
+            holders: lock
+                .holders
+                .iter()
+                .map(|h| HolderInfo {
+                    session: h.session,
+                    mode: h.mode,
+                    token: FencingToken(h.token),
+                    permits: h.mode.permits(),
+                    count: h.count,
+                    ttl_ms: self
+                        .wheel
+                        .deadline(h.timer)
+                        .map_or(0, |d| d.saturating_sub(now)),
+                })
+                .collect(),
+            waiters: lock
+                .queue
+                .iter()
+                .flat_map(|q| q.iter())
+                .map(|w| WaiterInfo {
+                    session: w.session,
+                    request: w.request,
+                    mode: w.mode,
+                    permits: w.mode.permits(),
+                    waited_ms: now.saturating_sub(w.since),
+                })
+                .collect(),
+        })
+    }
+
+    /// Calls `f` with every key of the shard until it returns false.
+    pub(crate) fn for_each_key(&self, mut f: impl FnMut(&Key) -> bool) {
+        for lock in self.locks.iter().flatten() {
+            if !f(&lock.key) {
+                return;
+            }
+        }
+    }
+
+    /// Calls `f` for every hold (for invariant checks and snapshots).
+    pub(crate) fn for_each_hold(
+        &self,
+        mut f: impl FnMut(&Key, Kind, SessionId, Mode, FencingToken, u32),
+    ) {
+        for lock in self.locks.iter().flatten() {
+            for h in &lock.holders {
+                f(
+                    &lock.key,
+                    lock.kind,
+                    h.session,
+                    h.mode,
+                    FencingToken(h.token),
+                    h.count,
+                );
+            }
+        }
+    }
+}
+
+fn self_cycle(session: SessionId, key: &[u8]) -> Cycle {
+    Cycle {
+        sessions: vec![session],
+        keys: vec![Key::new(key)],
+    }
+}
