@@ -10,6 +10,13 @@
 //! - [`deadlock`]: the wait-for graph that refuses a wait which would close a cycle.
 //! - [`config`]: every setting and limit, with its default.
 
+pub mod cmd;
+pub mod config;
 pub mod deadlock;
 pub mod engine;
+pub mod glob;
 pub mod lease;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;

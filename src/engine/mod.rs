@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_waiters_per_key: usize,
     /// Keys (with holders or waiters) in the whole table at most.
     pub max_keys: usize,
+    /// Holds plus queued requests of one session at most.
+    pub max_holds_per_session: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
         Limits {
             max_waiters_per_key: 100_000,
             max_keys: 10_000_000,
+            max_holds_per_session: 1_000_000,
         }
     }
 }
@@ -121,9 +124,48 @@ pub fn shard_of(key: &[u8], shards: usize) -> usize {
     ((h >> 32) % shards as u64) as usize
 }
 
+/// How many holds and queued requests each session has, for the per-session limit.
+/// Sharded by session id (sessions are spread over connections, and a connection drives its
+/// session from one task, so these mutexes are practically never contended).
+pub(crate) struct SessionCounts {
+    shards: Box<[CachePadded<Mutex<hashbrown::HashMap<SessionId, u32>>>]>,
+}
+
+impl SessionCounts {
+    fn new(shards: usize) -> Self {
+        SessionCounts {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(Mutex::new(Default::default())))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, session: SessionId) -> &Mutex<hashbrown::HashMap<SessionId, u32>> {
+        &self.shards[(session.0 % self.shards.len() as u64) as usize]
+    }
+
+    pub(crate) fn get(&self, session: SessionId) -> u32 {
+        self.shard(session)
+            .lock()
+            .get(&session)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn add(&self, session: SessionId, delta: i32) {
+        let mut map = self.shard(session).lock();
+        let count = map.entry(session).or_insert(0);
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            map.remove(&session);
+        }
+    }
+}
+
 /// The lock table. See the module docs.
 pub struct LockTable {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
+    sessions: SessionCounts,
     graph: Mutex<WaitForGraph>,
     limits: Limits,
     keys: AtomicUsize,
@@ -142,6 +184,7 @@ impl LockTable {
                 .map(|i| CachePadded::new(Mutex::new(Shard::new(i, shards, now, HASH_SEED))))
                 .collect(),
             graph: Mutex::new(WaitForGraph::new()),
+            sessions: SessionCounts::new(shards),
             limits,
             keys: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
@@ -175,6 +218,7 @@ impl LockTable {
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
             graph: &self.graph,
+            sessions: &self.sessions,
             limits: &self.limits,
             keys: &self.keys,
             wake_at: &self.wake_at,
@@ -301,6 +345,11 @@ impl LockTable {
         for shard in self.shards.iter() {
             shard.lock().for_each_hold(&mut f);
         }
+    }
+
+    /// Holds plus queued requests of `session` now.
+    pub fn session_holds(&self, session: SessionId) -> u32 {
+        self.sessions.get(session)
     }
 
     /// Counters summed over the shards.

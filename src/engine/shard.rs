@@ -121,6 +121,7 @@ struct SessionShard {
 /// What every shard operation needs from the table around it.
 pub(crate) struct Ctx<'a> {
     pub graph: &'a Mutex<WaitForGraph>,
+    pub sessions: &'a super::SessionCounts,
     pub limits: &'a Limits,
     pub keys: &'a std::sync::atomic::AtomicUsize,
     pub wake_at: &'a std::sync::atomic::AtomicU64,
@@ -305,6 +306,7 @@ impl Shard {
         });
         self.stats.grants += 1;
         self.stats.holds += 1;
+        ctx.sessions.add(session, 1);
         token
     }
 
@@ -335,6 +337,7 @@ impl Shard {
         }
         self.forget_session_if_empty(hold.session);
         self.stats.holds -= 1;
+        ctx.sessions.add(hold.session, -1);
         hold
     }
 
@@ -362,6 +365,7 @@ impl Shard {
         }
         self.forget_session_if_empty(waiter.session);
         self.stats.waiters -= 1;
+        ctx.sessions.add(waiter.session, -1);
         waiter
     }
 
@@ -405,6 +409,10 @@ impl Shard {
         let kind = req.mode.kind();
         let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
         let Some(idx) = self.find(key) else {
+            if ctx.sessions.get(session) >= ctx.limits.max_holds_per_session {
+                self.stats.limits += 1;
+                return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+            }
             if ctx.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= ctx.limits.max_keys {
                 ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.stats.limits += 1;
@@ -456,6 +464,10 @@ impl Shard {
             self.stats.deadlocks += 1;
             return AcquireOutcome::Deadlock(self_cycle(session, key));
         }
+        if ctx.sessions.get(session) >= ctx.limits.max_holds_per_session {
+            self.stats.limits += 1;
+            return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+        }
         if lock.queue.is_none() && lock.compatible(req.mode) {
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
             return AcquireOutcome::Granted(FencingToken(token));
@@ -497,6 +509,7 @@ impl Shard {
                 timer,
             });
         self.session_entry(session).queued.push(idx);
+        ctx.sessions.add(session, 1);
         self.stats.waiters += 1;
         self.stats.queued += 1;
         AcquireOutcome::Queued

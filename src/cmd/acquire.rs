@@ -1,0 +1,273 @@
+//! ACQUIRE: take a lock, a read-write lock's shared side, or semaphore permits.
+//!
+//! # Format
+//! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]`
+//!
+//! Options may come in any order, each at most once. Replies: `:<fencing token>` on grant;
+//! nil when WAIT ran out (WAIT 0 is a try-lock); `-DEADLOCK` naming the cycle; `-WRONGTYPE`;
+//! `-ERR` for syntax and numbers; `-LIMIT` when a configured limit would be passed.
+//! Without WAIT the request queues until granted or until the session ends; the
+//! connection's later commands wait behind it.
+
+use std::time::Instant;
+
+use super::{key_ok, parse_u64, wrong_args, Ctx, Flow};
+use crate::engine::{AcquireOutcome, AcquireRequest, Cycle, Kind, Mode};
+
+/// A parsed ACQUIRE, before a request id is given to it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Spec {
+    pub mode: Mode,
+    pub reentrant: bool,
+    pub ttl_ms: u64,
+    pub wait_ms: Option<u64>,
+}
+
+/// Parses the options after the key. `Err` is the complete error reply.
+pub(crate) fn parse(
+    opts: &[&[u8]],
+    default_ttl: u64,
+    max_ttl: u64,
+    max_semaphore: u32,
+) -> Result<Spec, String> {
+    let mut mode: Option<Mode> = None;
+    let mut permits: Option<u64> = None;
+    let mut reentrant = false;
+    let mut ttl: Option<u64> = None;
+    let mut wait: Option<u64> = None;
+    let syntax = || "ERR syntax error".to_string();
+    let number = |what: &str| format!("ERR value is not an integer or out of range ({what})");
+    let mut i = 0;
+    while i < opts.len() {
+        let w = opts[i];
+        let is = |n: &str| w.eq_ignore_ascii_case(n.as_bytes());
+        let value = |i: usize, what: &str| -> Result<u64, String> {
+            let v = opts.get(i + 1).ok_or_else(syntax)?;
+            parse_u64(v).ok_or_else(|| number(what))
+        };
+        if is("EXCLUSIVE") || is("SHARED") {
+            if mode.is_some() {
+                return Err(syntax());
+            }
+            mode = Some(if is("SHARED") {
+                Mode::Shared
+            } else {
+                Mode::Exclusive
+            });
+            i += 1;
+        } else if is("SEMAPHORE") {
+            if mode.is_some() {
+                return Err(syntax());
+            }
+            let limit = value(i, "SEMAPHORE limit")?;
+            if limit == 0 {
+                return Err("ERR SEMAPHORE limit must be at least 1".into());
+            }
+            if limit > u64::from(max_semaphore) {
+                return Err(format!(
+                    "LIMIT SEMAPHORE limit {limit} is above the maximum of {max_semaphore}"
+                ));
+            }
+            mode = Some(Mode::Semaphore {
+                limit: limit as u32,
+                permits: 1,
+            });
+            i += 2;
+        } else if is("PERMITS") {
+            if permits.is_some() {
+                return Err(syntax());
+            }
+            permits = Some(value(i, "PERMITS")?);
+            i += 2;
+        } else if is("REENTRANT") {
+            if reentrant {
+                return Err(syntax());
+            }
+            reentrant = true;
+            i += 1;
+        } else if is("TTL") {
+            if ttl.is_some() {
+                return Err(syntax());
+            }
+            ttl = Some(value(i, "TTL")?);
+            i += 2;
+        } else if is("WAIT") {
+            if wait.is_some() {
+                return Err(syntax());
+            }
+            wait = Some(value(i, "WAIT")?);
+            i += 2;
+        } else {
+            return Err(syntax());
+        }
+    }
+    let mut mode = mode.unwrap_or(Mode::Exclusive);
+    match (&mut mode, permits) {
+        (Mode::Semaphore { limit, permits: p }, Some(n)) => {
+            if n == 0 || n > u64::from(*limit) {
+                return Err(format!(
+                    "ERR PERMITS must be between 1 and the semaphore limit ({limit})"
+                ));
+            }
+            *p = n as u32;
+        }
+        (_, Some(_)) => return Err("ERR PERMITS needs SEMAPHORE".into()),
+        _ => {}
+    }
+    if reentrant && matches!(mode, Mode::Semaphore { .. }) {
+        return Err("ERR REENTRANT applies to EXCLUSIVE and SHARED only".into());
+    }
+    let ttl_ms = ttl.unwrap_or(default_ttl);
+    validate_ttl(ttl_ms, max_ttl)?;
+    Ok(Spec {
+        mode,
+        reentrant,
+        ttl_ms,
+        wait_ms: wait,
+    })
+}
+
+/// A lease must be at least 1 ms and at most the configured maximum.
+pub(crate) fn validate_ttl(ttl_ms: u64, max_ttl: u64) -> Result<(), String> {
+    if ttl_ms == 0 {
+        return Err("ERR TTL must be at least 1 millisecond".into());
+    }
+    if ttl_ms > max_ttl {
+        return Err(format!(
+            "LIMIT TTL {ttl_ms} ms is above the maximum of {max_ttl} ms"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
+    let Some((key, opts)) = args.split_first() else {
+        wrong_args(ctx, "acquire");
+        return Flow::Continue;
+    };
+    if !key_ok(ctx, key) {
+        return Flow::Continue;
+    }
+    let cfg = &ctx.shared.config;
+    let spec = match parse(opts, cfg.default_ttl_ms, cfg.max_ttl_ms, cfg.max_semaphore) {
+        Ok(spec) => spec,
+        Err(msg) => {
+            ctx.out.error(&msg);
+            return Flow::Continue;
+        }
+    };
+    let request = ctx.shared.next_request();
+    let req = AcquireRequest {
+        id: request,
+        mode: spec.mode,
+        reentrant: spec.reentrant,
+        ttl_ms: spec.ttl_ms,
+        wait_ms: spec.wait_ms,
+    };
+    match ctx
+        .shared
+        .table
+        .acquire(ctx.conn.session, key, &req, ctx.now)
+    {
+        AcquireOutcome::Granted(token) => ctx.out.integer(token.0 as i64),
+        AcquireOutcome::Queued => {
+            return Flow::Park {
+                request,
+                since: Instant::now(),
+            }
+        }
+        AcquireOutcome::WouldBlock => ctx.out.null(),
+        AcquireOutcome::Deadlock(cycle) => ctx.out.error(&deadlock_message(&cycle)),
+        AcquireOutcome::WrongType { current } => ctx.out.error(&wrongtype_message(current)),
+        AcquireOutcome::Limit(limit) => ctx.out.error(&format!("LIMIT {}", limit.describe())),
+    }
+    Flow::Continue
+}
+
+/// `DEADLOCK` naming the cycle: who waits for which key, back to the requester.
+pub(crate) fn deadlock_message(cycle: &Cycle) -> String {
+    let mut msg = String::from("DEADLOCK waiting would close a cycle:");
+    for (session, key) in cycle.sessions.iter().zip(&cycle.keys) {
+        msg.push_str(&format!(
+            " session {session} waits for '{}' ->",
+            super::printable(key.as_bytes())
+        ));
+    }
+    if let Some(first) = cycle.sessions.first() {
+        msg.push_str(&format!(" session {first}"));
+    }
+    msg
+}
+
+pub(crate) fn wrongtype_message(current: Kind) -> String {
+    match current {
+        Kind::Lock => "WRONGTYPE key is held as a lock (EXCLUSIVE/SHARED)".into(),
+        Kind::Semaphore { limit } => {
+            format!("WRONGTYPE key is held as a semaphore with limit {limit}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Spec, String> {
+        let words: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
+        parse(&words, 30_000, 86_400_000, 1000)
+    }
+
+    #[test]
+    fn defaults_and_options() {
+        assert_eq!(
+            p("").unwrap(),
+            Spec {
+                mode: Mode::Exclusive,
+                reentrant: false,
+                ttl_ms: 30_000,
+                wait_ms: None
+            }
+        );
+        assert_eq!(
+            p("wait 0 ttl 5 shared reentrant").unwrap(),
+            Spec {
+                mode: Mode::Shared,
+                reentrant: true,
+                ttl_ms: 5,
+                wait_ms: Some(0)
+            }
+        );
+        assert_eq!(
+            p("SEMAPHORE 3 PERMITS 2").unwrap().mode,
+            Mode::Semaphore {
+                limit: 3,
+                permits: 2
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p("EXCLUSIVE SHARED").unwrap_err().starts_with("ERR syntax"));
+        assert!(p("TTL").unwrap_err().starts_with("ERR syntax"));
+        assert!(p("TTL x")
+            .unwrap_err()
+            .starts_with("ERR value is not an integer"));
+        assert!(p("TTL -5")
+            .unwrap_err()
+            .starts_with("ERR value is not an integer"));
+        assert!(p("TTL 0").unwrap_err().starts_with("ERR TTL"));
+        assert!(p("TTL 86400001").unwrap_err().starts_with("LIMIT"));
+        assert!(p("PERMITS 2").unwrap_err().starts_with("ERR PERMITS"));
+        assert!(p("SEMAPHORE 2 PERMITS 3")
+            .unwrap_err()
+            .starts_with("ERR PERMITS"));
+        assert!(p("SEMAPHORE 0").unwrap_err().starts_with("ERR SEMAPHORE"));
+        assert!(p("SEMAPHORE 1001").unwrap_err().starts_with("LIMIT"));
+        assert!(p("SEMAPHORE 2 REENTRANT")
+            .unwrap_err()
+            .starts_with("ERR REENTRANT"));
+        assert!(p("BOGUS").unwrap_err().starts_with("ERR syntax"));
+        assert!(p("WAIT 1 WAIT 2").unwrap_err().starts_with("ERR syntax"));
+    }
+}

@@ -1,0 +1,128 @@
+//! INFO: server state as `field:value` lines under `# Section` headers.
+//!
+//! # Format
+//! `INFO [section]` -> bulk string. Sections: server, clients, locks, stats (with the
+//! wait-time percentiles of queued ACQUIREs), persistence, replication; `all`/`default`
+//! or no argument for every section; an unknown section gives an empty string.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::Ctx;
+
+const SECTIONS: [&str; 6] = [
+    "server",
+    "clients",
+    "locks",
+    "stats",
+    "persistence",
+    "replication",
+];
+
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
+    let wanted: Vec<&str> = match args {
+        [] => SECTIONS.to_vec(),
+        [s] if s.eq_ignore_ascii_case(b"all")
+            || s.eq_ignore_ascii_case(b"default")
+            || s.eq_ignore_ascii_case(b"everything") =>
+        {
+            SECTIONS.to_vec()
+        }
+        words => SECTIONS
+            .iter()
+            .copied()
+            .filter(|name| {
+                words
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(name.as_bytes()))
+            })
+            .collect(),
+    };
+    let text = render(ctx, &wanted);
+    ctx.out.bulk(text.as_bytes());
+}
+
+fn render(ctx: &Ctx, wanted: &[&str]) -> String {
+    let shared = ctx.shared;
+    let cfg = &shared.config;
+    let engine = shared.table.stats();
+    let net = &shared.stats;
+    let mut s = String::new();
+    for (i, section) in wanted.iter().enumerate() {
+        if i > 0 {
+            s.push_str("\r\n");
+        }
+        match *section {
+            "server" => {
+                let uptime = shared.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+                let _ = write!(
+                    s,
+                    "# Server\r\nserver:turnstile\r\nturnstile_version:{}\r\nmode:standalone\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nshards:{}\r\ndefault_ttl_ms:{}\r\nmax_ttl_ms:{}\r\n",
+                    env!("CARGO_PKG_VERSION"),
+                    std::process::id(),
+                    shared.addr.port(),
+                    uptime,
+                    uptime / 86_400,
+                    shared.table.shard_count(),
+                    cfg.default_ttl_ms,
+                    cfg.max_ttl_ms,
+                );
+            }
+            "clients" => {
+                let _ = write!(
+                    s,
+                    "# Clients\r\nconnected_clients:{}\r\ntotal_connections_received:{}\r\nrejected_connections:{}\r\nmaxclients:{}\r\n",
+                    net.connections.load(Ordering::Relaxed),
+                    net.total_connections.load(Ordering::Relaxed),
+                    net.rejected_connections.load(Ordering::Relaxed),
+                    cfg.max_connections,
+                );
+            }
+            "locks" => {
+                let _ = write!(
+                    s,
+                    "# Locks\r\nkeys:{}\r\nholds:{}\r\nwaiters:{}\r\nmax_keys:{}\r\nmax_waiters_per_key:{}\r\nmax_holds_per_session:{}\r\n",
+                    engine.keys, engine.holds, engine.waiters, cfg.max_keys, cfg.max_waiters_per_key, cfg.max_holds_per_session,
+                );
+            }
+            "stats" => {
+                let (waits, p50, p99, p999, max) = net.wait_percentiles();
+                let _ = write!(
+                    s,
+                    "# Stats\r\ntotal_commands_processed:{}\r\nacquires:{}\r\ngrants:{}\r\nreentrant_acquires:{}\r\nqueued:{}\r\nwould_block:{}\r\nreleases:{}\r\nrenews:{}\r\nexpiries:{}\r\ntimeouts:{}\r\ncancels:{}\r\nsession_releases:{}\r\ndeadlocks:{}\r\nwrongtype:{}\r\nlimit_refusals:{}\r\nprotocol_errors:{}\r\nwaits:{}\r\nwait_p50_us:{}\r\nwait_p99_us:{}\r\nwait_p999_us:{}\r\nwait_max_us:{}\r\n",
+                    net.commands.load(Ordering::Relaxed),
+                    engine.acquires,
+                    engine.grants,
+                    engine.reentrant,
+                    engine.queued,
+                    engine.would_block,
+                    engine.releases,
+                    engine.renews,
+                    engine.expiries,
+                    engine.timeouts,
+                    engine.cancels,
+                    engine.session_releases,
+                    engine.deadlocks,
+                    engine.wrongtype,
+                    engine.limits,
+                    net.protocol_errors.load(Ordering::Relaxed),
+                    waits,
+                    p50,
+                    p99,
+                    p999,
+                    max,
+                );
+            }
+            "persistence" => {
+                s.push_str("# Persistence\r\npersistence:none\r\nfsync:none\r\n");
+            }
+            "replication" => {
+                s.push_str(
+                    "# Replication\r\nrole:leader\r\nmode:standalone\r\nconnected_followers:0\r\n",
+                );
+            }
+            _ => {}
+        }
+    }
+    s
+}

@@ -1,0 +1,55 @@
+//! INSPECT: a key's kind, holders and waiters.
+//!
+//! # Format
+//! `INSPECT key` -> field/value pairs in this order (a flat array in RESP2, a map in RESP3):
+//! `kind` (`lock` or `semaphore`), `limit` (the semaphore's permits; 0 for a lock),
+//! `fencing` (last token issued for the key),
+//! `holders` (array of `[session, mode, token, permits, count, ttl_ms]`),
+//! `waiters` (array of `[session, mode, permits, waited_ms]`, in queue order).
+//! An empty array when the key has no holders and no waiters.
+
+use super::{key_ok, wrong_args, Ctx};
+use crate::engine::Kind;
+
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
+    let [key] = args else {
+        return wrong_args(ctx, "inspect");
+    };
+    if !key_ok(ctx, key) {
+        return;
+    }
+    let Some(info) = ctx.shared.table.inspect(key, ctx.now) else {
+        return ctx.out.array(0);
+    };
+    let out = &mut ctx.out;
+    out.map(5);
+    out.bulk(b"kind");
+    out.bulk(info.kind.name().as_bytes());
+    out.bulk(b"limit");
+    out.integer(match info.kind {
+        Kind::Lock => 0,
+        Kind::Semaphore { limit } => i64::from(limit),
+    });
+    out.bulk(b"fencing");
+    out.integer(info.fencing.0 as i64);
+    out.bulk(b"holders");
+    out.array(info.holders.len());
+    for h in &info.holders {
+        out.array(6);
+        out.integer(h.session.0 as i64);
+        out.bulk(h.mode.name().as_bytes());
+        out.integer(h.token.0 as i64);
+        out.integer(i64::from(h.permits));
+        out.integer(i64::from(h.count));
+        out.integer(h.ttl_ms as i64);
+    }
+    out.bulk(b"waiters");
+    out.array(info.waiters.len());
+    for w in &info.waiters {
+        out.array(4);
+        out.integer(w.session.0 as i64);
+        out.bulk(w.mode.name().as_bytes());
+        out.integer(i64::from(w.permits));
+        out.integer(w.waited_ms as i64);
+    }
+}

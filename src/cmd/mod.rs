@@ -1,0 +1,185 @@
+//! Text-mode commands: one file per command, each with its grammar in a `# Format` block,
+//! parsing its arguments, applying them and encoding the reply.
+//!
+//! [`dispatch`] routes by name (case-insensitive) and enforces AUTH. Errors are replies:
+//! the connection goes on after any of them.
+
+mod acquire;
+mod auth;
+mod client;
+mod compat;
+mod hello;
+mod info;
+mod inspect;
+mod locks;
+mod ping;
+mod release;
+mod renew;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::engine::{Event, RequestId, SessionId};
+use crate::protocol::{Proto, ReplyWriter};
+use crate::server::Shared;
+
+/// Per-connection state the commands read and change.
+#[derive(Debug)]
+pub struct ConnState {
+    /// The connection's session.
+    pub session: SessionId,
+    /// The peer, for CLIENT and logs.
+    pub peer: SocketAddr,
+    /// Reply protocol (HELLO switches it).
+    pub proto: Proto,
+    /// Whether AUTH succeeded (or no password is configured).
+    pub authed: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<Vec<u8>>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Vec<u8>>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Vec<u8>>,
+}
+
+impl ConnState {
+    /// A new connection's state.
+    pub fn new(session: SessionId, peer: SocketAddr, authed: bool) -> Self {
+        ConnState {
+            session,
+            peer,
+            proto: Proto::Resp2,
+            authed,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+        }
+    }
+}
+
+/// What the connection does after a command.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next command.
+    Continue,
+    /// Send what is buffered and close (QUIT).
+    Close,
+    /// The ACQUIRE queued: send what is buffered, then wait for its grant or timeout before
+    /// running the commands behind it.
+    Park {
+        /// The queued request.
+        request: RequestId,
+        /// When it queued.
+        since: Instant,
+    },
+}
+
+/// What a command runs with.
+pub struct Ctx<'a> {
+    /// Server state.
+    pub shared: &'a Shared,
+    /// Connection state.
+    pub conn: &'a mut ConnState,
+    /// The engine time of this batch of commands.
+    pub now: u64,
+    /// Where the reply goes.
+    pub out: ReplyWriter<'a>,
+    /// Events for other sessions caused by the command (routed by the connection).
+    pub events: &'a mut Vec<Event>,
+}
+
+/// Runs one command. `args[0]` is the command name.
+pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
+    let name = args[0];
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if !ctx.conn.authed && !(is("AUTH") || is("PING") || is("HELLO") || is("QUIT")) {
+        ctx.out.error("NOAUTH Authentication required.");
+        return Flow::Continue;
+    }
+    let a = &args[1..];
+    match name.len() {
+        7 if is("ACQUIRE") => return acquire::run(ctx, a),
+        7 if is("RELEASE") => release::run(ctx, a),
+        5 if is("RENEW") => renew::run(ctx, a),
+        4 if is("PING") => ping::run(ctx, a),
+        7 if is("INSPECT") => inspect::run(ctx, a),
+        5 if is("LOCKS") => locks::run(ctx, a),
+        4 if is("INFO") => info::run(ctx, a),
+        4 if is("AUTH") => auth::run(ctx, a),
+        5 if is("HELLO") => hello::run(ctx, a),
+        6 if is("CLIENT") => client::run(ctx, a),
+        4 if is("QUIT") => {
+            ctx.out.simple("OK");
+            return Flow::Close;
+        }
+        _ => {
+            if !compat::run(ctx, name, a) {
+                unknown_command(ctx, name, a);
+            }
+        }
+    }
+    Flow::Continue
+}
+
+/// `-ERR unknown command`, worded as Redis words it.
+fn unknown_command(ctx: &mut Ctx, name: &[u8], args: &[&[u8]]) {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        printable(name)
+    );
+    for a in args.iter().take(8) {
+        msg.push_str(&format!("'{}' ", printable(a)));
+    }
+    ctx.out.error(msg.trim_end());
+}
+
+/// A short, single-line rendering of client bytes for error messages.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    let s: String = String::from_utf8_lossy(&bytes[..bytes.len().min(128)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    s
+}
+
+/// `-ERR wrong number of arguments for '<cmd>' command`.
+pub(crate) fn wrong_args(ctx: &mut Ctx, cmd: &str) {
+    ctx.out.error(&format!(
+        "ERR wrong number of arguments for '{cmd}' command"
+    ));
+}
+
+/// Parses a non-negative decimal integer argument.
+pub(crate) fn parse_u64(arg: &[u8]) -> Option<u64> {
+    if arg.is_empty() || arg.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in arg {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// `-ERR value is not an integer or out of range`, naming the option.
+pub(crate) fn not_an_integer(ctx: &mut Ctx, what: &str) {
+    ctx.out.error(&format!(
+        "ERR value is not an integer or out of range ({what})"
+    ));
+}
+
+/// Checks a key against the configured maximum length; replies `-LIMIT` when over.
+pub(crate) fn key_ok(ctx: &mut Ctx, key: &[u8]) -> bool {
+    if key.len() > ctx.shared.config.max_key_len {
+        ctx.out.error(&format!(
+            "LIMIT key is {} bytes, more than the maximum of {}",
+            key.len(),
+            ctx.shared.config.max_key_len
+        ));
+        return false;
+    }
+    true
+}

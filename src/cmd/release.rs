@@ -1,0 +1,27 @@
+//! RELEASE: give up the session's hold on a key (one level of a reentrant hold).
+//!
+//! # Format
+//! `RELEASE key` -> `:1` | `-NOTHELD ...` (the session holds nothing on the key, e.g. the
+//! lease ran out). Releasing grants the next compatible waiters at once.
+
+use super::{key_ok, wrong_args, Ctx};
+
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
+    let [key] = args else {
+        return wrong_args(ctx, "release");
+    };
+    if !key_ok(ctx, key) {
+        return;
+    }
+    match ctx
+        .shared
+        .table
+        .release(ctx.conn.session, key, ctx.now, ctx.events)
+    {
+        Ok(()) => ctx.out.integer(1),
+        Err(_) => ctx.out.error(NOTHELD),
+    }
+}
+
+/// The NOTHELD reply shared by RELEASE and RENEW.
+pub(super) const NOTHELD: &str = "NOTHELD the session holds nothing on this key (never acquired, released, or the lease ran out)";

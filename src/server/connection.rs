@@ -1,0 +1,207 @@
+//! One client connection: read, decode every complete command, apply, write all replies
+//! with one write; park on a blocking ACQUIRE until the lock table grants it or its WAIT
+//! runs out; end the session when the connection ends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use smallvec::SmallVec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tracing::debug;
+
+use super::Shared;
+use crate::cmd::{self, ConnState, Flow};
+use crate::engine::Event;
+use crate::protocol::resp::{arg, parse_command, Parsed};
+use crate::protocol::{Proto, ReplyWriter};
+
+/// Serves one accepted connection to its end.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(_permit) = permit else {
+        shared
+            .stats
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream
+            .write_all(b"-LIMIT max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    if shared.config.tcp_keepalive_secs > 0 {
+        let idle = std::time::Duration::from_secs(shared.config.tcp_keepalive_secs);
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(std::time::Duration::from_secs(10))
+            .with_retries(3);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
+    }
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
+
+    let session = shared.table.open_session();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    shared.router.register(session, tx, false);
+    debug!(%peer, %session, "connection opened");
+
+    let mut conn = ConnState::new(session, peer, shared.config.requirepass.is_none());
+    let limits = shared.config.frame_limits();
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut outbuf = BytesMut::with_capacity(16 * 1024);
+    let mut args = Vec::with_capacity(16);
+    let mut scratch = Vec::new();
+    let mut events = Vec::new();
+    // While parked, input is buffered up to this much so a disconnect is still noticed.
+    let park_cap = limits.max_request.saturating_add(64 * 1024);
+
+    'conn: loop {
+        let now = shared.clock.now_ms();
+        let mut processed = 0u64;
+        loop {
+            let parsed = parse_command(&inbuf, &mut args, &mut scratch, &limits);
+            let len = match parsed {
+                Ok(Parsed::Command { len }) => len,
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, error = %e, "protocol error");
+                    let mut w = ReplyWriter {
+                        out: &mut outbuf,
+                        proto: conn.proto,
+                    };
+                    w.error(&format!("ERR Protocol error: {e}"));
+                    let _ = stream.write_all(&outbuf).await;
+                    break 'conn;
+                }
+            };
+            let flow = if args.is_empty() {
+                Flow::Continue
+            } else {
+                processed += 1;
+                let argv: SmallVec<[&[u8]; 8]> =
+                    args.iter().map(|r| arg(&inbuf, &scratch, r)).collect();
+                let mut ctx = cmd::Ctx {
+                    shared: &shared,
+                    conn: &mut conn,
+                    now,
+                    out: ReplyWriter {
+                        out: &mut outbuf,
+                        proto: Proto::Resp2,
+                    },
+                    events: &mut events,
+                };
+                ctx.out.proto = ctx.conn.proto;
+                cmd::dispatch(&mut ctx, &argv)
+            };
+            inbuf.advance(len);
+            if !events.is_empty() {
+                shared.router.route(&mut events);
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => {
+                    let _ = stream.write_all(&outbuf).await;
+                    break 'conn;
+                }
+                Flow::Park { request, since } => {
+                    // Replies to the commands before the ACQUIRE go out now.
+                    if !outbuf.is_empty() {
+                        if stream.write_all(&outbuf).await.is_err() {
+                            break 'conn;
+                        }
+                        outbuf.clear();
+                    }
+                    let granted = loop {
+                        tokio::select! {
+                            ev = rx.recv() => match ev {
+                                Some(Event::Granted { request: r, token, .. }) if r == request => break Some(token),
+                                Some(Event::TimedOut { request: r, .. }) if r == request => break None,
+                                Some(_) => {}
+                                None => break 'conn,
+                            },
+                            read = stream.read_buf(&mut inbuf), if inbuf.len() < park_cap => match read {
+                                Ok(0) | Err(_) => break 'conn,
+                                Ok(_) => {}
+                            },
+                            _ = stop.changed() => break 'conn,
+                        }
+                    };
+                    let mut w = ReplyWriter {
+                        out: &mut outbuf,
+                        proto: conn.proto,
+                    };
+                    match granted {
+                        Some(token) => {
+                            w.integer(token.0 as i64);
+                            shared
+                                .stats
+                                .record_wait(session.0, since.elapsed().as_micros() as u64);
+                        }
+                        None => w.null(),
+                    }
+                    // Commands pipelined behind the ACQUIRE run at the time they now run.
+                    continue 'conn;
+                }
+            }
+        }
+        shared.stats.add_commands(processed);
+        if !outbuf.is_empty() {
+            if stream.write_all(&outbuf).await.is_err() {
+                break;
+            }
+            outbuf.clear();
+            if outbuf.capacity() > 1024 * 1024 {
+                outbuf = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        if inbuf.is_empty() && inbuf.capacity() > 1024 * 1024 {
+            inbuf = BytesMut::with_capacity(16 * 1024);
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut inbuf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = stop.changed() => break,
+        }
+    }
+
+    shared.router.unregister(session);
+    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    debug!(%peer, %session, "connection closed");
+    end_session(shared, session).await;
+}
+
+/// Ends the session after the configured grace: its holds are released and its queued
+/// request cancelled.
+async fn end_session(shared: Arc<Shared>, session: crate::engine::SessionId) {
+    let grace = shared.config.session_grace();
+    let close = move |shared: Arc<Shared>| {
+        let mut events = Vec::new();
+        shared
+            .table
+            .close_session(session, shared.clock.now_ms(), &mut events);
+        shared.router.route(&mut events);
+    };
+    if grace.is_zero() {
+        close(shared);
+    } else {
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            close(shared);
+        });
+    }
+}
