@@ -26,12 +26,158 @@ use crate::lease::{TimerId, TimerWheel};
 /// "No lock" in the session hold lists.
 const NIL: u32 = u32::MAX;
 
-/// What a timer in the wheel stands for. A session holds a key at most once and queues on it
-/// at most once, so (lock, session) names the hold or the waiter.
+/// What a timer in the wheel stands for, packed into 8 bytes because every held lock has
+/// one: the lock's index with the top bit set for a wait deadline (clear for a lease), and
+/// the low 32 bits of the session. A session holds or queues on a key at most once, and the
+/// timer that fired is the one no longer pending in the wheel, so this names the hold or
+/// waiter exactly.
 #[derive(Clone, Copy, Debug)]
-enum TimerRef {
-    Lease { lock: u32, session: SessionId },
-    Wait { lock: u32, session: SessionId },
+struct TimerRef {
+    lock: u32,
+    session: u32,
+}
+
+const WAIT_BIT: u32 = 1 << 31;
+
+impl TimerRef {
+    fn lease(lock: u32, session: SessionId) -> Self {
+        TimerRef {
+            lock,
+            session: session.0 as u32,
+        }
+    }
+
+    fn wait(lock: u32, session: SessionId) -> Self {
+        TimerRef {
+            lock: lock | WAIT_BIT,
+            session: session.0 as u32,
+        }
+    }
+
+    fn is_wait(self) -> bool {
+        self.lock & WAIT_BIT != 0
+    }
+
+    fn index(self) -> u32 {
+        self.lock & !WAIT_BIT
+    }
+
+    fn names(self, session: SessionId) -> bool {
+        self.session == session.0 as u32
+    }
+}
+
+/// The mode of a hold, without the semaphore's limit (the lock's kind has it): small, and
+/// its tag leaves a niche so that [`Holders`] costs nothing over one hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeldMode {
+    Exclusive,
+    Shared,
+    Semaphore { permits: u32 },
+}
+
+impl HeldMode {
+    fn of(mode: Mode) -> Self {
+        match mode {
+            Mode::Exclusive => HeldMode::Exclusive,
+            Mode::Shared => HeldMode::Shared,
+            Mode::Semaphore { permits, .. } => HeldMode::Semaphore { permits },
+        }
+    }
+
+    fn mode(self, kind: Kind) -> Mode {
+        match self {
+            HeldMode::Exclusive => Mode::Exclusive,
+            HeldMode::Shared => Mode::Shared,
+            HeldMode::Semaphore { permits } => Mode::Semaphore {
+                limit: kind.limit(),
+                permits,
+            },
+        }
+    }
+
+    fn permits(self) -> u32 {
+        match self {
+            HeldMode::Semaphore { permits } => permits,
+            _ => 1,
+        }
+    }
+}
+
+/// The holders of a lock: most locks have exactly one, stored inline without a
+/// capacity word.
+#[derive(Debug, Default)]
+enum Holders {
+    #[default]
+    Empty,
+    One(Hold),
+    Many(Vec<Hold>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[Hold] {
+        match self {
+            Holders::Empty => &[],
+            Holders::One(h) => std::slice::from_ref(h),
+            Holders::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Hold] {
+        match self {
+            Holders::Empty => &mut [],
+            Holders::One(h) => std::slice::from_mut(h),
+            Holders::Many(v) => v,
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Hold> {
+        self.as_slice().iter()
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Holders::Empty)
+    }
+
+    fn push(&mut self, hold: Hold) {
+        *self = match std::mem::take(self) {
+            Holders::Empty => Holders::One(hold),
+            Holders::One(first) => Holders::Many(vec![first, hold]),
+            Holders::Many(mut v) => {
+                v.push(hold);
+                Holders::Many(v)
+            }
+        };
+    }
+
+    fn remove(&mut self, pos: usize) -> Hold {
+        match std::mem::take(self) {
+            Holders::Empty => unreachable!("remove from no holders: positions come from a search"),
+            Holders::One(h) => h,
+            Holders::Many(mut v) => {
+                let h = v.remove(pos);
+                *self = match v.len() {
+                    0 => Holders::Empty,
+                    1 => Holders::One(v.pop().expect("one left")),
+                    _ => Holders::Many(v),
+                };
+                h
+            }
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Holders {
+    type Output = Hold;
+    fn index(&self, i: usize) -> &Hold {
+        &self.as_slice()[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Holders {
+    fn index_mut(&mut self, i: usize) -> &mut Hold {
+        &mut self.as_mut_slice()[i]
+    }
 }
 
 /// A granted hold. Kept small: most locks have exactly one, stored inline in the lock.
@@ -42,7 +188,7 @@ struct Hold {
     timer: TimerId,
     ttl_ms: u32,
     count: u32,
-    mode: Mode,
+    mode: HeldMode,
     /// The session's previous and next held lock in this shard (an intrusive list, so a
     /// session end finds its holds without a scan and a release unlinks in O(1)).
     prev: u32,
@@ -66,7 +212,7 @@ struct Lock {
     key: Key,
     kind: Kind,
     last_token: u64,
-    holders: SmallVec<[Hold; 1]>,
+    holders: Holders,
     /// Boxed so that an uncontended lock pays one pointer for it. Present iff non-empty;
     /// the wait-for graph mirrors a key exactly while this is present.
     queue: Option<Box<VecDeque<Waiter>>>,
@@ -88,7 +234,7 @@ impl Lock {
     fn compatible(&self, mode: Mode) -> bool {
         match mode {
             Mode::Exclusive => self.holders.is_empty(),
-            Mode::Shared => self.holders.iter().all(|h| h.mode == Mode::Shared),
+            Mode::Shared => self.holders.iter().all(|h| h.mode == HeldMode::Shared),
             Mode::Semaphore { limit, permits } => {
                 let used: u64 = self
                     .holders
@@ -105,7 +251,10 @@ impl Lock {
     }
 
     fn holder_pairs(&self) -> SmallVec<[(SessionId, Mode); 4]> {
-        self.holders.iter().map(|h| (h.session, h.mode)).collect()
+        self.holders
+            .iter()
+            .map(|h| (h.session, h.mode.mode(self.kind)))
+            .collect()
     }
 }
 
@@ -200,7 +349,7 @@ impl Shard {
             key: Key::new(key),
             kind,
             last_token: 0,
-            holders: SmallVec::new(),
+            holders: Holders::Empty,
             queue: None,
         };
         let idx = match self.free.pop() {
@@ -279,9 +428,7 @@ impl Shard {
     ) -> u64 {
         let token = self.next_token();
         let deadline = now.saturating_add(u64::from(ttl_ms));
-        let timer = self
-            .wheel
-            .insert(deadline, TimerRef::Lease { lock: idx, session });
+        let timer = self.wheel.insert(deadline, TimerRef::lease(idx, session));
         ctx.armed(deadline);
         let head = {
             let s = self.session_entry(session);
@@ -300,7 +447,7 @@ impl Shard {
             timer,
             ttl_ms,
             count: 1,
-            mode,
+            mode: HeldMode::of(mode),
             prev: NIL,
             next: head,
         });
@@ -431,7 +578,8 @@ impl Shard {
         }
         if let Some(pos) = lock.holder(session) {
             let hold = &lock.holders[pos];
-            let reentrant = req.reentrant && hold.mode == req.mode && kind == Kind::Lock;
+            let reentrant =
+                req.reentrant && hold.mode == HeldMode::of(req.mode) && kind == Kind::Lock;
             if !reentrant {
                 self.stats.deadlocks += 1;
                 return AcquireOutcome::Deadlock(self_cycle(session, key));
@@ -452,9 +600,7 @@ impl Shard {
             hold.ttl_ms = ttl_ms;
             if deadline > old_deadline {
                 self.wheel.cancel(old);
-                let timer = self
-                    .wheel
-                    .insert(deadline, TimerRef::Lease { lock: idx, session });
+                let timer = self.wheel.insert(deadline, TimerRef::lease(idx, session));
                 self.lock_mut(idx).holders[pos].timer = timer;
             }
             self.stats.reentrant += 1;
@@ -494,8 +640,7 @@ impl Shard {
         let timer = req.wait_ms.map(|wait| {
             let deadline = now.saturating_add(wait);
             ctx.armed(deadline);
-            self.wheel
-                .insert(deadline, TimerRef::Wait { lock: idx, session })
+            self.wheel.insert(deadline, TimerRef::wait(idx, session))
         });
         let lock = self.lock_mut(idx);
         lock.queue
@@ -556,9 +701,7 @@ impl Shard {
         });
         self.wheel.cancel(old);
         let deadline = now.saturating_add(u64::from(ttl));
-        let timer = self
-            .wheel
-            .insert(deadline, TimerRef::Lease { lock: idx, session });
+        let timer = self.wheel.insert(deadline, TimerRef::lease(idx, session));
         ctx.armed(deadline);
         let hold = &mut self.lock_mut(idx).holders[pos];
         hold.timer = timer;
@@ -634,53 +777,53 @@ impl Shard {
         self.wheel.advance(now, &mut fired);
         if fired.len() > 1 {
             let locks = &self.locks;
-            let order = |(deadline, t): &(u64, TimerRef)| {
-                let (lock, rank, session) = match *t {
-                    TimerRef::Lease { lock, session } => (lock, 0u8, session),
-                    TimerRef::Wait { lock, session } => (lock, 1u8, session),
-                };
-                let key = locks[lock as usize].as_ref().map(|l| l.key.clone());
-                (*deadline, key, rank, session)
-            };
-            fired.sort_by_cached_key(order);
+            fired.sort_by_cached_key(|&(deadline, t)| {
+                let key = locks[t.index() as usize].as_ref().map(|l| l.key.clone());
+                (deadline, key, t.is_wait(), t.session)
+            });
         }
         for &(_, timer) in &fired {
-            match timer {
-                TimerRef::Lease { lock: idx, session } => {
-                    let Some(pos) = self.locks[idx as usize]
-                        .as_ref()
-                        .and_then(|l| l.holder(session))
-                    else {
-                        continue;
-                    };
-                    let hold = self.drop_hold(idx, pos, ctx);
-                    self.stats.expiries += 1;
-                    events.push(Event::Expired {
-                        session,
-                        key: self.lock(idx).key.clone(),
-                        token: FencingToken(hold.token),
-                    });
-                    self.grant_waiters(idx, now, ctx, events);
-                    self.remove_if_idle(idx, ctx);
-                }
-                TimerRef::Wait { lock: idx, session } => {
-                    let Some(pos) = self.locks[idx as usize]
-                        .as_ref()
-                        .and_then(|l| l.waiter(session))
-                    else {
-                        continue;
-                    };
-                    let waiter = self.drop_waiter(idx, pos, ctx);
-                    self.stats.timeouts += 1;
-                    events.push(Event::TimedOut {
-                        session,
-                        request: waiter.request,
-                        key: self.lock(idx).key.clone(),
-                    });
-                    self.grant_waiters(idx, now, ctx, events);
-                    self.remove_if_idle(idx, ctx);
-                }
+            let idx = timer.index();
+            let Some(lock) = self.locks[idx as usize].as_ref() else {
+                continue;
+            };
+            if timer.is_wait() {
+                // The waiter whose deadline fired: its timer is no longer pending.
+                let wheel = &self.wheel;
+                let Some(pos) = lock.queue.as_ref().and_then(|q| {
+                    q.iter().position(|w| {
+                        timer.names(w.session)
+                            && w.timer.is_some_and(|t| wheel.deadline(t).is_none())
+                    })
+                }) else {
+                    continue;
+                };
+                let waiter = self.drop_waiter(idx, pos, ctx);
+                self.stats.timeouts += 1;
+                events.push(Event::TimedOut {
+                    session: waiter.session,
+                    request: waiter.request,
+                    key: self.lock(idx).key.clone(),
+                });
+            } else {
+                let wheel = &self.wheel;
+                let Some(pos) = lock
+                    .holders
+                    .iter()
+                    .position(|h| timer.names(h.session) && wheel.deadline(h.timer).is_none())
+                else {
+                    continue;
+                };
+                let hold = self.drop_hold(idx, pos, ctx);
+                self.stats.expiries += 1;
+                events.push(Event::Expired {
+                    session: hold.session,
+                    key: self.lock(idx).key.clone(),
+                    token: FencingToken(hold.token),
+                });
             }
+            self.grant_waiters(idx, now, ctx, events);
+            self.remove_if_idle(idx, ctx);
         }
         self.fired = fired;
     }
@@ -699,7 +842,7 @@ impl Shard {
                 .iter()
                 .map(|h| HolderInfo {
                     session: h.session,
-                    mode: h.mode,
+                    mode: h.mode.mode(lock.kind),
                     token: FencingToken(h.token),
                     permits: h.mode.permits(),
                     count: h.count,
@@ -739,12 +882,12 @@ impl Shard {
         mut f: impl FnMut(&Key, Kind, SessionId, Mode, FencingToken, u32),
     ) {
         for lock in self.locks.iter().flatten() {
-            for h in &lock.holders {
+            for h in lock.holders.iter() {
                 f(
                     &lock.key,
                     lock.kind,
                     h.session,
-                    h.mode,
+                    h.mode.mode(lock.kind),
                     FencingToken(h.token),
                     h.count,
                 );

@@ -1,0 +1,160 @@
+//! `turnstile cli`: a redis-cli-like shell for Turnstile's text protocol.
+//!
+//! The root binary embeds [`CliArgs`] as the arguments of its `cli` subcommand and calls
+//! [`run`]. Three ways in, as in redis-cli:
+//! - interactive, when no command is given and stdin is a terminal: a prompt with line
+//!   editing, history (`~/.turnstile_cli_history`), hints of the syntax left to type,
+//!   Tab completion and `HELP`;
+//! - one line at a time from stdin when it is not a terminal (`turnstile cli < cmds.txt`);
+//! - one-shot: `turnstile cli ACQUIRE k TTL 5000` prints the reply and exits 1 if it was
+//!   an error.
+//!
+//! Modules, from the wire up:
+//! - `resp`: RESP2/RESP3 encoding and capped, two-pass decoding;
+//! - `client`: a blocking connection that sends a command and reads its reply;
+//! - `format`: replies printed byte for byte as redis-cli prints them;
+//! - `split`: redis-cli's quoting rules for typed lines;
+//! - `commands`: the command table, and the help, hints and completion made from it;
+//! - `editor`: the rustyline helper;
+//! - `shell`: the session, the three modes, reconnecting.
+
+mod client;
+mod commands;
+mod editor;
+mod format;
+mod resp;
+mod shell;
+mod split;
+
+use std::io::{self, IsTerminal};
+
+use format::Output;
+use shell::{Settings, Shell};
+
+/// Connects to a Turnstile server and runs commands: a shell without COMMAND, that one
+/// command with it, as redis-cli does.
+///
+/// The host flag is -H/--host, since -h is help. Replies print as redis-cli prints them:
+/// formatted on a terminal, raw in pipes and files (see --raw, --no-raw). In the shell,
+/// HELP lists the commands, and hints show the syntax as you type.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CliArgs {
+    /// Server host name or address.
+    #[arg(short = 'H', long, env = "TURNSTILE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Server port.
+    #[arg(short = 'p', long, env = "TURNSTILE_PORT", default_value_t = 7379)]
+    pub port: u16,
+
+    /// Password, sent with AUTH on connect (and on every reconnect). Prefer
+    /// TURNSTILE_PASS: a command line can be read by other users of the machine.
+    #[arg(short = 'a', long, env = "TURNSTILE_PASS", hide_env_values = true)]
+    pub pass: Option<String>,
+
+    /// User name for AUTH (with --pass).
+    #[arg(long, requires = "pass")]
+    pub user: Option<String>,
+
+    /// Speak RESP3: send HELLO 3 on connect (maps, nulls and booleans as RESP3 types).
+    #[arg(short = '3', long)]
+    pub resp3: bool,
+
+    /// Print replies raw: no quotes or type annotations, one value per line. The default
+    /// when stdout is not a terminal.
+    #[arg(long, conflicts_with = "no_raw")]
+    pub raw: bool,
+
+    /// Print replies formatted, as on a terminal, even when stdout is not one.
+    #[arg(long)]
+    pub no_raw: bool,
+
+    /// A command to run once, then exit (`ACQUIRE k TTL 5000`). Without one, a shell.
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+/// Runs the shell: interactive when `command` is empty and stdin is a terminal; reads
+/// commands line by line from stdin when it is not a terminal; one-shot otherwise.
+/// Returns the process exit code: 0 ok, 1 when a one-shot command (or any line read from
+/// stdin) got an error reply, or the server could not be reached.
+pub fn run(args: CliArgs) -> anyhow::Result<i32> {
+    let stdout_is_tty = io::stdout().is_terminal();
+    // redis-cli's rule: formatted for people on a terminal, raw for pipes and files.
+    let output = if args.raw {
+        Output::Raw
+    } else if args.no_raw || stdout_is_tty {
+        Output::Standard
+    } else {
+        Output::Raw
+    };
+    let settings = Settings {
+        host: args.host,
+        port: args.port,
+        user: args.user,
+        pass: args.pass,
+        resp3: args.resp3,
+        output,
+        color: stdout_is_tty,
+        limits: resp::Limits::default(),
+    };
+    let mut shell = Shell::new(settings, io::stdout(), io::stderr());
+    if !args.command.is_empty() {
+        return Ok(shell.one_shot(&args.command)?);
+    }
+    if io::stdin().is_terminal() {
+        shell.interactive()
+    } else {
+        Ok(shell.script(io::stdin().lock())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CliArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<CliArgs, clap::Error> {
+        Cli::try_parse_from([&["turnstile-cli"], argv].concat()).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn options_come_first_and_the_rest_is_the_command() {
+        let args = parse(&[
+            "-H", "db1", "-p", "7000", "-3", "--raw", "ACQUIRE", "k", "TTL", "-5", "--raw",
+        ])
+        .expect("valid");
+        assert_eq!((args.host.as_str(), args.port), ("db1", 7000));
+        assert!(args.resp3 && args.raw && !args.no_raw);
+        // As in redis-cli, everything after the command name belongs to the command.
+        assert_eq!(args.command, ["ACQUIRE", "k", "TTL", "-5", "--raw"]);
+    }
+
+    #[test]
+    fn flags_have_defaults_and_checks() {
+        let args = parse(&[]).expect("valid");
+        assert!(args.command.is_empty());
+        assert_eq!(args.port, 7379);
+        assert!(parse(&["--raw", "--no-raw"]).is_err());
+        assert!(
+            parse(&["--user", "bob"]).is_err(),
+            "--user needs a password"
+        );
+        let args = parse(&["--user", "bob", "-a", "pw", "PING"]).expect("valid");
+        assert_eq!(
+            (args.user.as_deref(), args.pass.as_deref()),
+            (Some("bob"), Some("pw"))
+        );
+        assert!(parse(&["-p", "70000"]).is_err());
+    }
+}
