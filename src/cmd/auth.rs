@@ -9,7 +9,12 @@ use super::{wrong_args, Ctx};
 
 pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     let (user, pass) = match args {
-        [pass] => (&b"default"[..], *pass),
+        [pass] => {
+            if ctx.shared.config.requirepass.is_none() {
+                return ctx.out.error(NO_PASSWORD);
+            }
+            (&b"default"[..], *pass)
+        }
         [user, pass] => (*user, *pass),
         _ => return wrong_args(ctx, "auth"),
     };
@@ -19,10 +24,18 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     }
 }
 
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
 /// Checks credentials and marks the connection authenticated; shared with HELLO's AUTH.
+/// Without a configured password the `default` user takes any password, as in Redis (whose
+/// default user is `nopass`), so clients configured with credentials still connect.
 pub(super) fn check(ctx: &mut Ctx, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
     let Some(expected) = ctx.shared.config.requirepass.as_deref() else {
-        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        if user == b"default" {
+            ctx.conn.authed = true;
+            return Ok(());
+        }
+        return Err("WRONGPASS invalid username-password pair or user is disabled.");
     };
     let ok = user == b"default" && constant_time_eq(expected.as_bytes(), pass);
     if ok {

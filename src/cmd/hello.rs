@@ -4,7 +4,8 @@
 //! # Format
 //! `HELLO [protover [AUTH username password] [SETNAME name]]` -> a map (RESP3) or flat
 //! array (RESP2) with server, version, proto, id, mode, role and modules.
-//! A protover other than 2 or 3 -> `-NOPROTO`.
+//! A protover other than 2 or 3 -> `-NOPROTO`. HELLO works before AUTH (the contract
+//! exempts it); it authenticates only with its AUTH option.
 
 use super::{auth, client, parse_u64, Ctx};
 use crate::protocol::Proto;
@@ -45,11 +46,6 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
         if let Err(msg) = auth::check(ctx, user, pass) {
             return ctx.out.error(msg);
         }
-    }
-    if !ctx.conn.authed {
-        return ctx.out.error(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        );
     }
     if let Some(name) = name {
         if !client::valid_name(name) {

@@ -92,7 +92,8 @@ pub struct Ctx<'a> {
 pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     let name = args[0];
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    if !ctx.conn.authed && !(is("AUTH") || is("PING") || is("HELLO") || is("QUIT")) {
+    let exempt = is("AUTH") || is("PING") || is("HELLO") || is("QUIT");
+    if !ctx.conn.authed && !exempt {
         ctx.out.error("NOAUTH Authentication required.");
         return Flow::Continue;
     }

@@ -120,16 +120,19 @@ const HASH_SEED: u64 = 0x7475_726e_7374_696c;
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
     use std::hash::BuildHasher;
     let h = foldhash::fast::FixedState::with_seed(HASH_SEED ^ 0x5eed).hash_one(key);
-    // The high half: the shard's own table uses the low bits for buckets.
-    ((h >> 32) % shards as u64) as usize
+    // The high half (the shard's own table uses the low bits for buckets), mapped onto
+    // 0..shards by a multiply-shift instead of a division.
+    (((h >> 32) * shards as u64) >> 32) as usize
 }
 
 /// How many holds and queued requests each session has, for the per-session limit.
 /// Sharded by session id (sessions are spread over connections, and a connection drives its
 /// session from one task, so these mutexes are practically never contended).
 pub(crate) struct SessionCounts {
-    shards: Box<[CachePadded<Mutex<hashbrown::HashMap<SessionId, u32>>>]>,
+    shards: Box<[CachePadded<Mutex<CountMap>>]>,
 }
+
+type CountMap = hashbrown::HashMap<SessionId, u32>;
 
 impl SessionCounts {
     fn new(shards: usize) -> Self {
@@ -140,7 +143,7 @@ impl SessionCounts {
         }
     }
 
-    fn shard(&self, session: SessionId) -> &Mutex<hashbrown::HashMap<SessionId, u32>> {
+    fn shard(&self, session: SessionId) -> &Mutex<CountMap> {
         &self.shards[(session.0 % self.shards.len() as u64) as usize]
     }
 
@@ -152,12 +155,28 @@ impl SessionCounts {
             .unwrap_or(0)
     }
 
-    pub(crate) fn add(&self, session: SessionId, delta: i32) {
+    /// Counts one more hold or queued request for `session` unless it has `max` already.
+    pub(crate) fn reserve(&self, session: SessionId, max: u32) -> bool {
         let mut map = self.shard(session).lock();
         let count = map.entry(session).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            map.remove(&session);
+        if *count >= max {
+            if *count == 0 {
+                map.remove(&session);
+            }
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Gives back one hold or queued request of `session`.
+    pub(crate) fn release(&self, session: SessionId) {
+        let mut map = self.shard(session).lock();
+        if let Some(count) = map.get_mut(&session) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&session);
+            }
         }
     }
 }

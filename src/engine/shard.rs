@@ -215,6 +215,10 @@ struct Lock {
     holders: Holders,
     /// Boxed so that an uncontended lock pays one pointer for it. Present iff non-empty;
     /// the wait-for graph mirrors a key exactly while this is present.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes instead of 32 on every held lock"
+    )]
     queue: Option<Box<VecDeque<Waiter>>>,
 }
 
@@ -408,14 +412,6 @@ impl Shard {
         })
     }
 
-    fn forget_session_if_empty(&mut self, session: SessionId) {
-        if let Some(s) = self.sessions.get(&session) {
-            if s.head == NIL && s.queued.is_empty() {
-                self.sessions.remove(&session);
-            }
-        }
-    }
-
     /// Creates a hold for `session` on lock `idx` and arms its lease.
     fn grant(
         &mut self,
@@ -453,7 +449,6 @@ impl Shard {
         });
         self.stats.grants += 1;
         self.stats.holds += 1;
-        ctx.sessions.add(session, 1);
         token
     }
 
@@ -482,14 +477,14 @@ impl Shard {
             let p = next.holder(hold.session).expect("listed hold exists");
             next.holders[p].prev = hold.prev;
         }
-        self.forget_session_if_empty(hold.session);
         self.stats.holds -= 1;
-        ctx.sessions.add(hold.session, -1);
+        ctx.sessions.release(hold.session);
         hold
     }
 
-    /// Removes waiter `pos` of lock `idx` from the queue, its timer and the graph.
-    fn drop_waiter(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> Waiter {
+    /// Removes waiter `pos` of lock `idx` from the queue, its timer and the graph. Unless
+    /// it is being `granted`, its place in the session's count is given back.
+    fn drop_waiter(&mut self, idx: u32, pos: usize, granted: bool, ctx: &Ctx) -> Waiter {
         let lock = self.lock_mut(idx);
         let queue = lock
             .queue
@@ -510,9 +505,10 @@ impl Shard {
                 s.queued.swap_remove(i);
             }
         }
-        self.forget_session_if_empty(waiter.session);
         self.stats.waiters -= 1;
-        ctx.sessions.add(waiter.session, -1);
+        if !granted {
+            ctx.sessions.release(waiter.session);
+        }
         waiter
     }
 
@@ -527,7 +523,7 @@ impl Shard {
             if !lock.compatible(front.mode) {
                 return;
             }
-            let waiter = self.drop_waiter(idx, 0, ctx);
+            let waiter = self.drop_waiter(idx, 0, true, ctx);
             let token = self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx);
             let lock = self.lock(idx);
             if lock.queue.is_some() {
@@ -556,14 +552,18 @@ impl Shard {
         let kind = req.mode.kind();
         let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
         let Some(idx) = self.find(key) else {
-            if ctx.sessions.get(session) >= ctx.limits.max_holds_per_session {
-                self.stats.limits += 1;
-                return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
-            }
             if ctx.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= ctx.limits.max_keys {
                 ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.stats.limits += 1;
                 return AcquireOutcome::Limit(LimitKind::Keys);
+            }
+            if !ctx
+                .sessions
+                .reserve(session, ctx.limits.max_holds_per_session)
+            {
+                ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.limits += 1;
+                return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
             let idx = self.create(key, kind);
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
@@ -610,11 +610,14 @@ impl Shard {
             self.stats.deadlocks += 1;
             return AcquireOutcome::Deadlock(self_cycle(session, key));
         }
-        if ctx.sessions.get(session) >= ctx.limits.max_holds_per_session {
-            self.stats.limits += 1;
-            return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
-        }
         if lock.queue.is_none() && lock.compatible(req.mode) {
+            if !ctx
+                .sessions
+                .reserve(session, ctx.limits.max_holds_per_session)
+            {
+                self.stats.limits += 1;
+                return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+            }
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
             return AcquireOutcome::Granted(FencingToken(token));
         }
@@ -626,12 +629,20 @@ impl Shard {
             self.stats.limits += 1;
             return AcquireOutcome::Limit(LimitKind::WaitersPerKey);
         }
+        if !ctx
+            .sessions
+            .reserve(session, ctx.limits.max_holds_per_session)
+        {
+            self.stats.limits += 1;
+            return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+        }
         let holders = lock.holder_pairs();
         let semaphore = matches!(kind, Kind::Semaphore { .. });
         {
             let mut graph = ctx.graph.lock();
             if let Some(cycle) = graph.detect(session, &lock.key, semaphore, req.mode, &holders) {
                 drop(graph);
+                ctx.sessions.release(session);
                 self.stats.deadlocks += 1;
                 return AcquireOutcome::Deadlock(cycle);
             }
@@ -654,7 +665,6 @@ impl Shard {
                 timer,
             });
         self.session_entry(session).queued.push(idx);
-        ctx.sessions.add(session, 1);
         self.stats.waiters += 1;
         self.stats.queued += 1;
         AcquireOutcome::Queued
@@ -726,7 +736,7 @@ impl Shard {
         let Some(pos) = self.lock(idx).waiter(session) else {
             return false;
         };
-        self.drop_waiter(idx, pos, ctx);
+        self.drop_waiter(idx, pos, false, ctx);
         self.stats.cancels += 1;
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, ctx);
@@ -748,7 +758,7 @@ impl Shard {
         let queued: SmallVec<[u32; 4]> = s.queued.iter().copied().collect();
         for idx in queued {
             if let Some(pos) = self.lock(idx).waiter(session) {
-                self.drop_waiter(idx, pos, ctx);
+                self.drop_waiter(idx, pos, false, ctx);
                 self.stats.cancels += 1;
                 self.grant_waiters(idx, now, ctx, events);
                 self.remove_if_idle(idx, ctx);
@@ -798,7 +808,7 @@ impl Shard {
                 }) else {
                     continue;
                 };
-                let waiter = self.drop_waiter(idx, pos, ctx);
+                let waiter = self.drop_waiter(idx, pos, false, ctx);
                 self.stats.timeouts += 1;
                 events.push(Event::TimedOut {
                     session: waiter.session,

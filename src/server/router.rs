@@ -22,8 +22,10 @@ struct Route {
 
 /// Session -> connection channel.
 pub struct Router {
-    shards: Box<[CachePadded<Mutex<HashMap<SessionId, Route>>>]>,
+    shards: Box<[CachePadded<Mutex<RouteMap>>]>,
 }
+
+type RouteMap = HashMap<SessionId, Route>;
 
 impl Router {
     /// A router with `shards` shards.
@@ -35,7 +37,7 @@ impl Router {
         }
     }
 
-    fn shard(&self, session: SessionId) -> &Mutex<HashMap<SessionId, Route>> {
+    fn shard(&self, session: SessionId) -> &Mutex<RouteMap> {
         &self.shards[(session.0 % self.shards.len() as u64) as usize]
     }
 

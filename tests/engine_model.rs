@@ -1,0 +1,1167 @@
+//! The lock table against a deliberately naive reference model.
+//!
+//! The model is written from the queue rules of `shared/contract/text-commands.md` and the
+//! documented API of [`turnstile::engine`], not from the engine's code: vectors and B-tree
+//! maps, linear scans, and a brute-force search for wait-for cycles. A proptest drives the
+//! engine and the model with the same random command sequences and compares every reply,
+//! every event, every fencing token and, after each step, every key's whole INSPECT view,
+//! the holds, the key list and the gauges. Invariants that need no model (compatible
+//! holders, permits within the limit, tokens strictly increasing per key and never reused)
+//! are checked on the engine directly.
+//!
+//! Two points where the rules leave the engine free are compared loosely: the order in
+//! which one `close_session` visits keys of one shard (so the events of such a call are
+//! compared per key and as a multiset, and the tokens it issues as a set per shard), and
+//! the cycle a DEADLOCK reply names (checked to be a real cycle of the wait-for graph that
+//! starts at the requester, rather than compared with one cycle chosen by the model).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError};
+use turnstile::engine::{
+    shard_of, AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, Key, KeyInfo,
+    Kind, LimitKind, Limits, LockTable, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
+};
+
+// ---------------------------------------------------------------------------------------
+// The reference model
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct MHold {
+    session: u64,
+    mode: Mode,
+    token: u64,
+    count: u32,
+    /// The TTL a RENEW without TTL uses (the last one given).
+    ttl: u64,
+    deadline: u64,
+}
+
+#[derive(Clone, Debug)]
+struct MWaiter {
+    session: u64,
+    request: u64,
+    mode: Mode,
+    ttl: u64,
+    since: u64,
+    deadline: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct MKey {
+    kind: Kind,
+    last_token: u64,
+    /// In grant order.
+    holders: Vec<MHold>,
+    /// In queue order.
+    queue: Vec<MWaiter>,
+}
+
+/// What an ACQUIRE replies in the model. A deadlock is told apart as "the session already
+/// holds or waits on the key" (whose cycle is fully determined) and a cycle through others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MAcq {
+    Granted(u64),
+    Queued,
+    WouldBlock,
+    SelfDeadlock,
+    Deadlock,
+    WrongType(Kind),
+    Limit(LimitKind),
+}
+
+fn permits_of(mode: Mode) -> u32 {
+    match mode {
+        Mode::Semaphore { permits, .. } => permits,
+        Mode::Exclusive | Mode::Shared => 1,
+    }
+}
+
+fn kind_of(mode: Mode) -> Kind {
+    match mode {
+        Mode::Exclusive | Mode::Shared => Kind::Lock,
+        Mode::Semaphore { limit, .. } => Kind::Semaphore { limit },
+    }
+}
+
+/// Whether a request in `a` must wait for a holder or an earlier request in `b`.
+fn conflicts(kind: Kind, a: Mode, b: Mode) -> bool {
+    match kind {
+        Kind::Lock => !(a == Mode::Shared && b == Mode::Shared),
+        Kind::Semaphore { .. } => true,
+    }
+}
+
+/// Whether a request in `mode` can be granted next to `holders`.
+fn fits(holders: &[MHold], mode: Mode) -> bool {
+    match mode {
+        Mode::Exclusive => holders.is_empty(),
+        Mode::Shared => holders.iter().all(|h| h.mode == Mode::Shared),
+        Mode::Semaphore { limit, permits } => {
+            let used: u32 = holders.iter().map(|h| permits_of(h.mode)).sum();
+            used + permits <= limit
+        }
+    }
+}
+
+struct Model {
+    shards: usize,
+    max_waiters: usize,
+    max_keys: usize,
+    max_per_session: usize,
+    keys: BTreeMap<Vec<u8>, MKey>,
+    /// Grants issued so far by each shard.
+    issued: Vec<u64>,
+    next_session: u64,
+}
+
+impl Model {
+    fn new(shards: usize, limits: &Limits) -> Self {
+        Model {
+            shards,
+            max_waiters: limits.max_waiters_per_key,
+            max_keys: limits.max_keys,
+            max_per_session: limits.max_holds_per_session as usize,
+            keys: BTreeMap::new(),
+            issued: vec![0; shards],
+            next_session: 1,
+        }
+    }
+
+    fn open_session(&mut self) -> u64 {
+        let s = self.next_session;
+        self.next_session += 1;
+        s
+    }
+
+    /// Holds plus queued requests of session `s` (a reentrant hold counts once).
+    fn footprint(&self, s: u64) -> usize {
+        let holds = self
+            .keys
+            .values()
+            .flat_map(|k| &k.holders)
+            .filter(|h| h.session == s);
+        let waits = self
+            .keys
+            .values()
+            .flat_map(|k| &k.queue)
+            .filter(|w| w.session == s);
+        holds.count() + waits.count()
+    }
+
+    fn shard(&self, key: &[u8]) -> usize {
+        shard_of(key, self.shards)
+    }
+
+    /// The next token of `key`'s shard: shard i of n issues i+1, i+1+n, i+1+2n, ...
+    fn next_token(&mut self, key: &[u8]) -> u64 {
+        let i = self.shard(key);
+        let token = self.issued[i] * self.shards as u64 + i as u64 + 1;
+        self.issued[i] += 1;
+        token
+    }
+
+    fn grant(&mut self, key: &[u8], session: u64, mode: Mode, ttl: u64, now: u64) -> u64 {
+        let token = self.next_token(key);
+        let k = self.keys.get_mut(key).expect("granting on a live key");
+        k.last_token = token;
+        k.holders.push(MHold {
+            session,
+            mode,
+            token,
+            count: 1,
+            ttl,
+            deadline: now + ttl,
+        });
+        token
+    }
+
+    /// Grants the head of the queue while it fits next to the holders.
+    fn grant_waiters(&mut self, key: &[u8], now: u64, events: &mut Vec<Event>) {
+        loop {
+            let Some(k) = self.keys.get_mut(key) else {
+                return;
+            };
+            match k.queue.first() {
+                Some(head) if fits(&k.holders, head.mode) => {}
+                _ => return,
+            }
+            let w = k.queue.remove(0);
+            let token = self.grant(key, w.session, w.mode, w.ttl, now);
+            events.push(Event::Granted {
+                session: SessionId(w.session),
+                request: RequestId(w.request),
+                key: Key::new(key),
+                token: FencingToken(token),
+            });
+        }
+    }
+
+    fn remove_if_idle(&mut self, key: &[u8]) {
+        if let Some(k) = self.keys.get(key) {
+            if k.holders.is_empty() && k.queue.is_empty() {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    /// The sessions a request in `mode` standing at queue position `pos` of `key` waits for.
+    fn waits_for(&self, key: &[u8], mode: Mode, pos: usize) -> Vec<u64> {
+        let Some(k) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        let holders = k
+            .holders
+            .iter()
+            .filter(|h| conflicts(k.kind, mode, h.mode))
+            .map(|h| h.session);
+        let ahead = k.queue[..pos]
+            .iter()
+            .filter(|w| conflicts(k.kind, mode, w.mode))
+            .map(|w| w.session);
+        holders.chain(ahead).collect()
+    }
+
+    /// Every edge of the wait-for graph: (waiter, key it waits on, session it waits for).
+    fn edges(&self) -> Vec<(u64, Vec<u8>, u64)> {
+        let mut edges = Vec::new();
+        for (key, k) in &self.keys {
+            for (pos, w) in k.queue.iter().enumerate() {
+                for to in self.waits_for(key, w.mode, pos) {
+                    edges.push((w.session, key.clone(), to));
+                }
+            }
+        }
+        edges
+    }
+
+    /// Whether `target` is reachable from any of `start` along the wait-for edges.
+    fn reaches(&self, start: &[u64], target: u64) -> bool {
+        let edges = self.edges();
+        let mut seen: BTreeSet<u64> = start.iter().copied().collect();
+        let mut todo: VecDeque<u64> = start.iter().copied().collect();
+        while let Some(s) = todo.pop_front() {
+            if s == target {
+                return true;
+            }
+            for (from, _, to) in &edges {
+                if *from == s && seen.insert(*to) {
+                    todo.push_back(*to);
+                }
+            }
+        }
+        false
+    }
+
+    fn acquire(&mut self, s: u64, key: &[u8], req: &AcquireRequest, now: u64) -> MAcq {
+        let kind = kind_of(req.mode);
+        let ttl = req.ttl_ms;
+        let Some(k) = self.keys.get(key) else {
+            if self.keys.len() >= self.max_keys {
+                return MAcq::Limit(LimitKind::Keys);
+            }
+            if self.footprint(s) >= self.max_per_session {
+                return MAcq::Limit(LimitKind::HoldsPerSession);
+            }
+            self.keys.insert(
+                key.to_vec(),
+                MKey {
+                    kind,
+                    last_token: 0,
+                    holders: Vec::new(),
+                    queue: Vec::new(),
+                },
+            );
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+        };
+        if k.kind != kind {
+            return MAcq::WrongType(k.kind);
+        }
+        if let Some(i) = k.holders.iter().position(|h| h.session == s) {
+            if req.reentrant && k.holders[i].mode == req.mode && kind == Kind::Lock {
+                let h = &mut self.keys.get_mut(key).expect("present").holders[i];
+                h.count += 1;
+                h.deadline = h.deadline.max(now + ttl);
+                h.ttl = ttl;
+                return MAcq::Granted(h.token);
+            }
+            return MAcq::SelfDeadlock;
+        }
+        if k.queue.iter().any(|w| w.session == s) {
+            return MAcq::SelfDeadlock;
+        }
+        // The per-session limit is checked where the request would add a hold or a waiter.
+        let full = self.footprint(s) >= self.max_per_session;
+        if k.queue.is_empty() && fits(&k.holders, req.mode) {
+            if full {
+                return MAcq::Limit(LimitKind::HoldsPerSession);
+            }
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+        }
+        if req.wait_ms == Some(0) {
+            return MAcq::WouldBlock;
+        }
+        if k.queue.len() >= self.max_waiters {
+            return MAcq::Limit(LimitKind::WaitersPerKey);
+        }
+        if full {
+            return MAcq::Limit(LimitKind::HoldsPerSession);
+        }
+        let start = self.waits_for(key, req.mode, k.queue.len());
+        if self.reaches(&start, s) {
+            return MAcq::Deadlock;
+        }
+        self.keys
+            .get_mut(key)
+            .expect("present")
+            .queue
+            .push(MWaiter {
+                session: s,
+                request: req.id.0,
+                mode: req.mode,
+                ttl,
+                since: now,
+                deadline: req.wait_ms.map(|w| now + w),
+            });
+        MAcq::Queued
+    }
+
+    /// Whether `cycle` is a cycle of the wait-for graph closed by `s` queueing on `key` in
+    /// `mode` (the model's state is the one before the request: a refusal changes nothing).
+    fn check_cycle(&self, s: u64, key: &[u8], mode: Mode, cycle: &Cycle) -> Result<(), String> {
+        let n = cycle.sessions.len();
+        if n == 0 || n != cycle.keys.len() {
+            return Err(format!("malformed cycle {cycle:?}"));
+        }
+        if cycle.sessions[0] != SessionId(s) || cycle.keys[0].as_bytes() != key {
+            return Err(format!("cycle {cycle:?} does not start with the request"));
+        }
+        let distinct: BTreeSet<_> = cycle.sessions.iter().collect();
+        if distinct.len() != n {
+            return Err(format!("cycle {cycle:?} repeats a session"));
+        }
+        let pending = self.keys.get(key).map_or(0, |k| k.queue.len());
+        let first = self.waits_for(key, mode, pending);
+        let edges = self.edges();
+        for i in 0..n {
+            let next = cycle.sessions[(i + 1) % n].0;
+            let ok = if i == 0 {
+                first.contains(&next)
+            } else {
+                edges.iter().any(|(from, k, to)| {
+                    *from == cycle.sessions[i].0
+                        && k.as_slice() == cycle.keys[i].as_bytes()
+                        && *to == next
+                })
+            };
+            if !ok {
+                return Err(format!(
+                    "edge {i} of {cycle:?} is not in the wait-for graph"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn release(
+        &mut self,
+        s: u64,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<(), NotHeld> {
+        let k = self.keys.get_mut(key).ok_or(NotHeld)?;
+        let i = k
+            .holders
+            .iter()
+            .position(|h| h.session == s)
+            .ok_or(NotHeld)?;
+        if k.holders[i].count > 1 {
+            k.holders[i].count -= 1;
+            return Ok(());
+        }
+        k.holders.remove(i);
+        self.grant_waiters(key, now, events);
+        self.remove_if_idle(key);
+        Ok(())
+    }
+
+    fn renew(&mut self, s: u64, key: &[u8], ttl: Option<u64>, now: u64) -> Result<u64, NotHeld> {
+        let k = self.keys.get_mut(key).ok_or(NotHeld)?;
+        let h = k
+            .holders
+            .iter_mut()
+            .find(|h| h.session == s)
+            .ok_or(NotHeld)?;
+        let ttl = ttl.unwrap_or(h.ttl);
+        h.ttl = ttl;
+        h.deadline = now + ttl;
+        Ok(ttl)
+    }
+
+    fn cancel(&mut self, s: u64, key: &[u8], now: u64, events: &mut Vec<Event>) -> bool {
+        let Some(k) = self.keys.get_mut(key) else {
+            return false;
+        };
+        let Some(i) = k.queue.iter().position(|w| w.session == s) else {
+            return false;
+        };
+        k.queue.remove(i);
+        self.grant_waiters(key, now, events);
+        self.remove_if_idle(key);
+        true
+    }
+
+    fn close_session(&mut self, s: u64, now: u64, events: &mut Vec<Event>) {
+        let keys: Vec<Vec<u8>> = self.keys.keys().cloned().collect();
+        for key in keys {
+            let k = self.keys.get_mut(&key).expect("listed");
+            let before = (k.holders.len(), k.queue.len());
+            k.queue.retain(|w| w.session != s);
+            k.holders.retain(|h| h.session != s);
+            if (k.holders.len(), k.queue.len()) != before {
+                self.grant_waiters(&key, now, events);
+                self.remove_if_idle(&key);
+            }
+        }
+    }
+
+    /// The first timer due at `now` in `shard`, in the order (deadline, key, lease before
+    /// wait, session).
+    fn next_due(&self, shard: usize, now: u64) -> Option<(u64, Vec<u8>, u8, u64)> {
+        let mut due = Vec::new();
+        for (key, k) in &self.keys {
+            if self.shard(key) != shard {
+                continue;
+            }
+            for h in &k.holders {
+                if h.deadline <= now {
+                    due.push((h.deadline, key.clone(), 0, h.session));
+                }
+            }
+            for w in &k.queue {
+                if let Some(d) = w.deadline.filter(|&d| d <= now) {
+                    due.push((d, key.clone(), 1, w.session));
+                }
+            }
+        }
+        due.into_iter().min()
+    }
+
+    fn advance(&mut self, now: u64, events: &mut Vec<Event>) {
+        for shard in 0..self.shards {
+            while let Some((_, key, rank, s)) = self.next_due(shard, now) {
+                let k = self.keys.get_mut(&key).expect("due on a live key");
+                if rank == 0 {
+                    let i = k
+                        .holders
+                        .iter()
+                        .position(|h| h.session == s)
+                        .expect("due hold");
+                    let h = k.holders.remove(i);
+                    events.push(Event::Expired {
+                        session: SessionId(s),
+                        key: Key::new(&key),
+                        token: FencingToken(h.token),
+                    });
+                } else {
+                    let i = k
+                        .queue
+                        .iter()
+                        .position(|w| w.session == s)
+                        .expect("due waiter");
+                    let w = k.queue.remove(i);
+                    events.push(Event::TimedOut {
+                        session: SessionId(s),
+                        request: RequestId(w.request),
+                        key: Key::new(&key),
+                    });
+                }
+                self.grant_waiters(&key, now, events);
+                self.remove_if_idle(&key);
+            }
+        }
+    }
+
+    fn inspect(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
+        let k = self.keys.get(key)?;
+        Some(KeyInfo {
+            kind: k.kind,
+            fencing: FencingToken(k.last_token),
+            holders: k
+                .holders
+                .iter()
+                .map(|h| HolderInfo {
+                    session: SessionId(h.session),
+                    mode: h.mode,
+                    token: FencingToken(h.token),
+                    permits: permits_of(h.mode),
+                    count: h.count,
+                    ttl_ms: h.deadline.saturating_sub(now),
+                })
+                .collect(),
+            waiters: k
+                .queue
+                .iter()
+                .map(|w| WaiterInfo {
+                    session: SessionId(w.session),
+                    request: RequestId(w.request),
+                    mode: w.mode,
+                    permits: permits_of(w.mode),
+                    waited_ms: now - w.since,
+                })
+                .collect(),
+        })
+    }
+
+    fn earliest_deadline(&self) -> Option<u64> {
+        self.keys
+            .values()
+            .flat_map(|k| {
+                let leases = k.holders.iter().map(|h| h.deadline);
+                let waits = k.queue.iter().filter_map(|w| w.deadline);
+                leases.chain(waits)
+            })
+            .min()
+    }
+
+    /// Replaces tokens the model chose in one call by the ones the engine chose
+    /// (`map[key]`: model token -> engine token).
+    fn adopt_tokens(&mut self, map: &BTreeMap<Vec<u8>, BTreeMap<u64, u64>>) {
+        for (key, m) in map {
+            if let Some(k) = self.keys.get_mut(key) {
+                for h in &mut k.holders {
+                    if let Some(&t) = m.get(&h.token) {
+                        h.token = t;
+                    }
+                }
+                if let Some(&t) = m.get(&k.last_token) {
+                    k.last_token = t;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------
+
+/// Keys of the runs: the first four are mostly locks, the last three mostly semaphores
+/// with 2, 3 and 1 permits.
+const KEYS: [&[u8]; 7] = [
+    b"a",
+    b"b",
+    b"orders/42",
+    b"\x00bin\xff",
+    b"sem2",
+    b"sem3",
+    b"sem1",
+];
+const SEM_LIMITS: [u32; 3] = [2, 3, 1];
+const SLOTS: usize = 4;
+
+#[derive(Clone, Copy, Debug)]
+enum ModeSel {
+    /// The key's usual kind: EXCLUSIVE or SHARED on a lock key, the key's semaphore.
+    Usual {
+        shared: bool,
+        permits: u32,
+    },
+    Exclusive,
+    Shared,
+    Semaphore {
+        limit: u32,
+        permits: u32,
+    },
+}
+
+impl ModeSel {
+    fn mode(self, key: usize) -> Mode {
+        match self {
+            ModeSel::Usual { shared, permits } => match key.checked_sub(4) {
+                Some(i) => {
+                    let limit = SEM_LIMITS[i];
+                    Mode::Semaphore {
+                        limit,
+                        permits: 1 + (permits - 1) % limit,
+                    }
+                }
+                None if shared => Mode::Shared,
+                None => Mode::Exclusive,
+            },
+            ModeSel::Exclusive => Mode::Exclusive,
+            ModeSel::Shared => Mode::Shared,
+            ModeSel::Semaphore { limit, permits } => Mode::Semaphore {
+                limit,
+                permits: 1 + (permits - 1) % limit,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Acquire {
+        slot: usize,
+        key: usize,
+        mode: ModeSel,
+        reentrant: bool,
+        ttl: u64,
+        wait: Option<u64>,
+    },
+    Release {
+        slot: usize,
+        key: usize,
+    },
+    Renew {
+        slot: usize,
+        key: usize,
+        ttl: Option<u64>,
+    },
+    Cancel {
+        slot: usize,
+        key: usize,
+    },
+    /// Closes the slot's session and opens a new one in its place.
+    Reopen {
+        slot: usize,
+    },
+    /// Moves the clock and fires what is due.
+    Advance {
+        ms: u64,
+    },
+    /// Moves the clock without firing anything (the driver is late): later commands run at
+    /// the new time with overdue timers still pending.
+    Tick {
+        ms: u64,
+    },
+}
+
+fn mode_sel() -> impl Strategy<Value = ModeSel> {
+    prop_oneof![
+        8 => (any::<bool>(), 1..=3u32).prop_map(|(shared, permits)| ModeSel::Usual { shared, permits }),
+        1 => Just(ModeSel::Exclusive),
+        1 => Just(ModeSel::Shared),
+        1 => (1..=3u32, 1..=3u32).prop_map(|(limit, permits)| ModeSel::Semaphore { limit, permits }),
+    ]
+}
+
+fn wait() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(0)),
+        3 => (1..50u64).prop_map(Some),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let slot = 0..SLOTS;
+    let key = 0..KEYS.len();
+    prop_oneof![
+        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait()).prop_map(
+            |(slot, key, mode, reentrant, ttl, wait)| Op::Acquire { slot, key, mode, reentrant, ttl, wait }
+        ),
+        4 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Release { slot, key }),
+        2 => (slot.clone(), key.clone(), proptest::option::of(1..50u64))
+            .prop_map(|(slot, key, ttl)| Op::Renew { slot, key, ttl }),
+        2 => (slot.clone(), key).prop_map(|(slot, key)| Op::Cancel { slot, key }),
+        1 => slot.prop_map(|slot| Op::Reopen { slot }),
+        3 => (0..10u64).prop_map(|ms| Op::Advance { ms }),
+        1 => (10..60u64).prop_map(|ms| Op::Advance { ms }),
+        1 => (1..30u64).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn any_limits() -> impl Strategy<Value = Limits> {
+    prop_oneof![
+        4 => Just(Limits::default()),
+        1 => (1..4usize, 2..6usize, 1..5u32).prop_map(
+            |(max_waiters_per_key, max_keys, max_holds_per_session)| Limits {
+                max_waiters_per_key,
+                max_keys,
+                max_holds_per_session,
+            }
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness: one engine, one model, the same commands
+// ---------------------------------------------------------------------------------------
+
+struct Harness {
+    table: LockTable,
+    model: Model,
+    shards: usize,
+    now: u64,
+    sessions: [u64; SLOTS],
+    next_request: u64,
+    /// Every token seen granted, with its key.
+    tokens: BTreeMap<u64, Vec<u8>>,
+    /// The largest token seen granted per key, over the whole run.
+    last_grant: BTreeMap<Vec<u8>, u64>,
+}
+
+fn fail(msg: String) -> TestCaseError {
+    TestCaseError::fail(msg)
+}
+
+impl Harness {
+    fn new(shards: usize, limits: Limits) -> Self {
+        let now = 1_000;
+        let table = LockTable::new(shards, limits.clone(), now);
+        let mut model = Model::new(shards, &limits);
+        let mut sessions = [0; SLOTS];
+        for s in &mut sessions {
+            let id = table.open_session();
+            *s = model.open_session();
+            assert_eq!(id, SessionId(*s));
+        }
+        Harness {
+            table,
+            model,
+            shards,
+            now,
+            sessions,
+            next_request: 1,
+            tokens: BTreeMap::new(),
+            last_grant: BTreeMap::new(),
+        }
+    }
+
+    /// A newly issued token of `key`: larger than every earlier grant of the key, issued
+    /// once, and from the key's shard.
+    fn new_token(&mut self, key: &[u8], token: u64) -> Result<(), TestCaseError> {
+        let shard = shard_of(key, self.shards) as u64;
+        prop_assert_eq!(
+            (token - 1) % self.shards as u64,
+            shard,
+            "token {} of {:?}",
+            token,
+            key
+        );
+        if let Some(other) = self.tokens.insert(token, key.to_vec()) {
+            return Err(fail(format!(
+                "token {token} issued twice ({other:?}, {key:?})"
+            )));
+        }
+        let last = self.last_grant.entry(key.to_vec()).or_insert(0);
+        prop_assert!(
+            token > *last,
+            "token {} of {:?} not above {}",
+            token,
+            key,
+            *last
+        );
+        *last = token;
+        Ok(())
+    }
+
+    fn note_grant_events(&mut self, events: &[Event]) -> Result<(), TestCaseError> {
+        for e in events {
+            if let Event::Granted { key, token, .. } = e {
+                self.new_token(key.as_bytes(), token.0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Acquire {
+                slot,
+                key,
+                mode,
+                reentrant,
+                ttl,
+                wait,
+            } => {
+                let k = KEYS[key];
+                let s = self.sessions[slot];
+                let req = AcquireRequest {
+                    id: RequestId(self.next_request),
+                    mode: mode.mode(key),
+                    reentrant,
+                    ttl_ms: ttl,
+                    wait_ms: wait,
+                };
+                self.next_request += 1;
+                let held_before = self
+                    .model
+                    .keys
+                    .get(k)
+                    .and_then(|m| m.holders.iter().find(|h| h.session == s))
+                    .map(|h| h.token);
+                let got = self.table.acquire(SessionId(s), k, &req, self.now);
+                let want = self.model.acquire(s, k, &req, self.now);
+                match (&got, &want) {
+                    (AcquireOutcome::Granted(t), MAcq::Granted(w)) => {
+                        prop_assert_eq!(t.0, *w, "token of {:?}", req);
+                        if held_before == Some(*w) {
+                            // Reentrant: the hold's own token again.
+                        } else {
+                            self.new_token(k, *w)?;
+                        }
+                    }
+                    (AcquireOutcome::Queued, MAcq::Queued)
+                    | (AcquireOutcome::WouldBlock, MAcq::WouldBlock) => {}
+                    (AcquireOutcome::WrongType { current }, MAcq::WrongType(w)) => {
+                        prop_assert_eq!(current, w);
+                    }
+                    (AcquireOutcome::Limit(l), MAcq::Limit(w)) => prop_assert_eq!(l, w),
+                    (AcquireOutcome::Deadlock(c), MAcq::SelfDeadlock) => {
+                        prop_assert_eq!(&c.sessions, &vec![SessionId(s)]);
+                        prop_assert_eq!(&c.keys, &vec![Key::new(k)]);
+                    }
+                    (AcquireOutcome::Deadlock(c), MAcq::Deadlock) => {
+                        self.model.check_cycle(s, k, req.mode, c).map_err(fail)?;
+                    }
+                    _ => {
+                        return Err(fail(format!(
+                            "ACQUIRE {req:?} of {k:?} by {s} at {}: engine {got:?}, model {want:?}",
+                            self.now
+                        )))
+                    }
+                }
+            }
+            Op::Release { slot, key } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                let got = self.table.release(SessionId(s), k, self.now, &mut got_ev);
+                let want = self.model.release(s, k, self.now, &mut want_ev);
+                prop_assert_eq!(got, want, "RELEASE {:?} by {}", k, s);
+                prop_assert_eq!(&got_ev, &want_ev, "events of RELEASE {:?} by {}", k, s);
+                self.note_grant_events(&got_ev)?;
+            }
+            Op::Renew { slot, key, ttl } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let got = self.table.renew(SessionId(s), k, ttl, self.now);
+                let want = self.model.renew(s, k, ttl, self.now);
+                prop_assert_eq!(got, want, "RENEW {:?} by {} TTL {:?}", k, s, ttl);
+            }
+            Op::Cancel { slot, key } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                let got = self.table.cancel(SessionId(s), k, self.now, &mut got_ev);
+                let want = self.model.cancel(s, k, self.now, &mut want_ev);
+                prop_assert_eq!(got, want, "CANCEL {:?} by {}", k, s);
+                prop_assert_eq!(&got_ev, &want_ev, "events of CANCEL {:?} by {}", k, s);
+                self.note_grant_events(&got_ev)?;
+            }
+            Op::Reopen { slot } => {
+                let s = self.sessions[slot];
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                self.table
+                    .close_session(SessionId(s), self.now, &mut got_ev);
+                self.model.close_session(s, self.now, &mut want_ev);
+                self.compare_close(s, &got_ev, &want_ev)?;
+                self.note_grant_events(&got_ev)?;
+                let id = self.table.open_session();
+                self.sessions[slot] = self.model.open_session();
+                prop_assert_eq!(id, SessionId(self.sessions[slot]));
+            }
+            Op::Advance { ms } => {
+                self.now += ms;
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                self.table.advance(self.now, &mut got_ev);
+                self.model.advance(self.now, &mut want_ev);
+                prop_assert_eq!(&got_ev, &want_ev, "events of ADVANCE to {}", self.now);
+                self.note_grant_events(&got_ev)?;
+            }
+            Op::Tick { ms } => self.now += ms,
+        }
+        self.check_state()
+    }
+
+    /// The events of one `close_session`: per key in the same order, as a whole the same
+    /// multiset, shard by shard, with each shard's tokens the ones the model issued (in an
+    /// order of keys the engine may choose, which the model then adopts).
+    fn compare_close(
+        &mut self,
+        s: u64,
+        got: &[Event],
+        want: &[Event],
+    ) -> Result<(), TestCaseError> {
+        let key_of = |e: &Event| match e {
+            Event::Granted { key, .. }
+            | Event::TimedOut { key, .. }
+            | Event::Expired { key, .. } => key.as_bytes().to_vec(),
+        };
+        let shards: Vec<usize> = got
+            .iter()
+            .map(|e| shard_of(&key_of(e), self.shards))
+            .collect();
+        prop_assert!(
+            shards.windows(2).all(|w| w[0] <= w[1]),
+            "close of {}: events not shard by shard: {:?}",
+            s,
+            got
+        );
+        prop_assert_eq!(
+            got.len(),
+            want.len(),
+            "close of {}: engine {:?}, model {:?}",
+            s,
+            got,
+            want
+        );
+        let keys: BTreeSet<Vec<u8>> = got.iter().chain(want).map(key_of).collect();
+        let mut map: BTreeMap<Vec<u8>, BTreeMap<u64, u64>> = BTreeMap::new();
+        let mut issued: BTreeMap<usize, (BTreeSet<u64>, BTreeSet<u64>)> = BTreeMap::new();
+        for key in keys {
+            let g: Vec<&Event> = got.iter().filter(|e| key_of(e) == key).collect();
+            let w: Vec<&Event> = want.iter().filter(|e| key_of(e) == key).collect();
+            prop_assert_eq!(
+                g.len(),
+                w.len(),
+                "close of {}: on {:?} engine {:?}, model {:?}",
+                s,
+                key,
+                got,
+                want
+            );
+            for (g, w) in g.iter().zip(&w) {
+                match (g, w) {
+                    (
+                        Event::Granted {
+                            session,
+                            request,
+                            key: k,
+                            token,
+                        },
+                        Event::Granted {
+                            session: ws,
+                            request: wr,
+                            key: wk,
+                            token: wt,
+                        },
+                    ) if (session, request, k) == (ws, wr, wk) => {
+                        map.entry(key.clone()).or_default().insert(wt.0, token.0);
+                        let entry = issued.entry(shard_of(&key, self.shards)).or_default();
+                        entry.0.insert(token.0);
+                        entry.1.insert(wt.0);
+                    }
+                    _ => {
+                        prop_assert_eq!(g, w, "close of {}: engine {:?}, model {:?}", s, got, want)
+                    }
+                }
+            }
+        }
+        for (shard, (g, w)) in &issued {
+            prop_assert_eq!(g, w, "close of {}: tokens issued by shard {}", s, shard);
+        }
+        self.model.adopt_tokens(&map);
+        Ok(())
+    }
+
+    fn check_state(&mut self) -> Result<(), TestCaseError> {
+        let now = self.now;
+        // Every key, as INSPECT shows it: kind, last token, holders in grant order with
+        // count and lease left, waiters in FIFO order.
+        for &k in &KEYS {
+            let got = self.table.inspect(k, now);
+            let want = self.model.inspect(k, now);
+            prop_assert_eq!(&got, &want, "INSPECT {:?} at {}", k, now);
+            if let Some(info) = &got {
+                prop_assert!(info.holders.iter().all(|h| h.token.0 <= info.fencing.0));
+                prop_assert!(info.holders.windows(2).all(|w| w[0].token < w[1].token));
+            }
+        }
+        // The model itself never leaves a grantable head in a queue.
+        for (key, k) in &self.model.keys {
+            if let Some(head) = k.queue.first() {
+                prop_assert!(
+                    !fits(&k.holders, head.mode),
+                    "model left {:?} grantable",
+                    key
+                );
+            }
+        }
+        // The holds, directly: compatible holders, permits within the limit, one hold per
+        // session and key, and the same holds as the model.
+        let mut holds: BTreeMap<Vec<u8>, Vec<Hold>> = BTreeMap::new();
+        self.table
+            .for_each_hold(|key, kind, s, mode, token, count| {
+                holds
+                    .entry(key.as_bytes().to_vec())
+                    .or_default()
+                    .push((kind, s, mode, token, count));
+            });
+        for (key, hs) in &holds {
+            check_holds(key, hs).map_err(fail)?;
+            let mut got: Vec<(u64, u64, u32)> = hs.iter().map(|h| (h.1 .0, h.3 .0, h.4)).collect();
+            got.sort();
+            let mut want: Vec<(u64, u64, u32)> = self.model.keys.get(key).map_or(Vec::new(), |k| {
+                k.holders
+                    .iter()
+                    .map(|h| (h.session, h.token, h.count))
+                    .collect()
+            });
+            want.sort();
+            prop_assert_eq!(got, want, "holds of {:?}", key);
+        }
+        let model_held = self
+            .model
+            .keys
+            .values()
+            .filter(|k| !k.holders.is_empty())
+            .count();
+        prop_assert_eq!(holds.len(), model_held, "keys with holds");
+        // Keys and gauges.
+        let mut keys: Vec<Vec<u8>> = self
+            .table
+            .keys(|_| true, usize::MAX)
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        keys.sort();
+        let want: Vec<Vec<u8>> = self.model.keys.keys().cloned().collect();
+        prop_assert_eq!(&keys, &want, "LOCKS");
+        let stats = self.table.stats();
+        let holders: usize = self.model.keys.values().map(|k| k.holders.len()).sum();
+        let waiters: usize = self.model.keys.values().map(|k| k.queue.len()).sum();
+        prop_assert_eq!(stats.holds, holders as u64, "holds gauge");
+        prop_assert_eq!(stats.waiters, waiters as u64, "waiters gauge");
+        prop_assert_eq!(stats.keys, want.len() as u64, "keys gauge");
+        // Each session's holds and queued requests, for the per-session limit (sessions
+        // closed earlier have none).
+        for s in 1..self.model.next_session {
+            let got = self.table.session_holds(SessionId(s)) as usize;
+            prop_assert_eq!(got, self.model.footprint(s), "holds and requests of {}", s);
+        }
+        // The next timer: a lower bound of the earliest deadline, and none when idle.
+        match (self.table.next_deadline(), self.model.earliest_deadline()) {
+            (None, None) => {}
+            (Some(t), Some(d)) => prop_assert!(t <= d, "next_deadline {} after {}", t, d),
+            (got, want) => return Err(fail(format!("next_deadline {got:?}, earliest {want:?}"))),
+        }
+        Ok(())
+    }
+}
+
+/// One hold as `for_each_hold` reports it: kind, session, mode, token, reentrant count.
+type Hold = (Kind, SessionId, Mode, FencingToken, u32);
+
+/// The holds of one key are compatible: one EXCLUSIVE alone, or only SHARED, or semaphore
+/// holds of the key's limit within it; one hold per session; counts of at least 1.
+fn check_holds(key: &[u8], hs: &[Hold]) -> Result<(), String> {
+    let sessions: BTreeSet<SessionId> = hs.iter().map(|h| h.1).collect();
+    if sessions.len() != hs.len() {
+        return Err(format!("{key:?}: a session holds twice: {hs:?}"));
+    }
+    if hs.iter().any(|h| h.4 == 0) {
+        return Err(format!("{key:?}: a hold with count 0: {hs:?}"));
+    }
+    let kind = hs[0].0;
+    if hs.iter().any(|h| h.0 != kind || kind_of(h.2) != kind) {
+        return Err(format!("{key:?}: holds of mixed kinds: {hs:?}"));
+    }
+    match kind {
+        Kind::Lock => {
+            let exclusive = hs.iter().filter(|h| h.2 == Mode::Exclusive).count();
+            if exclusive > 0 && hs.len() > 1 {
+                return Err(format!("{key:?}: an exclusive hold next to others: {hs:?}"));
+            }
+        }
+        Kind::Semaphore { limit } => {
+            let used: u32 = hs.iter().map(|h| permits_of(h.2)).sum();
+            if used > limit || hs.iter().any(|h| permits_of(h.2) == 0) {
+                return Err(format!("{key:?}: {used} permits of {limit} held: {hs:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(shards: usize, limits: Limits, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(shards, limits);
+    for (i, op) in ops.iter().enumerate() {
+        h.step(op)
+            .map_err(|e| fail(format!("step {i} {op:?}: {e}")))?;
+    }
+    // Everything ends: closing every session and running out the clock leaves nothing.
+    for slot in 0..SLOTS {
+        h.step(&Op::Reopen { slot })?;
+    }
+    h.step(&Op::Advance { ms: 1_000 })?;
+    prop_assert!(h.table.keys(|_| true, usize::MAX).is_empty());
+    prop_assert_eq!(h.table.next_deadline(), None);
+    Ok(())
+}
+
+fn config() -> Config {
+    Config {
+        cases: 512,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn one_shard_matches_the_model(
+        limits in any_limits(),
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        run(1, limits, &ops)?;
+    }
+
+    #[test]
+    fn four_shards_match_the_model(
+        limits in any_limits(),
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        run(4, limits, &ops)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The model's own sanity (the model is only useful if it is right)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn keys_of_the_runs_spread_over_four_shards() {
+    let shards: BTreeSet<usize> = KEYS.iter().map(|k| shard_of(k, 4)).collect();
+    assert!(shards.len() >= 3, "keys land in shards {shards:?}");
+}
+
+#[test]
+fn model_finds_the_issue_cycle() {
+    // A holds SHARED on "a", B queued EXCLUSIVE on "a", A waits for C on "c"; C asking
+    // SHARED on "a" queues behind B: C -> B -> A -> C.
+    let mut m = Model::new(1, &Limits::default());
+    let (a, b, c) = (m.open_session(), m.open_session(), m.open_session());
+    let req = |mode| AcquireRequest {
+        id: RequestId(0),
+        mode,
+        reentrant: false,
+        ttl_ms: 100,
+        wait_ms: None,
+    };
+    assert!(matches!(
+        m.acquire(a, b"a", &req(Mode::Shared), 0),
+        MAcq::Granted(_)
+    ));
+    assert_eq!(m.acquire(b, b"a", &req(Mode::Exclusive), 0), MAcq::Queued);
+    assert!(matches!(
+        m.acquire(c, b"c", &req(Mode::Exclusive), 0),
+        MAcq::Granted(_)
+    ));
+    assert_eq!(m.acquire(a, b"c", &req(Mode::Exclusive), 0), MAcq::Queued);
+    assert_eq!(m.acquire(c, b"a", &req(Mode::Shared), 0), MAcq::Deadlock);
+    let cycle = Cycle {
+        sessions: vec![SessionId(c), SessionId(b), SessionId(a)],
+        keys: vec![Key::from("a"), Key::from("a"), Key::from("c")],
+    };
+    assert_eq!(m.check_cycle(c, b"a", Mode::Shared, &cycle), Ok(()));
+    let wrong = Cycle {
+        sessions: vec![SessionId(c), SessionId(a)],
+        keys: vec![Key::from("a"), Key::from("c")],
+    };
+    assert!(m.check_cycle(c, b"a", Mode::Shared, &wrong).is_err());
+}
