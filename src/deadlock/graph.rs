@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
 use crate::engine::{Cycle, Key, Mode, SessionId};
 
@@ -30,14 +30,21 @@ struct Queued {
     mode: Mode,
 }
 
-/// A key that has waiters: its holders and its queue, in order.
-#[derive(Debug, Default)]
+/// A key that has waiters: its holders and its queue, in order, plus the marks of the
+/// detection in progress (valid when `epoch` equals the graph's).
+#[derive(Debug)]
 struct KeyMirror {
+    key: Key,
     semaphore: bool,
     holders: Vec<(SessionId, Mode)>,
     /// Sorted by `seq`, so a waiter's position is a binary search.
     queue: VecDeque<Queued>,
     next_seq: u64,
+    epoch: u64,
+    /// Queue prefix already scanned in this detection, per conflict class.
+    scanned: [usize; 2],
+    /// Whether the holders were scanned in this detection, per conflict class.
+    holders_seen: [bool; 2],
 }
 
 impl KeyMirror {
@@ -49,21 +56,52 @@ impl KeyMirror {
 /// Where a session appears in the graph.
 #[derive(Debug, Default)]
 struct SessionNode {
-    /// The keys the session has queued requests on (a session queues once per key), with
-    /// the request's place in that key's queue.
-    waits: Vec<(Key, u64)>,
+    /// The mirrored keys the session has queued requests on (a session queues once per
+    /// key), with the request's place in that key's queue.
+    waits: Vec<(u32, u64)>,
     /// How many mirrored keys the session holds; with `waits` empty and this zero nobody
     /// can be waiting for the session, so a detection for it can stop at once.
     holds: u32,
+    /// The detection that reached this session, and from whom through which key.
+    epoch: u64,
+    parent: (SessionId, u32),
+}
+
+/// One detection's walk over sessions.
+struct Walk<'a> {
+    requester: SessionId,
+    epoch: u64,
+    sessions: &'a mut HashMap<SessionId, SessionNode>,
+    stack: &'a mut Vec<SessionId>,
+    /// Who was found waiting for the requester, and through which mirror.
+    found: Option<(SessionId, u32)>,
+}
+
+impl Walk<'_> {
+    /// `from` waits (through mirror `via`) for `s`.
+    fn reach(&mut self, s: SessionId, from: SessionId, via: u32) {
+        if s == self.requester {
+            self.found.get_or_insert((from, via));
+            return;
+        }
+        // A session without a node waits for nothing: it cannot lead back.
+        if let Some(node) = self.sessions.get_mut(&s) {
+            if node.epoch != self.epoch {
+                node.epoch = self.epoch;
+                node.parent = (from, via);
+                self.stack.push(s);
+            }
+        }
+    }
 }
 
 /// Which requests ahead of (or holders of) a key a waiter conflicts with.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     /// Conflicts with every other mode (EXCLUSIVE, or any semaphore request).
-    All,
+    All = 0,
     /// Conflicts only with EXCLUSIVE (a SHARED request on a lock).
-    ExclusiveOnly,
+    ExclusiveOnly = 1,
 }
 
 fn class(semaphore: bool, mode: Mode) -> Class {
@@ -81,11 +119,20 @@ fn conflicts(class: Class, other: Mode) -> bool {
     }
 }
 
+/// The request's own key in a parent link, before that key is mirrored.
+const REQUESTED: u32 = u32::MAX;
+
 /// The wait-for graph of the whole lock table. See the module docs for its rules.
 #[derive(Debug, Default)]
 pub struct WaitForGraph {
-    keys: HashMap<Key, KeyMirror>,
+    index: HashMap<Key, u32>,
+    mirrors: Vec<Option<KeyMirror>>,
+    free: Vec<u32>,
     sessions: HashMap<SessionId, SessionNode>,
+    /// Numbers detections, so marks left by an earlier one are recognised as stale and no
+    /// per-detection map is allocated or cleared.
+    epoch: u64,
+    stack: Vec<SessionId>,
 }
 
 impl WaitForGraph {
@@ -96,19 +143,25 @@ impl WaitForGraph {
 
     /// Number of keys with waiters.
     pub fn keys(&self) -> usize {
-        self.keys.len()
+        self.index.len()
     }
 
     /// Whether `key` is mirrored (has waiters).
     pub fn is_tracked(&self, key: &[u8]) -> bool {
-        self.keys.contains_key(key)
+        self.index.contains_key(key)
+    }
+
+    fn mirror(&self, id: u32) -> &KeyMirror {
+        self.mirrors[id as usize]
+            .as_ref()
+            .expect("mirror ids in the index and in session waits are live")
     }
 
     /// The cycle that `session` queueing on `key` in `mode` (behind everything already
     /// queued) would close, or None. `holders` are the key's holders now; they are only read
-    /// when the key has no waiters yet. Nothing is changed.
+    /// when the key has no waiters yet. Nothing observable changes.
     pub fn detect(
-        &self,
+        &mut self,
         session: SessionId,
         key: &Key,
         semaphore: bool,
@@ -119,38 +172,92 @@ impl WaitForGraph {
         if node.waits.is_empty() && node.holds == 0 {
             return None;
         }
-        let mut search = Search::default();
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let Self {
+            index,
+            mirrors,
+            sessions,
+            stack,
+            ..
+        } = self;
+        stack.clear();
+        let mut walk = Walk {
+            requester: session,
+            epoch,
+            sessions,
+            stack,
+            found: None,
+        };
         let cls = class(semaphore, mode);
-        match self.keys.get(key.as_bytes()) {
-            Some(mirror) => search.expand(session, key, mirror, cls, mirror.queue.len()),
+        match index.get(key.as_bytes()) {
+            Some(&id) => {
+                let m = mirrors[id as usize]
+                    .as_mut()
+                    .expect("indexed mirror is live");
+                let pos = m.queue.len();
+                expand(m, id, session, cls, pos, &mut walk);
+            }
             None => {
                 for &(holder, held) in holders {
                     if conflicts(cls, held) {
-                        search.reach(holder, session, key);
+                        walk.reach(holder, session, REQUESTED);
                     }
                 }
             }
         }
-        while let Some(s) = search.stack.pop() {
-            if s == session {
-                return Some(search.cycle(session));
-            }
-            let Some(node) = self.sessions.get(&s) else {
+        while walk.found.is_none() {
+            let Some(s) = walk.stack.pop() else {
+                break;
+            };
+            let Some(node) = walk.sessions.get(&s) else {
                 continue;
             };
-            for (k, seq) in &node.waits {
-                let mirror = self
-                    .keys
-                    .get(k.as_bytes())
+            // Copy the (few) waits out: reaching needs the session map mutably.
+            let waits: smallvec::SmallVec<[(u32, u64); 4]> = node.waits.iter().copied().collect();
+            for (id, seq) in waits {
+                let m = mirrors[id as usize]
+                    .as_mut()
                     .expect("a session waits only on mirrored keys");
-                let pos = mirror
-                    .position(*seq)
+                let pos = m
+                    .position(seq)
                     .expect("a waiting session is in the key's queue");
-                let cls = class(mirror.semaphore, mirror.queue[pos].mode);
-                search.expand(s, k, mirror, cls, pos);
+                let cls = class(m.semaphore, m.queue[pos].mode);
+                expand(m, id, s, cls, pos, &mut walk);
             }
         }
-        None
+        let (last, via) = walk.found?;
+        Some(self.cycle(session, key, last, via))
+    }
+
+    /// The cycle closed by `last` waiting (through `via`) for the requester.
+    fn cycle(&self, requester: SessionId, requested: &Key, last: SessionId, via: u32) -> Cycle {
+        let key_of = |id: u32| {
+            if id == REQUESTED {
+                requested.clone()
+            } else {
+                self.mirror(id).key.clone()
+            }
+        };
+        let mut sessions = vec![last];
+        let mut keys = vec![key_of(via)];
+        let mut at = last;
+        while at != requester && sessions.len() <= self.sessions.len() + 1 {
+            let (from, via) = self
+                .sessions
+                .get(&at)
+                .expect("reached sessions have nodes")
+                .parent;
+            sessions.push(from);
+            keys.push(key_of(via));
+            at = from;
+        }
+        // Built backwards from the requester's last waiter; the requester comes last.
+        sessions.pop();
+        sessions.reverse();
+        keys.reverse();
+        sessions.insert(0, requester);
+        Cycle { sessions, keys }
     }
 
     /// Adds a queued request at the tail of `key`'s queue, mirroring the key (with
@@ -163,51 +270,71 @@ impl WaitForGraph {
         session: SessionId,
         mode: Mode,
     ) {
-        let mirror = match self.keys.get_mut(key.as_bytes()) {
-            Some(mirror) => mirror,
+        let id = match self.index.get(key.as_bytes()) {
+            Some(&id) => id,
             None => {
                 for &(holder, _) in holders {
                     self.sessions.entry(holder).or_default().holds += 1;
                 }
-                self.keys.entry(key.clone()).or_insert(KeyMirror {
+                let mirror = KeyMirror {
+                    key: key.clone(),
                     semaphore,
                     holders: holders.to_vec(),
                     queue: VecDeque::new(),
                     next_seq: 0,
-                })
+                    epoch: 0,
+                    scanned: [0, 0],
+                    holders_seen: [false, false],
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.mirrors[id as usize] = Some(mirror);
+                        id
+                    }
+                    None => {
+                        self.mirrors.push(Some(mirror));
+                        u32::try_from(self.mirrors.len() - 1)
+                            .expect("fewer than 2^32 contended keys")
+                    }
+                };
+                self.index.insert(key.clone(), id);
+                id
             }
         };
-        let seq = mirror.next_seq;
-        mirror.next_seq += 1;
-        mirror.queue.push_back(Queued { seq, session, mode });
+        let m = self.mirrors[id as usize].as_mut().expect("live mirror");
+        let seq = m.next_seq;
+        m.next_seq += 1;
+        m.queue.push_back(Queued { seq, session, mode });
         self.sessions
             .entry(session)
             .or_default()
             .waits
-            .push((key.clone(), seq));
+            .push((id, seq));
     }
 
     /// Removes `session`'s queued request on `key` (granted, timed out, cancelled or its
-    /// session ended). When
-    /// it was the key's last waiter the key stops being mirrored.
+    /// session ended). When it was the key's last waiter the key stops being mirrored.
     pub fn dequeue(&mut self, key: &[u8], session: SessionId) {
-        let Some(mirror) = self.keys.get_mut(key) else {
+        let Some(&id) = self.index.get(key) else {
             return;
         };
         let Some(node) = self.sessions.get_mut(&session) else {
             return;
         };
-        let Some(i) = node.waits.iter().position(|(k, _)| k.as_bytes() == key) else {
+        let Some(i) = node.waits.iter().position(|&(k, _)| k == id) else {
             return;
         };
         let (_, seq) = node.waits.swap_remove(i);
-        if let Some(pos) = mirror.position(seq) {
-            mirror.queue.remove(pos);
-        }
         Self::forget_if_idle(&mut self.sessions, session);
-        if mirror.queue.is_empty() {
-            let mirror = self.keys.remove(key).expect("present above");
-            for (holder, _) in mirror.holders {
+        let m = self.mirrors[id as usize].as_mut().expect("live mirror");
+        if let Some(pos) = m.position(seq) {
+            m.queue.remove(pos);
+        }
+        if m.queue.is_empty() {
+            let m = self.mirrors[id as usize].take().expect("live mirror");
+            self.free.push(id);
+            self.index.remove(key);
+            for (holder, _) in m.holders {
                 if let Some(node) = self.sessions.get_mut(&holder) {
                     node.holds -= 1;
                 }
@@ -218,17 +345,19 @@ impl WaitForGraph {
 
     /// A mirrored key gained a holder (a waiter was granted: call [`Self::dequeue`] first).
     pub fn add_holder(&mut self, key: &[u8], session: SessionId, mode: Mode) {
-        if let Some(mirror) = self.keys.get_mut(key) {
-            mirror.holders.push((session, mode));
+        if let Some(&id) = self.index.get(key) {
+            let m = self.mirrors[id as usize].as_mut().expect("live mirror");
+            m.holders.push((session, mode));
             self.sessions.entry(session).or_default().holds += 1;
         }
     }
 
     /// A mirrored key lost a holder (release, expiry, session end).
     pub fn remove_holder(&mut self, key: &[u8], session: SessionId) {
-        if let Some(mirror) = self.keys.get_mut(key) {
-            if let Some(i) = mirror.holders.iter().position(|&(s, _)| s == session) {
-                mirror.holders.remove(i);
+        if let Some(&id) = self.index.get(key) {
+            let m = self.mirrors[id as usize].as_mut().expect("live mirror");
+            if let Some(i) = m.holders.iter().position(|&(s, _)| s == session) {
+                m.holders.remove(i);
                 if let Some(node) = self.sessions.get_mut(&session) {
                     node.holds -= 1;
                 }
@@ -246,71 +375,31 @@ impl WaitForGraph {
     }
 }
 
-/// The state of one detection: a depth-first search over sessions with per-key progress,
-/// so that each queue is scanned at most once per conflict class.
-#[derive(Default)]
-struct Search {
-    stack: Vec<SessionId>,
-    /// For each reached session: the session that waits for it and the key it waits on.
-    parent: HashMap<SessionId, (SessionId, Key)>,
-    /// Per key: how much of the queue prefix was scanned for each class, and whether its
-    /// holders were.
-    progress: HashMap<Key, [usize; 2]>,
-    holders_seen: HashSet<(Key, u8)>,
-}
-
-impl Search {
-    fn reach(&mut self, s: SessionId, from: SessionId, key: &Key) {
-        if let hashbrown::hash_map::Entry::Vacant(e) = self.parent.entry(s) {
-            e.insert((from, key.clone()));
-            self.stack.push(s);
-        }
+/// Reaches everything a request of `from` in class `cls` at queue position `pos` of mirror
+/// `m` waits for, scanning only what this detection has not scanned on `m` yet.
+fn expand(m: &mut KeyMirror, id: u32, from: SessionId, cls: Class, pos: usize, walk: &mut Walk) {
+    if m.epoch != walk.epoch {
+        m.epoch = walk.epoch;
+        m.scanned = [0, 0];
+        m.holders_seen = [false, false];
     }
-
-    /// Reaches everything a request of `from` in class `cls` at queue position `pos` of
-    /// `key` waits for.
-    fn expand(&mut self, from: SessionId, key: &Key, mirror: &KeyMirror, cls: Class, pos: usize) {
-        let ci = if cls == Class::All { 0 } else { 1 };
-        if self.holders_seen.insert((key.clone(), ci as u8)) {
-            for &(holder, held) in &mirror.holders {
-                if conflicts(cls, held) {
-                    self.reach(holder, from, key);
-                }
-            }
-        }
-        let done = self.progress.entry(key.clone()).or_insert([0, 0]);
-        let start = done[ci];
-        if pos > start {
-            done[ci] = pos;
-            for q in mirror.queue.range(start..pos) {
-                if conflicts(cls, q.mode) {
-                    self.reach(q.session, from, key);
-                }
+    let ci = cls as usize;
+    if !m.holders_seen[ci] {
+        m.holders_seen[ci] = true;
+        for &(holder, held) in &m.holders {
+            if conflicts(cls, held) {
+                walk.reach(holder, from, id);
             }
         }
     }
-
-    /// The cycle ending back at `requester`, listed from the requester forward.
-    fn cycle(&self, requester: SessionId) -> Cycle {
-        // Walk parents from the requester (reached last) back to the requester (the root).
-        let mut sessions = Vec::new();
-        let mut keys = Vec::new();
-        let mut at = requester;
-        loop {
-            let (from, key) = self
-                .parent
-                .get(&at)
-                .expect("every reached session has a parent");
-            sessions.push(*from);
-            keys.push(key.clone());
-            at = *from;
-            if at == requester || sessions.len() > self.parent.len() {
-                break;
+    let start = m.scanned[ci];
+    if pos > start {
+        m.scanned[ci] = pos;
+        for q in m.queue.range(start..pos) {
+            if conflicts(cls, q.mode) {
+                walk.reach(q.session, from, id);
             }
         }
-        sessions.reverse();
-        keys.reverse();
-        Cycle { sessions, keys }
     }
 }
 

@@ -494,9 +494,16 @@ impl Shard {
         if queue.is_empty() {
             lock.queue = None;
         }
-        ctx.graph
-            .lock()
-            .dequeue(lock.key.as_bytes(), waiter.session);
+        {
+            // One graph step: a granted waiter becomes a holder without a moment in which
+            // the graph shows it neither waiting nor holding (a detection on another shard
+            // could otherwise miss the edges of the requests behind it).
+            let mut graph = ctx.graph.lock();
+            graph.dequeue(lock.key.as_bytes(), waiter.session);
+            if granted && lock.queue.is_some() {
+                graph.add_holder(lock.key.as_bytes(), waiter.session, waiter.mode);
+            }
+        }
         if let Some(timer) = waiter.timer {
             self.wheel.cancel(timer);
         }
@@ -526,11 +533,6 @@ impl Shard {
             let waiter = self.drop_waiter(idx, 0, true, ctx);
             let token = self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx);
             let lock = self.lock(idx);
-            if lock.queue.is_some() {
-                ctx.graph
-                    .lock()
-                    .add_holder(lock.key.as_bytes(), waiter.session, waiter.mode);
-            }
             events.push(Event::Granted {
                 session: waiter.session,
                 request: waiter.request,

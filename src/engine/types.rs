@@ -9,7 +9,7 @@ use super::key::Key;
 
 /// A session: the owner of holds and queued requests. In text mode one connection is one
 /// session. Ids are assigned by the lock table in increasing order and never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
 impl fmt::Display for SessionId {
