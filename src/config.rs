@@ -75,7 +75,34 @@ pub struct Config {
     /// is found dead after this plus a few probes, and its session ends.
     #[arg(long, env = "TURNSTILE_TCP_KEEPALIVE", default_value_t = 60)]
     pub tcp_keepalive_secs: u64,
+    /// Binary protocol: the session timeout a client gets when its HELLO asks for none, in
+    /// milliseconds. A session ends when this long passes without a frame from its client.
+    #[arg(long, env = "TURNSTILE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+    /// Binary protocol: the longest session timeout a client may ask for, in milliseconds
+    /// (longer requests are cut to this; shorter than 100 ms are raised to 100 ms).
+    #[arg(
+        long,
+        env = "TURNSTILE_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub max_session_timeout_ms: u64,
+    /// Binary protocol: the largest request payload in bytes (1024 up to 16 MiB). A larger
+    /// frame gets an ERR and the connection is closed.
+    #[arg(long, env = "TURNSTILE_MAX_FRAME", default_value_t = 64 * 1024)]
+    pub max_frame: usize,
+    /// Binary protocol: queued ACQUIREs one session may have at once; one more that would
+    /// queue gets `LIMIT`.
+    #[arg(long, env = "TURNSTILE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Binary protocol: sessions on the server at most (attached to a connection or waiting
+    /// for a resume); a HELLO that would create one more gets `LIMIT`.
+    #[arg(long, env = "TURNSTILE_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
 }
+
+/// The shortest session timeout a binary client gets, in milliseconds.
+pub const MIN_SESSION_TIMEOUT_MS: u64 = 100;
 
 impl Default for Config {
     fn default() -> Self {
@@ -109,6 +136,18 @@ impl Config {
         }
     }
 
+    /// The timeout of a binary session whose HELLO asked for `requested_ms` (0: the
+    /// default), within [`MIN_SESSION_TIMEOUT_MS`] and the configured maximum.
+    pub fn session_timeout(&self, requested_ms: u32) -> Duration {
+        let ms = if requested_ms == 0 {
+            self.session_timeout_ms
+        } else {
+            u64::from(requested_ms)
+        };
+        let max = self.max_session_timeout_ms.max(MIN_SESSION_TIMEOUT_MS);
+        Duration::from_millis(ms.clamp(MIN_SESSION_TIMEOUT_MS, max))
+    }
+
     /// The session grace as a duration.
     pub fn session_grace(&self) -> Duration {
         Duration::from_millis(self.session_grace_ms)
@@ -128,6 +167,96 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
+        if self.max_session_timeout_ms < MIN_SESSION_TIMEOUT_MS
+            || self.max_session_timeout_ms > u64::from(u32::MAX)
+        {
+            return Err(format!(
+                "--max-session-timeout-ms must be between {MIN_SESSION_TIMEOUT_MS} and {}",
+                u32::MAX
+            ));
+        }
+        if self.session_timeout_ms < MIN_SESSION_TIMEOUT_MS
+            || self.session_timeout_ms > self.max_session_timeout_ms
+        {
+            return Err(format!(
+                "--session-timeout-ms must be between {MIN_SESSION_TIMEOUT_MS} and --max-session-timeout-ms"
+            ));
+        }
+        if self.max_frame < 1024 || self.max_frame > turnstile_proto::MAX_PAYLOAD {
+            return Err(format!(
+                "--max-frame must be between 1024 and {}",
+                turnstile_proto::MAX_PAYLOAD
+            ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > u32::MAX as usize {
+            return Err(format!(
+                "--max-in-flight must be between 1 and {}",
+                u32::MAX
+            ));
+        }
+        if self.max_sessions == 0 {
+            return Err("--max-sessions must be at least 1".into());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn binary_limits_are_checked() {
+        let bad = [
+            Config {
+                max_frame: 1023,
+                ..Config::default()
+            },
+            Config {
+                max_frame: turnstile_proto::MAX_PAYLOAD + 1,
+                ..Config::default()
+            },
+            Config {
+                max_in_flight: 0,
+                ..Config::default()
+            },
+            Config {
+                max_sessions: 0,
+                ..Config::default()
+            },
+            Config {
+                session_timeout_ms: 99,
+                ..Config::default()
+            },
+            Config {
+                session_timeout_ms: 400_000,
+                ..Config::default()
+            },
+            Config {
+                max_session_timeout_ms: u64::from(u32::MAX) + 1,
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn session_timeouts_are_clamped() {
+        let c = Config {
+            session_timeout_ms: 5_000,
+            max_session_timeout_ms: 60_000,
+            ..Config::default()
+        };
+        assert_eq!(c.session_timeout(0), Duration::from_millis(5_000));
+        assert_eq!(c.session_timeout(1), Duration::from_millis(100));
+        assert_eq!(c.session_timeout(2_000), Duration::from_millis(2_000));
+        assert_eq!(c.session_timeout(u32::MAX), Duration::from_millis(60_000));
     }
 }

@@ -8,7 +8,7 @@
 use super::{printable, wrong_args, Ctx};
 
 /// Redis's rule: names are printable ASCII without spaces.
-pub(super) fn valid_name(name: &[u8]) -> bool {
+pub(crate) fn valid_name(name: &[u8]) -> bool {
     name.iter().all(|&c| (b'!'..=b'~').contains(&c))
 }
 

@@ -4,16 +4,16 @@
 //! [`dispatch`] routes by name (case-insensitive) and enforces AUTH. Errors are replies:
 //! the connection goes on after any of them.
 
-mod acquire;
-mod auth;
-mod client;
+pub(crate) mod acquire;
+pub(crate) mod auth;
+pub(crate) mod client;
 mod compat;
 mod hello;
 mod info;
 mod inspect;
 mod locks;
 mod ping;
-mod release;
+pub(crate) mod release;
 mod renew;
 
 use std::net::SocketAddr;

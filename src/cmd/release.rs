@@ -24,4 +24,4 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
 }
 
 /// The NOTHELD reply shared by RELEASE and RENEW.
-pub(super) const NOTHELD: &str = "NOTHELD the session holds nothing on this key (never acquired, released, or the lease ran out)";
+pub(crate) const NOTHELD: &str = "NOTHELD the session holds nothing on this key (never acquired, released, or the lease ran out)";

@@ -118,11 +118,21 @@ const HASH_SEED: u64 = 0x7475_726e_7374_696c;
 /// Which shard `key` belongs to among `shards`. Public so that tests and tools can predict
 /// token allocation.
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    shard_of_hash(key_hash(key), shards)
+}
+
+/// The hash of a key: computed once per command, it picks the shard and then the slot in
+/// the shard's table.
+fn key_hash(key: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    let h = foldhash::fast::FixedState::with_seed(HASH_SEED ^ 0x5eed).hash_one(key);
-    // The high half (the shard's own table uses the low bits for buckets), mapped onto
-    // 0..shards by a multiply-shift instead of a division.
-    (((h >> 32) * shards as u64) >> 32) as usize
+    foldhash::fast::FixedState::with_seed(HASH_SEED).hash_one(key)
+}
+
+/// Bits 25..57 of the hash, mapped onto 0..shards by a multiply-shift (no division). The
+/// shard's table takes its bucket from the low bits and its tag from the top 7, so neither
+/// is correlated with the shard choice.
+fn shard_of_hash(hash: u64, shards: usize) -> usize {
+    ((((hash >> 25) as u32) as u64 * shards as u64) >> 32) as usize
 }
 
 /// How many holds and queued requests each session has, for the per-session limit.
@@ -245,8 +255,9 @@ impl LockTable {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        &self.shards[shard_of(key, self.shards.len())]
+    fn shard(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
+        let hash = key_hash(key);
+        (hash, &self.shards[shard_of_hash(hash, self.shards.len())])
     }
 
     /// Opens a session. Ids increase from 1 and are never reused.
@@ -272,7 +283,8 @@ impl LockTable {
         now: u64,
     ) -> AcquireOutcome {
         let ctx = self.ctx();
-        self.shard(key).lock().acquire(session, key, req, now, &ctx)
+        let (hash, shard) = self.shard(key);
+        shard.lock().acquire(session, key, hash, req, now, &ctx)
     }
 
     /// Releases `session`'s hold on `key` (one reentrant level). Waiters it unblocks are
@@ -285,9 +297,8 @@ impl LockTable {
         events: &mut Vec<Event>,
     ) -> Result<(), NotHeld> {
         let ctx = self.ctx();
-        self.shard(key)
-            .lock()
-            .release(session, key, now, &ctx, events)
+        let (hash, shard) = self.shard(key);
+        shard.lock().release(session, key, hash, now, &ctx, events)
     }
 
     /// Renews `session`'s lease on `key` to `ttl_ms` from now (the hold's last TTL when
@@ -300,9 +311,8 @@ impl LockTable {
         now: u64,
     ) -> Result<u64, NotHeld> {
         let ctx = self.ctx();
-        self.shard(key)
-            .lock()
-            .renew(session, key, ttl_ms, now, &ctx)
+        let (hash, shard) = self.shard(key);
+        shard.lock().renew(session, key, hash, ttl_ms, now, &ctx)
     }
 
     /// Cancels `session`'s queued request on `key`; false if it had none (it may have been
@@ -315,9 +325,8 @@ impl LockTable {
         events: &mut Vec<Event>,
     ) -> bool {
         let ctx = self.ctx();
-        self.shard(key)
-            .lock()
-            .cancel(session, key, now, &ctx, events)
+        let (hash, shard) = self.shard(key);
+        shard.lock().cancel(session, key, hash, now, &ctx, events)
     }
 
     /// Fires every lease expiry and wait timeout due at `now`, shard by shard.
@@ -338,7 +347,8 @@ impl LockTable {
 
     /// A key's holders and waiters, or None when the key does not exist.
     pub fn inspect(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
-        self.shard(key).lock().inspect(key, now)
+        let (hash, shard) = self.shard(key);
+        shard.lock().inspect(key, hash, now)
     }
 
     /// Keys with holders or waiters for which `filter` holds, at most `limit` of them,

@@ -341,14 +341,14 @@ impl Shard {
             .expect("indexes in the table and in hold lists point at live locks")
     }
 
-    fn find(&self, key: &[u8]) -> Option<u32> {
-        let hash = self.hash(key);
+    /// The lock of `key`, whose hash the caller computed once (it also chose the shard).
+    fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
         self.table
             .find(hash, |&idx| self.lock(idx).key.as_bytes() == key)
             .copied()
     }
 
-    fn create(&mut self, key: &[u8], kind: Kind) -> u32 {
+    fn create(&mut self, key: &[u8], hash: u64, kind: Kind) -> u32 {
         let lock = Lock {
             key: Key::new(key),
             kind,
@@ -366,7 +366,7 @@ impl Shard {
                 u32::try_from(self.locks.len() - 1).expect("fewer than 2^32 keys per shard")
             }
         };
-        let hash = self.hash(key);
+
         let (locks, hasher) = (&self.locks, &self.hasher);
         self.table.insert_unique(hash, idx, |&i| {
             use std::hash::BuildHasher;
@@ -378,11 +378,11 @@ impl Shard {
     }
 
     /// Removes the key if nothing holds or waits on it any more: memory comes back.
-    fn remove_if_idle(&mut self, idx: u32, ctx: &Ctx) {
+    fn remove_if_idle(&mut self, idx: u32, hash: Option<u64>, ctx: &Ctx) {
         if !self.lock(idx).is_idle() {
             return;
         }
-        let hash = self.hash(self.lock(idx).key.as_bytes());
+        let hash = hash.unwrap_or_else(|| self.hash(self.lock(idx).key.as_bytes()));
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
@@ -546,6 +546,7 @@ impl Shard {
         &mut self,
         session: SessionId,
         key: &[u8],
+        hash: u64,
         req: &AcquireRequest,
         now: u64,
         ctx: &Ctx,
@@ -553,7 +554,7 @@ impl Shard {
         self.stats.acquires += 1;
         let kind = req.mode.kind();
         let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
-        let Some(idx) = self.find(key) else {
+        let Some(idx) = self.find(key, hash) else {
             if ctx.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= ctx.limits.max_keys {
                 ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.stats.limits += 1;
@@ -567,7 +568,7 @@ impl Shard {
                 self.stats.limits += 1;
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
-            let idx = self.create(key, kind);
+            let idx = self.create(key, hash, kind);
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
             return AcquireOutcome::Granted(FencingToken(token));
         };
@@ -676,11 +677,12 @@ impl Shard {
         &mut self,
         session: SessionId,
         key: &[u8],
+        hash: u64,
         now: u64,
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) -> Result<(), NotHeld> {
-        let idx = self.find(key).ok_or(NotHeld)?;
+        let idx = self.find(key, hash).ok_or(NotHeld)?;
         let lock = self.locks[idx as usize]
             .as_mut()
             .expect("indexed locks are live");
@@ -692,7 +694,7 @@ impl Shard {
         }
         self.drop_hold(idx, pos, ctx);
         self.grant_waiters(idx, now, ctx, events);
-        self.remove_if_idle(idx, ctx);
+        self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
     }
 
@@ -700,11 +702,12 @@ impl Shard {
         &mut self,
         session: SessionId,
         key: &[u8],
+        hash: u64,
         ttl_ms: Option<u64>,
         now: u64,
         ctx: &Ctx,
     ) -> Result<u64, NotHeld> {
-        let idx = self.find(key).ok_or(NotHeld)?;
+        let idx = self.find(key, hash).ok_or(NotHeld)?;
         let lock = self.lock(idx);
         let pos = lock.holder(session).ok_or(NotHeld)?;
         let old = lock.holders[pos].timer;
@@ -728,11 +731,12 @@ impl Shard {
         &mut self,
         session: SessionId,
         key: &[u8],
+        hash: u64,
         now: u64,
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) -> bool {
-        let Some(idx) = self.find(key) else {
+        let Some(idx) = self.find(key, hash) else {
             return false;
         };
         let Some(pos) = self.lock(idx).waiter(session) else {
@@ -741,7 +745,7 @@ impl Shard {
         self.drop_waiter(idx, pos, false, ctx);
         self.stats.cancels += 1;
         self.grant_waiters(idx, now, ctx, events);
-        self.remove_if_idle(idx, ctx);
+        self.remove_if_idle(idx, Some(hash), ctx);
         true
     }
 
@@ -763,7 +767,7 @@ impl Shard {
                 self.drop_waiter(idx, pos, false, ctx);
                 self.stats.cancels += 1;
                 self.grant_waiters(idx, now, ctx, events);
-                self.remove_if_idle(idx, ctx);
+                self.remove_if_idle(idx, None, ctx);
             }
         }
         while let Some(idx) = self
@@ -776,7 +780,7 @@ impl Shard {
             self.drop_hold(idx, pos, ctx);
             self.stats.session_releases += 1;
             self.grant_waiters(idx, now, ctx, events);
-            self.remove_if_idle(idx, ctx);
+            self.remove_if_idle(idx, None, ctx);
         }
         self.sessions.remove(&session);
     }
@@ -835,7 +839,7 @@ impl Shard {
                 });
             }
             self.grant_waiters(idx, now, ctx, events);
-            self.remove_if_idle(idx, ctx);
+            self.remove_if_idle(idx, None, ctx);
         }
         self.fired = fired;
     }
@@ -844,8 +848,8 @@ impl Shard {
         self.wheel.next_deadline()
     }
 
-    pub(crate) fn inspect(&self, key: &[u8], now: u64) -> Option<KeyInfo> {
-        let lock = self.lock(self.find(key)?);
+    pub(crate) fn inspect(&self, key: &[u8], hash: u64, now: u64) -> Option<KeyInfo> {
+        let lock = self.lock(self.find(key, hash)?);
         Some(KeyInfo {
             kind: lock.kind,
             fencing: FencingToken(lock.last_token),

@@ -1,6 +1,7 @@
-//! One client connection: read, decode every complete command, apply, write all replies
-//! with one write; park on a blocking ACQUIRE until the lock table grants it or its WAIT
-//! runs out; end the session when the connection ends.
+//! One client connection: tell text mode from binary by the first byte (binary clients go
+//! to [`super::binary`]); in text mode read, decode every complete command, apply, write
+//! all replies with one write; park on a blocking ACQUIRE until the lock table grants it or
+//! its WAIT runs out; end the session when the connection ends.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use tracing::debug;
 use super::Shared;
 use crate::cmd::{self, ConnState, Flow};
 use crate::engine::Event;
+use crate::protocol::binary::MAGIC;
 use crate::protocol::resp::{arg, parse_command, Parsed};
 use crate::protocol::{Proto, ReplyWriter};
 
@@ -52,6 +54,33 @@ pub(super) async fn serve(
         .total_connections
         .fetch_add(1, Ordering::Relaxed);
 
+    // Protocol detection: the first byte of a binary client is MAGIC[0] (0xF5), which no
+    // RESP array ('*') and no inline command typed as UTF-8 text can start with.
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let first = tokio::select! {
+        read = stream.read_buf(&mut inbuf) => read,
+        _ = stop.changed() => Ok(0),
+    };
+    if matches!(first, Ok(0) | Err(_)) {
+        shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    if inbuf[0] == MAGIC[0] {
+        super::binary::serve(shared.clone(), stream, peer, stop, inbuf).await;
+        shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    serve_text(shared, stream, peer, stop, inbuf).await;
+}
+
+/// Serves a text-mode connection whose first bytes are in `inbuf`.
+async fn serve_text(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    mut inbuf: BytesMut,
+) {
     let session = shared.table.open_session();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     shared.router.register(session, tx, false);
@@ -59,7 +88,6 @@ pub(super) async fn serve(
 
     let mut conn = ConnState::new(session, peer, shared.config.requirepass.is_none());
     let limits = shared.config.frame_limits();
-    let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
     let mut args = Vec::with_capacity(16);
     let mut scratch = Vec::new();

@@ -4,9 +4,11 @@
 //! [`run`] is what `turnstile serve` calls and what integration tests call with a listener
 //! bound to `127.0.0.1:0`.
 
+mod binary;
 mod clock;
 mod connection;
 mod router;
+pub mod sessions;
 mod stats;
 mod timers;
 
@@ -20,7 +22,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{info, warn};
 
 pub use clock::Clock;
-pub use router::Router;
+pub use router::{Delivery, Router};
+pub use sessions::Sessions;
 pub use stats::ServerStats;
 
 use crate::config::Config;
@@ -42,6 +45,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// The address the server listens on.
     pub addr: std::net::SocketAddr,
+    /// Binary sessions (which outlive their connections).
+    pub sessions: Sessions,
     next_request: AtomicU64,
 }
 
@@ -69,6 +74,7 @@ pub async fn run(
         stats: ServerStats::new(),
         started: SystemTime::now(),
         addr,
+        sessions: Sessions::new(),
         next_request: AtomicU64::new(1),
         config,
     });
@@ -112,6 +118,8 @@ pub async fn run(
     let all = u32::try_from(shared.config.max_connections).unwrap_or(u32::MAX);
     let _ =
         tokio::time::timeout(std::time::Duration::from_secs(5), permits.acquire_many(all)).await;
+    // Binary sessions waiting for a resume end with the server.
+    shared.sessions.end_all(&shared);
     let _ = timer.await;
     Ok(())
 }

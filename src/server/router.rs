@@ -4,20 +4,87 @@
 //! the command that caused them (a release on another connection, the timer driver). The
 //! router maps each session to its connection's channel. Sharded by session id so that
 //! delivery never funnels through one lock.
+//!
+//! A binary session's route outlives its connections: it is registered when the session
+//! is created and removed when the session ends, so events that arrive while no connection
+//! is attached wait in the session's channel for the next one (see
+//! [`super::sessions`]). Binary sessions also hear that someone queued behind one of their
+//! holds ([`Delivery::Waiting`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::engine::{Event, SessionId};
+use crate::engine::{Event, Key, Mode, SessionId};
+
+/// WAITING notices kept for a detached binary session at most; later ones are dropped
+/// until a connection resumes it (grants, timeouts and lost leases are always kept: there
+/// are at most as many as the session has holds and queued requests).
+pub const MAX_DETACHED_WAITING: u32 = 1024;
+
+/// What a binary session's connection is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// An engine event for the session.
+    Event(Event),
+    /// `waiter` queued for `key`, which the session holds.
+    Waiting {
+        /// The key.
+        key: Key,
+        /// The session that queued.
+        waiter: SessionId,
+        /// The mode it wants.
+        mode: Mode,
+    },
+}
+
+/// Whether a binary session has a connection, and how many WAITING notices wait for one.
+#[derive(Debug, Default)]
+pub struct Link {
+    attached: AtomicBool,
+    detached_waiting: AtomicU32,
+}
+
+impl Link {
+    /// A connection took the session over: deliver everything.
+    pub fn attach(&self) {
+        self.detached_waiting.store(0, Ordering::Relaxed);
+        self.attached.store(true, Ordering::Release);
+    }
+
+    /// The connection is gone: keep WAITING notices up to the cap.
+    pub fn detach(&self) {
+        self.attached.store(false, Ordering::Release);
+    }
+
+    fn admit_waiting(&self) -> bool {
+        if self.attached.load(Ordering::Acquire) {
+            return true;
+        }
+        self.detached_waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_DETACHED_WAITING).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
 
 /// What a connection wants to hear about.
-struct Route {
-    tx: mpsc::UnboundedSender<Event>,
-    /// Text mode only cares about its own queued request; lease-lost events would pile up
-    /// unread, so they are dropped here.
-    wants_expired: bool,
+enum Route {
+    Text {
+        tx: mpsc::UnboundedSender<Event>,
+        /// Text mode only cares about its own queued request; lease-lost events would pile
+        /// up unread, so they are dropped here.
+        wants_expired: bool,
+    },
+    Binary {
+        tx: mpsc::UnboundedSender<Delivery>,
+        link: Arc<Link>,
+    },
 }
 
 /// Session -> connection channel.
@@ -50,7 +117,19 @@ impl Router {
     ) {
         self.shard(session)
             .lock()
-            .insert(session, Route { tx, wants_expired });
+            .insert(session, Route::Text { tx, wants_expired });
+    }
+
+    /// Routes a binary session's events (all of them, and WAITING notices) to `tx`.
+    pub fn register_binary(
+        &self,
+        session: SessionId,
+        tx: mpsc::UnboundedSender<Delivery>,
+        link: Arc<Link>,
+    ) {
+        self.shard(session)
+            .lock()
+            .insert(session, Route::Binary { tx, link });
     }
 
     /// Stops routing `session`'s events.
@@ -64,11 +143,31 @@ impl Router {
         for event in events.drain(..) {
             let session = event.session();
             let shard = self.shard(session).lock();
-            if let Some(route) = shard.get(&session) {
-                if matches!(event, Event::Expired { .. }) && !route.wants_expired {
-                    continue;
+            match shard.get(&session) {
+                Some(Route::Text { tx, wants_expired }) => {
+                    if matches!(event, Event::Expired { .. }) && !wants_expired {
+                        continue;
+                    }
+                    let _ = tx.send(event);
                 }
-                let _ = route.tx.send(event);
+                Some(Route::Binary { tx, .. }) => {
+                    let _ = tx.send(Delivery::Event(event));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Tells `holder`, if it is a binary session, that `waiter` queued for `key`.
+    pub fn waiting(&self, holder: SessionId, key: &Key, waiter: SessionId, mode: Mode) {
+        let shard = self.shard(holder).lock();
+        if let Some(Route::Binary { tx, link }) = shard.get(&holder) {
+            if link.admit_waiting() {
+                let _ = tx.send(Delivery::Waiting {
+                    key: key.clone(),
+                    waiter,
+                    mode,
+                });
             }
         }
     }
