@@ -485,4 +485,141 @@ mod tests {
         g.dequeue(b"k", b);
         assert!(!g.is_tracked(b"k"));
     }
+
+    /// A brute-force wait-for relation over explicit edges: build every edge from the
+    /// rules in the module docs, then search for a path from the new request's blockers
+    /// back to the requester by plain reachability.
+    mod brute_force {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        #[derive(Clone, Debug)]
+        struct KeyState {
+            semaphore: bool,
+            holders: Vec<(u64, Mode)>,
+            queue: Vec<(u64, Mode)>,
+        }
+
+        fn conflicts(semaphore: bool, a: Mode, b: Mode) -> bool {
+            semaphore || !(a == Mode::Shared && b == Mode::Shared)
+        }
+
+        fn blockers(k: &KeyState, pos: usize, mode: Mode) -> Vec<u64> {
+            let mut out: Vec<u64> = k
+                .holders
+                .iter()
+                .filter(|(_, m)| conflicts(k.semaphore, mode, *m))
+                .map(|(s, _)| *s)
+                .collect();
+            out.extend(
+                k.queue[..pos]
+                    .iter()
+                    .filter(|(_, m)| conflicts(k.semaphore, mode, *m))
+                    .map(|(s, _)| *s),
+            );
+            out
+        }
+
+        fn has_cycle(keys: &BTreeMap<u8, KeyState>, requester: u64, key: u8, mode: Mode) -> bool {
+            let mut edges: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            for k in keys.values() {
+                for (pos, &(s, m)) in k.queue.iter().enumerate() {
+                    edges.entry(s).or_default().extend(blockers(k, pos, m));
+                }
+            }
+            let k = &keys[&key];
+            let mut todo: Vec<u64> = blockers(k, k.queue.len(), mode);
+            let mut seen = BTreeSet::new();
+            while let Some(s) = todo.pop() {
+                if s == requester {
+                    return true;
+                }
+                if seen.insert(s) {
+                    todo.extend(edges.get(&s).into_iter().flatten().copied());
+                }
+            }
+            false
+        }
+
+        fn mode() -> impl Strategy<Value = Mode> {
+            prop_oneof![Just(Mode::Exclusive), Just(Mode::Shared)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            /// Random contended keys (holders and queues of up to 6 sessions, each session
+            /// queued at most once per key and never holding a key it queues on), then a
+            /// detection for a random request: the graph agrees with brute force, and a
+            /// reported cycle is made of real edges.
+            #[test]
+            fn detect_agrees_with_brute_force(
+                spec in proptest::collection::vec(
+                    (any::<bool>(),
+                     proptest::collection::vec((1u64..7, mode()), 1..3),
+                     proptest::collection::vec((1u64..7, mode()), 0..4)),
+                    1..5),
+                requester in 1u64..7,
+                target in 0u8..5,
+                want in mode(),
+            ) {
+                let mut keys: BTreeMap<u8, KeyState> = BTreeMap::new();
+                let mut g = WaitForGraph::new();
+                for (i, (semaphore, holders, queue)) in spec.into_iter().enumerate() {
+                    let mut hs: Vec<(u64, Mode)> = Vec::new();
+                    for (s, m) in holders {
+                        if !hs.iter().any(|(x, _)| *x == s) {
+                            hs.push((s, m));
+                        }
+                    }
+                    let mut qs: Vec<(u64, Mode)> = Vec::new();
+                    for (s, m) in queue {
+                        if !hs.iter().any(|(x, _)| *x == s) && !qs.iter().any(|(x, _)| *x == s) {
+                            qs.push((s, m));
+                        }
+                    }
+                    let key = Key::from(format!("k{i}").as_str());
+                    let holders: Vec<(SessionId, Mode)> =
+                        hs.iter().map(|&(s, m)| (SessionId(s), m)).collect();
+                    for &(s, m) in &qs {
+                        g.enqueue(&key, semaphore, &holders, SessionId(s), m);
+                    }
+                    keys.insert(i as u8, KeyState { semaphore, holders: hs, queue: qs });
+                }
+                let target = target % keys.len() as u8;
+                let k = keys[&target].clone();
+                // The engine never asks the graph about a session that holds or waits on the
+                // requested key (that is a cycle of one, refused before).
+                prop_assume!(!k.holders.iter().chain(&k.queue).any(|(s, _)| *s == requester));
+                let key = Key::from(format!("k{target}").as_str());
+                let holders: Vec<(SessionId, Mode)> =
+                    k.holders.iter().map(|&(s, m)| (SessionId(s), m)).collect();
+                let got = g.detect(SessionId(requester), &key, k.semaphore, want, &holders);
+                let expected = has_cycle(&keys, requester, target, want);
+                prop_assert_eq!(got.is_some(), expected, "graph said {:?}", got);
+                if let Some(cycle) = got {
+                    prop_assert_eq!(cycle.sessions[0], SessionId(requester));
+                    prop_assert_eq!(cycle.sessions.len(), cycle.keys.len());
+                    // Each session waits on its key for the next session (the last for the
+                    // requester), by the rules.
+                    for i in 0..cycle.sessions.len() {
+                        let waiter = cycle.sessions[i].0;
+                        let next = cycle.sessions[(i + 1) % cycle.sessions.len()].0;
+                        let name = String::from_utf8_lossy(cycle.keys[i].as_bytes()).to_string();
+                        let idx: u8 = name[1..].parse().expect("test key names are k<n>");
+                        let ks = &keys[&idx];
+                        let b = if waiter == requester && idx == target {
+                            blockers(ks, ks.queue.len(), want)
+                        } else {
+                            let pos = ks.queue.iter().position(|(s, _)| *s == waiter).expect("waiter queued");
+                            blockers(ks, pos, ks.queue[pos].1)
+                        };
+                        prop_assert!(b.contains(&next), "{} does not wait for {} on {}", waiter, next, name);
+                    }
+                }
+            }
+        }
+    }
 }
