@@ -54,7 +54,7 @@ fn serve(config: Config, log_level: &str) -> anyhow::Result<()> {
         rt.worker_threads(config.threads);
     }
     let rt = rt.enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let addr = format!("{}:{}", config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -63,7 +63,10 @@ fn serve(config: Config, log_level: &str) -> anyhow::Result<()> {
             .await
             .context("serving")?;
         Ok(())
-    })
+    });
+    // Connections and sessions are already ended; do not wait for idle runtime threads.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -40,65 +40,83 @@ pub(crate) fn parse(
     let mut i = 0;
     while i < opts.len() {
         let w = opts[i];
-        let is = |n: &str| w.eq_ignore_ascii_case(n.as_bytes());
         let value = |i: usize, what: &str| -> Result<u64, String> {
             let v = opts.get(i + 1).ok_or_else(syntax)?;
             parse_u64(v).ok_or_else(|| number(what))
         };
-        if is("EXCLUSIVE") || is("SHARED") {
-            if mode.is_some() {
-                return Err(syntax());
-            }
-            mode = Some(if is("SHARED") {
-                Mode::Shared
-            } else {
-                Mode::Exclusive
-            });
-            i += 1;
-        } else if is("SEMAPHORE") {
-            if mode.is_some() {
-                return Err(syntax());
-            }
-            let limit = value(i, "SEMAPHORE limit")?;
-            if limit == 0 {
-                return Err("ERR SEMAPHORE limit must be at least 1".into());
-            }
-            if limit > u64::from(max_semaphore) {
-                return Err(format!(
-                    "LIMIT SEMAPHORE limit {limit} is above the maximum of {max_semaphore}"
-                ));
-            }
-            mode = Some(Mode::Semaphore {
-                limit: limit as u32,
-                permits: 1,
-            });
-            i += 2;
-        } else if is("PERMITS") {
-            if permits.is_some() {
-                return Err(syntax());
-            }
-            permits = Some(value(i, "PERMITS")?);
-            i += 2;
-        } else if is("REENTRANT") {
-            if reentrant {
-                return Err(syntax());
-            }
-            reentrant = true;
-            i += 1;
-        } else if is("TTL") {
-            if ttl.is_some() {
-                return Err(syntax());
-            }
-            ttl = Some(value(i, "TTL")?);
-            i += 2;
-        } else if is("WAIT") {
-            if wait.is_some() {
-                return Err(syntax());
-            }
-            wait = Some(value(i, "WAIT")?);
-            i += 2;
-        } else {
+        // Dispatch on length and first letter, then confirm the whole word once.
+        let word = match (w.len(), w.first().map(u8::to_ascii_uppercase)) {
+            (3, Some(b'T')) => "TTL",
+            (4, Some(b'W')) => "WAIT",
+            (6, Some(b'S')) => "SHARED",
+            (7, Some(b'P')) => "PERMITS",
+            (9, Some(b'E')) => "EXCLUSIVE",
+            (9, Some(b'S')) => "SEMAPHORE",
+            (9, Some(b'R')) => "REENTRANT",
+            _ => return Err(syntax()),
+        };
+        if !super::word_eq(w, word) {
             return Err(syntax());
+        }
+        match word {
+            "EXCLUSIVE" | "SHARED" => {
+                if mode.is_some() {
+                    return Err(syntax());
+                }
+                mode = Some(if word == "SHARED" {
+                    Mode::Shared
+                } else {
+                    Mode::Exclusive
+                });
+                i += 1;
+            }
+            "SEMAPHORE" => {
+                if mode.is_some() {
+                    return Err(syntax());
+                }
+                let limit = value(i, "SEMAPHORE limit")?;
+                if limit == 0 {
+                    return Err("ERR SEMAPHORE limit must be at least 1".into());
+                }
+                if limit > u64::from(max_semaphore) {
+                    return Err(format!(
+                        "LIMIT SEMAPHORE limit {limit} is above the maximum of {max_semaphore}"
+                    ));
+                }
+                mode = Some(Mode::Semaphore {
+                    limit: limit as u32,
+                    permits: 1,
+                });
+                i += 2;
+            }
+            "PERMITS" => {
+                if permits.is_some() {
+                    return Err(syntax());
+                }
+                permits = Some(value(i, "PERMITS")?);
+                i += 2;
+            }
+            "REENTRANT" => {
+                if reentrant {
+                    return Err(syntax());
+                }
+                reentrant = true;
+                i += 1;
+            }
+            "TTL" => {
+                if ttl.is_some() {
+                    return Err(syntax());
+                }
+                ttl = Some(value(i, "TTL")?);
+                i += 2;
+            }
+            _ => {
+                if wait.is_some() {
+                    return Err(syntax());
+                }
+                wait = Some(value(i, "WAIT")?);
+                i += 2;
+            }
         }
     }
     let mut mode = mode.unwrap_or(Mode::Exclusive);

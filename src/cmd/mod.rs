@@ -88,10 +88,20 @@ pub struct Ctx<'a> {
     pub events: &'a mut Vec<Event>,
 }
 
+/// Whether `word` is `keyword` in any letter case. `keyword` must be upper-case ASCII
+/// letters: clearing bit 0x20 of a byte maps exactly its two cases onto such a letter, so one
+/// AND and one compare per byte suffice (this runs for every word of every command).
+#[inline]
+pub(crate) fn word_eq(word: &[u8], keyword: &str) -> bool {
+    let k = keyword.as_bytes();
+    debug_assert!(k.iter().all(u8::is_ascii_uppercase));
+    word.len() == k.len() && word.iter().zip(k).all(|(&c, &k)| c & !0x20 == k)
+}
+
 /// Runs one command. `args[0]` is the command name.
 pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     let name = args[0];
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let is = |n: &str| word_eq(name, n);
     let exempt = is("AUTH") || is("PING") || is("HELLO") || is("QUIT");
     if !ctx.conn.authed && !exempt {
         ctx.out.error("NOAUTH Authentication required.");

@@ -91,38 +91,8 @@ pub fn parse_command(
     }
 }
 
-/// Finds the CRLF-terminated line starting at `from`; returns its end (index of '\r').
-fn line_end(buf: &[u8], from: usize) -> Option<usize> {
-    let rel = memchr(b'\n', &buf[from..])?;
-    let nl = from + rel;
-    if nl > from && buf[nl - 1] == b'\r' {
-        Some(nl - 1)
-    } else {
-        Some(nl)
-    }
-}
-
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
-}
-
-/// Parses a decimal integer as RESP headers carry it (optional '-').
-fn parse_int(digits: &[u8]) -> Option<i64> {
-    let (neg, digits) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + i64::from(d - b'0');
-    }
-    Some(if neg { -v } else { v })
 }
 
 fn parse_array(
@@ -130,11 +100,9 @@ fn parse_array(
     args: &mut Vec<Range<usize>>,
     limits: &FrameLimits,
 ) -> Result<Parsed, ProtocolError> {
-    let Some(end) = line_end(buf, 1) else {
-        return incomplete_or_too_long(buf.len(), 32, "multibulk length");
+    let Some((count, mut pos)) = header(buf, 1, "multibulk")? else {
+        return Ok(Parsed::Incomplete);
     };
-    let count = parse_int(&buf[1..end]).ok_or(ProtocolError::BadLength("multibulk"))?;
-    let mut pos = skip_eol(buf, end);
     if count <= 0 {
         return Ok(Parsed::Command { len: pos });
     }
@@ -147,17 +115,15 @@ fn parse_array(
         });
     }
     for _ in 0..count {
-        if pos >= buf.len() {
+        let Some(&sigil) = buf.get(pos) else {
             return request_incomplete(buf.len(), limits);
-        }
-        if buf[pos] != b'$' {
-            return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
-        }
-        let Some(end) = line_end(buf, pos + 1) else {
-            request_incomplete(buf.len(), limits)?;
-            return incomplete_or_too_long(buf.len() - pos, 32, "bulk length");
         };
-        let len = parse_int(&buf[pos + 1..end]).ok_or(ProtocolError::BadLength("bulk"))?;
+        if sigil != b'$' {
+            return Err(ProtocolError::ExpectedBulk(sigil as char));
+        }
+        let Some((len, start)) = header(buf, pos + 1, "bulk")? else {
+            return request_incomplete(buf.len(), limits);
+        };
         if len < 0 {
             return Err(ProtocolError::BadLength("bulk"));
         }
@@ -169,7 +135,6 @@ fn parse_array(
                 max: limits.max_bulk,
             });
         }
-        let start = skip_eol(buf, end);
         let stop = start + len;
         if stop > limits.max_request {
             return Err(ProtocolError::TooLarge {
@@ -178,11 +143,10 @@ fn parse_array(
                 max: limits.max_request,
             });
         }
-        if buf.len() < stop + 2 {
-            return Ok(Parsed::Incomplete);
-        }
-        if &buf[stop..stop + 2] != b"\r\n" {
-            return Err(ProtocolError::MissingCrlf);
+        match buf.get(stop..stop + 2) {
+            None => return Ok(Parsed::Incomplete),
+            Some(b"\r\n") => {}
+            Some(_) => return Err(ProtocolError::MissingCrlf),
         }
         args.push(start..stop);
         pos = stop + 2;
@@ -190,12 +154,50 @@ fn parse_array(
     Ok(Parsed::Command { len: pos })
 }
 
-fn skip_eol(buf: &[u8], end: usize) -> usize {
-    if buf.get(end) == Some(&b'\r') {
-        end + 2
-    } else {
-        end + 1
+/// Parses the decimal number after a `*` or `$` sigil, starting at `pos`, through its line
+/// end, in one pass. `Ok(None)`: the line is not complete yet. At most 18 digits, so a
+/// hostile header is refused after a few bytes instead of being buffered.
+#[inline]
+fn header(
+    buf: &[u8],
+    mut pos: usize,
+    what: &'static str,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let negative = buf.get(pos) == Some(&b'-');
+    if negative {
+        pos += 1;
     }
+    let mut value: i64 = 0;
+    let mut digits = 0;
+    loop {
+        let Some(&c) = buf.get(pos) else {
+            return Ok(None);
+        };
+        match c {
+            b'0'..=b'9' if digits < 18 => {
+                value = value * 10 + i64::from(c - b'0');
+                digits += 1;
+                pos += 1;
+            }
+            b'\r' => match buf.get(pos + 1) {
+                None => return Ok(None),
+                Some(b'\n') => {
+                    pos += 2;
+                    break;
+                }
+                Some(_) => return Err(ProtocolError::BadLength(what)),
+            },
+            b'\n' => {
+                pos += 1;
+                break;
+            }
+            _ => return Err(ProtocolError::BadLength(what)),
+        }
+    }
+    if digits == 0 {
+        return Err(ProtocolError::BadLength(what));
+    }
+    Ok(Some((if negative { -value } else { value }, pos)))
 }
 
 fn request_incomplete(have: usize, limits: &FrameLimits) -> Result<Parsed, ProtocolError> {
@@ -331,6 +333,7 @@ fn hex(c: u8) -> u8 {
 }
 
 /// The bytes of argument `r`, resolving inline-scratch ranges (see [`parse_command`]).
+#[inline]
 pub fn arg<'a>(buf: &'a [u8], scratch: &'a [u8], r: &Range<usize>) -> &'a [u8] {
     if r.start >= buf.len() {
         &scratch[r.start - buf.len()..r.end - buf.len()]
