@@ -9,6 +9,8 @@
 //! - [`lease`]: the hierarchical timer wheel behind leases and wait deadlines.
 //! - [`deadlock`]: the wait-for graph that refuses a wait which would close a cycle.
 //! - [`config`]: every setting and limit, with its default.
+//! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots);
+//!   not yet wired into the server.
 
 pub mod cmd;
 pub mod config;
@@ -18,5 +20,6 @@ pub mod glob;
 pub mod lease;
 pub mod protocol;
 pub mod server;
+pub mod wal;
 
 pub use config::Config;

@@ -10,7 +10,8 @@ use crate::target::{RetryPolicy, TargetOptions, TargetSpec};
 const AFTER_HELP: &str = "\
 Targets are KIND[=ADDR]: turnstile (127.0.0.1:7379), redis (127.0.0.1:6379),
 redis-fsync (127.0.0.1:6380), etcd (127.0.0.1:2379, build with --features etcd),
-echo (127.0.0.1:7390, see `loadgen echo-server`), turnstile-bin (not yet).
+echo (127.0.0.1:7390, see `loadgen echo-server`), turnstile-bin (127.0.0.1:7379,
+the binary protocol on the same port as text mode).
 Start the peers with `loadgen/peers.sh start`. Pin loadgen and the server to
 different cores, e.g. `taskset -c 1 loadgen ...` with the server on CPU 0.
 

@@ -5,8 +5,8 @@
 //! Module map:
 //! - `cli`          the command line (clap)
 //! - `target`       the `Target`/`Conn` traits and one module per service: turnstile_text,
-//!   redis, etcd (behind the `etcd` feature), echo, and turnstile_bin (the marked place
-//!   for the binary protocol)
+//!   redis, etcd (behind the `etcd` feature), echo, and turnstile_bin (the binary
+//!   protocol through the client library)
 //! - `resp`         the client-side RESP codec (Turnstile text mode and Redis)
 //! - `workload`     keys and modes per op: uncontended, contended, mixed
 //! - `run`          connections, workers, closed and open loop, the live line

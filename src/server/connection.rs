@@ -119,8 +119,10 @@ async fn serve_text(
                 Flow::Continue
             } else {
                 processed += 1;
-                let argv: SmallVec<[&[u8]; 8]> =
-                    args.iter().map(|r| arg(&inbuf, &scratch, r)).collect();
+                let mut argv: SmallVec<[&[u8]; 8]> = SmallVec::new();
+                for r in &args {
+                    argv.push(arg(&inbuf, &scratch, r));
+                }
                 let mut ctx = cmd::Ctx {
                     shared: &shared,
                     conn: &mut conn,
@@ -160,7 +162,7 @@ async fn serve_text(
                                 Some(_) => {}
                                 None => break 'conn,
                             },
-                            read = stream.read_buf(&mut inbuf), if inbuf.len() < park_cap => match read {
+                            read = super::io::read_some(&stream, &mut inbuf), if inbuf.len() < park_cap => match read {
                                 Ok(0) | Err(_) => break 'conn,
                                 Ok(_) => {}
                             },
@@ -199,7 +201,7 @@ async fn serve_text(
             inbuf = BytesMut::with_capacity(16 * 1024);
         }
         tokio::select! {
-            read = stream.read_buf(&mut inbuf) => match read {
+            read = super::io::read_some(&stream, &mut inbuf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },

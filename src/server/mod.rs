@@ -7,6 +7,7 @@
 mod binary;
 mod clock;
 mod connection;
+mod io;
 mod router;
 pub mod sessions;
 mod stats;
@@ -22,7 +23,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{info, warn};
 
 pub use clock::Clock;
-pub use router::{Delivery, Router};
+pub use router::{Delivery, Router, MAX_DETACHED_WAITING};
 pub use sessions::Sessions;
 pub use stats::ServerStats;
 

@@ -84,6 +84,8 @@ pub struct Queued {
     pub client_id: u32,
     /// The key.
     pub key: Key,
+    /// When it queued.
+    pub since: std::time::Instant,
 }
 
 /// A connection's hold on a session.
@@ -94,6 +96,8 @@ pub struct Attachment {
     pub core: OwnedMutexGuard<Core>,
     /// Completes when another connection takes the session over (or it is ended).
     pub kicked: oneshot::Receiver<()>,
+    /// Whether this attachment resumed an existing session.
+    pub resumed: bool,
     conn: u64,
 }
 
@@ -175,6 +179,7 @@ impl Sessions {
             session,
             core: guard,
             kicked: kick_rx,
+            resumed: false,
             conn,
         })
     }
@@ -206,16 +211,15 @@ impl Sessions {
             st.epoch += 1;
             st.kick = Some(kick_tx);
         }
-        let core = match tokio::time::timeout(TAKEOVER_WAIT, session.core.clone().lock_owned())
-            .await
-        {
-            Ok(core) => core,
-            Err(_) => {
-                // Give the session back to the timeout, as if we had attached and left.
-                self.detach_conn(shared, &session, conn, Instant::now());
-                return Err(ResumeError::Busy);
-            }
-        };
+        let core =
+            match tokio::time::timeout(TAKEOVER_WAIT, session.core.clone().lock_owned()).await {
+                Ok(core) => core,
+                Err(_) => {
+                    // Give the session back to the timeout, as if we had attached and left.
+                    self.detach_conn(shared, &session, conn, Instant::now());
+                    return Err(ResumeError::Busy);
+                }
+            };
         if session.state.lock().ended {
             return Err(ResumeError::Unknown);
         }
@@ -225,6 +229,7 @@ impl Sessions {
             session,
             core,
             kicked: kick_rx,
+            resumed: true,
             conn,
         })
     }
@@ -233,7 +238,10 @@ impl Sessions {
     /// `last_frame`, then ends. Nothing happens if another connection took it over.
     pub fn detach(&self, shared: &Arc<Shared>, att: Attachment, last_frame: Instant) {
         let Attachment {
-            session, core, conn, ..
+            session,
+            core,
+            conn,
+            ..
         } = att;
         self.detach_conn(shared, &session, conn, last_frame);
         // Let a resuming connection have the core only once the state says detached.
@@ -274,7 +282,12 @@ impl Sessions {
         self.end_if(shared, session, |_| true);
     }
 
-    fn end_if(&self, shared: &Shared, session: &Session, cond: impl FnOnce(&State) -> bool) -> bool {
+    fn end_if(
+        &self,
+        shared: &Shared,
+        session: &Session,
+        cond: impl FnOnce(&State) -> bool,
+    ) -> bool {
         {
             let mut st = session.state.lock();
             if st.ended || !cond(&st) {

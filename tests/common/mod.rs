@@ -590,3 +590,215 @@ impl Raw {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Raw binary protocol
+// ---------------------------------------------------------------------------------------
+
+use turnstile::protocol::binary as bin;
+
+/// A HELLO with the usual fields, to be adjusted by tests.
+pub fn hello() -> bin::Hello<'static> {
+    bin::Hello {
+        min_version: bin::MIN_VERSION,
+        max_version: bin::MAX_VERSION,
+        session_timeout_ms: 0,
+        resume: None,
+        name: b"test",
+        auth: None,
+    }
+}
+
+/// A raw binary-protocol connection: frames in and out, every read bounded.
+pub struct Bin {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+    /// From HELLO_OK.
+    pub ok: Option<bin::HelloOk>,
+}
+
+impl Bin {
+    /// Connects and completes a handshake with [`hello`]; panics if refused.
+    pub async fn connect(addr: SocketAddr) -> Bin {
+        Bin::connect_with(addr, &hello()).await
+    }
+
+    /// Connects and completes a handshake with `h`; panics if refused.
+    pub async fn connect_with(addr: SocketAddr, h: &bin::Hello<'_>) -> Bin {
+        let (b, res) = Bin::handshake(addr, h).await;
+        if let Err(e) = res {
+            panic!("HELLO refused: {e}");
+        }
+        b
+    }
+
+    /// Connects, sends the magic and `h`, and returns the answer.
+    pub async fn handshake(
+        addr: SocketAddr,
+        h: &bin::Hello<'_>,
+    ) -> (Bin, Result<bin::HelloOk, bin::ErrorReply>) {
+        let mut b = Bin::open(addr).await;
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(&bin::MAGIC);
+        bin::Request::Hello(h.clone()).encode(0, &mut out);
+        b.send_raw(&out).await;
+        let (header, msg) = b.recv().await;
+        assert_eq!(header.request_id, 0, "HELLO's answer echoes its id");
+        let res = match msg {
+            bin::ServerMessage::Response(bin::Response::HelloOk(ok)) => {
+                b.ok = Some(ok.clone());
+                Ok(ok)
+            }
+            bin::ServerMessage::Response(bin::Response::Error(e)) => Err(e),
+            other => panic!("unexpected answer to HELLO: {other:?}"),
+        };
+        (b, res)
+    }
+
+    /// A TCP connection with nothing sent yet.
+    pub async fn open(addr: SocketAddr) -> Bin {
+        let stream = tokio::time::timeout(REPLY_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect within the timeout")
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Bin {
+            stream,
+            buf: bytes::BytesMut::new(),
+            ok: None,
+        }
+    }
+
+    /// The session's secret (after a handshake).
+    pub fn secret(&self) -> [u8; 16] {
+        self.ok.as_ref().expect("handshaken").secret
+    }
+
+    /// The session's id (after a handshake).
+    pub fn session(&self) -> u64 {
+        self.ok.as_ref().expect("handshaken").session
+    }
+
+    /// Writes bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends one request with `id`.
+    pub async fn send(&mut self, id: u32, req: bin::Request<'_>) {
+        let mut out = bytes::BytesMut::new();
+        req.encode(id, &mut out);
+        self.send_raw(&out).await;
+    }
+
+    /// Reads one frame; fails the test if none comes within [`REPLY_TIMEOUT`].
+    pub async fn recv(&mut self) -> (bin::Header, bin::ServerMessage) {
+        match self.recv_within(REPLY_TIMEOUT).await {
+            Some(f) => f,
+            None => panic!("no frame within {REPLY_TIMEOUT:?}"),
+        }
+    }
+
+    /// Reads one frame if it comes within `dur`.
+    pub async fn recv_within(
+        &mut self,
+        dur: Duration,
+    ) -> Option<(bin::Header, bin::ServerMessage)> {
+        let deadline = tokio::time::Instant::now() + dur;
+        loop {
+            match bin::Header::check(&self.buf, bin::MAX_PAYLOAD) {
+                Ok(h) => {
+                    let msg =
+                        bin::ServerMessage::decode(&h, &self.buf[bin::HEADER_LEN..h.frame_len()])
+                            .expect("the server's frames decode");
+                    let _ = self.buf.split_to(h.frame_len());
+                    return Some((h, msg));
+                }
+                Err(bin::DecodeError::Incomplete) => {}
+                Err(e) => panic!("bad frame from the server: {e}"),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => panic!("read failed: {e}"),
+            };
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads one frame and expects a response to `id`.
+    pub async fn response(&mut self, id: u32) -> bin::Response {
+        match self.recv().await {
+            (h, bin::ServerMessage::Response(r)) if h.request_id == id => r,
+            other => panic!("expected the response to {id}, got {other:?}"),
+        }
+    }
+
+    /// Reads frames until the response to `id`, skipping WAITING pushes (which a holder
+    /// gets whenever someone queues behind it).
+    pub async fn response_skipping_waiting(&mut self, id: u32) -> bin::Response {
+        loop {
+            match self.recv().await {
+                (h, bin::ServerMessage::Response(r)) if h.request_id == id => return r,
+                (_, bin::ServerMessage::Push(bin::Push::Waiting { .. })) => {}
+                other => panic!("expected the response to {id}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and reads its response, skipping WAITING pushes.
+    pub async fn call_holder(&mut self, id: u32, req: bin::Request<'_>) -> bin::Response {
+        self.send(id, req).await;
+        self.response_skipping_waiting(id).await
+    }
+
+    /// Sends a request and reads its response (nothing else may come first).
+    pub async fn call(&mut self, id: u32, req: bin::Request<'_>) -> bin::Response {
+        self.send(id, req).await;
+        self.response(id).await
+    }
+
+    /// Reads one frame and expects a push.
+    pub async fn push(&mut self) -> (u32, bin::Push) {
+        match self.recv().await {
+            (h, bin::ServerMessage::Push(p)) => (h.request_id, p),
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close the connection (bounded); returns the frames that
+    /// came before.
+    pub async fn closed(&mut self) -> Vec<bin::ServerMessage> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!("connection still open after {REPLY_TIMEOUT:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok(h) = bin::Header::check(&self.buf, bin::MAX_PAYLOAD) {
+            out.push(
+                bin::ServerMessage::decode(&h, &self.buf[bin::HEADER_LEN..h.frame_len()])
+                    .expect("decodes"),
+            );
+            let _ = self.buf.split_to(h.frame_len());
+        }
+        out
+    }
+}
+
+/// An ACQUIRE request.
+pub fn acq(key: &[u8], mode: bin::Mode, ttl_ms: u32, wait_ms: Option<u32>) -> bin::Request<'_> {
+    bin::Request::Acquire(bin::Acquire {
+        key,
+        mode,
+        reentrant: false,
+        ttl_ms,
+        wait_ms,
+    })
+}

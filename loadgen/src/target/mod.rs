@@ -117,7 +117,7 @@ pub trait Conn: Send + 'static {
 pub enum TargetKind {
     /// Turnstile text mode: RESP on port 7379.
     Turnstile,
-    /// Turnstile's binary protocol: waits for the client library (see [`turnstile_bin`]).
+    /// Turnstile's binary protocol, through the client library (same port as text mode).
     TurnstileBin,
     /// Redis in memory: SET NX PX and a compare-and-delete script.
     Redis,
@@ -153,7 +153,7 @@ impl TargetKind {
     pub fn default_addr(self) -> &'static str {
         match self {
             TargetKind::Turnstile => "127.0.0.1:7379",
-            TargetKind::TurnstileBin => "127.0.0.1:7380",
+            TargetKind::TurnstileBin => "127.0.0.1:7379",
             TargetKind::Redis => "127.0.0.1:6379",
             TargetKind::RedisFsync => "127.0.0.1:6380",
             TargetKind::Etcd => "127.0.0.1:2379",
@@ -230,7 +230,6 @@ pub trait WithTarget {
 /// Why a target cannot be measured by this build or yet.
 pub fn unavailable(kind: TargetKind) -> Option<&'static str> {
     match kind {
-        TargetKind::TurnstileBin => Some(turnstile_bin::NOT_YET),
         #[cfg(not(feature = "etcd"))]
         TargetKind::Etcd => Some(
             "the etcd target is not in this build: install protoc with `loadgen/peers.sh install \
@@ -263,11 +262,7 @@ impl TargetSpec {
             TargetKind::Echo => f.call(echo::Echo::new(addr)).await,
             #[cfg(feature = "etcd")]
             TargetKind::Etcd => f.call(etcd::Etcd::new(addr, opts.etcd_lease_ttl)).await,
-            // Checked by `unavailable` above; the arm stays so that adding the client
-            // library is one line here: `f.call(turnstile_bin::TurnstileBin::new(addr))`.
-            TargetKind::TurnstileBin => {
-                anyhow::bail!("turnstile-bin: {}", turnstile_bin::NOT_YET)
-            }
+            TargetKind::TurnstileBin => f.call(turnstile_bin::TurnstileBin::new(addr)).await,
             #[cfg(not(feature = "etcd"))]
             TargetKind::Etcd => {
                 let _ = opts.etcd_lease_ttl;

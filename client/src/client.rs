@@ -1,0 +1,1006 @@
+//! The client: one connection multiplexing every request, a supervisor that reconnects
+//! with backoff and resumes the session, and the table of requests in flight.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, oneshot, watch};
+use tracing::{debug, info, warn};
+use turnstile_proto::{HelloOk, KeyState, Push, Request, Response, ServerMessage, MAX_STR};
+
+use crate::conn::{self, Link};
+use crate::error::{Error, Result};
+use crate::events::{Events, SessionEvent};
+use crate::lock::{Keeper, LockBuilder, Lost};
+
+/// Addresses to connect to: one (`"127.0.0.1:7379"`) or several, tried in order.
+pub trait ToAddrs {
+    /// The addresses as `host:port` strings.
+    fn to_addrs(self) -> Vec<String>;
+}
+
+impl ToAddrs for &str {
+    fn to_addrs(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl ToAddrs for String {
+    fn to_addrs(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl ToAddrs for &String {
+    fn to_addrs(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl ToAddrs for SocketAddr {
+    fn to_addrs(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl<T: ToString> ToAddrs for Vec<T> {
+    fn to_addrs(self) -> Vec<String> {
+        self.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl<T: ToString> ToAddrs for &[T] {
+    fn to_addrs(self) -> Vec<String> {
+        self.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl<T: ToString, const N: usize> ToAddrs for [T; N] {
+    fn to_addrs(self) -> Vec<String> {
+        self.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// How a [`Client`] connects and behaves. Made by [`Client::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    addrs: Vec<String>,
+    name: String,
+    auth: Option<(String, String)>,
+    session_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    reconnect_wait: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            addrs: Vec::new(),
+            name: String::new(),
+            auth: None,
+            session_timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_wait: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Builder {
+    /// The server addresses, tried in order (at connect and at every reconnect).
+    pub fn addrs(mut self, addrs: impl ToAddrs) -> Self {
+        self.addrs = addrs.to_addrs();
+        self
+    }
+
+    /// The client's name (printable ASCII without spaces, at most 255 bytes), shown by the
+    /// server's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The password the server requires (user `default`).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.auth = Some(("default".into(), password.into()));
+        self
+    }
+
+    /// User name and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The session timeout to ask for (the server clamps it to its range; its default
+    /// when not set). The session survives a lost connection for this long; the client
+    /// pings every quarter of it to keep it alive.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = Some(timeout);
+        self
+    }
+
+    /// How long one connection attempt (TCP and handshake) may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request made while disconnected waits for the connection to come back
+    /// before it fails with [`Error::Disconnected`].
+    pub fn reconnect_wait(mut self, wait: Duration) -> Self {
+        self.reconnect_wait = wait;
+        self
+    }
+
+    /// The first and the longest pause between reconnection attempts (the pause doubles
+    /// after each failure, with jitter).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min.max(Duration::from_millis(1));
+        self.backoff_max = max.max(self.backoff_min);
+        self
+    }
+
+    /// Connects (trying each address once) and starts the background tasks.
+    pub async fn connect(self) -> Result<Client> {
+        if self.addrs.is_empty() {
+            return Err(Error::InvalidArgument("no server address"));
+        }
+        if self.name.len() > 255 {
+            return Err(Error::InvalidArgument(
+                "the client name is longer than 255 bytes",
+            ));
+        }
+        let (events, _) = broadcast::channel(1024);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            cfg: self,
+            next_id: AtomicU32::new(1),
+            link: watch::Sender::new(None),
+            pending: Mutex::new(HashMap::new()),
+            session: Mutex::new(None),
+            keeper: Arc::new(Keeper::new()),
+            events,
+            deferred: Mutex::new(Vec::new()),
+            shutdown,
+            gens: std::sync::atomic::AtomicU64::new(0),
+        });
+        let (stream, hello, leftover) = inner.open_any().await?;
+        let link = inner.install(stream, hello, leftover);
+        tokio::spawn(supervise(Arc::downgrade(&inner), link));
+        tokio::spawn(crate::lock::keeper_loop(
+            Arc::downgrade(&inner),
+            inner.keeper.clone(),
+            inner.shutdown.subscribe(),
+        ));
+        Ok(Client { inner })
+    }
+}
+
+/// What the server told us about the session at the last handshake.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionInfo {
+    pub(crate) id: u64,
+    pub(crate) secret: [u8; 16],
+    pub(crate) timeout: Duration,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_key_len: usize,
+}
+
+/// The outcome of an ACQUIRE.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    Granted(u64),
+    Busy,
+}
+
+/// A request waiting for its reply.
+enum Pending {
+    /// Any request but ACQUIRE: the next reply with its id completes it.
+    Call {
+        tx: oneshot::Sender<Result<Response>>,
+        gen: u64,
+    },
+    /// An ACQUIRE: may be answered QUEUED first, then completed by a push.
+    Acquire(AcquireWait),
+}
+
+pub(crate) struct AcquireWait {
+    tx: Option<oneshot::Sender<Result<Acquired>>>,
+    key: Bytes,
+    /// The connection it was sent on (or, after a resume, found queued on).
+    gen: u64,
+    queued: bool,
+    /// Its future was dropped: cancel it, or release it if it was granted.
+    abandoned: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Builder,
+    next_id: AtomicU32,
+    /// The connection; None while reconnecting.
+    link: watch::Sender<Option<Arc<Link>>>,
+    pending: Mutex<HashMap<u32, Pending>>,
+    session: Mutex<Option<SessionInfo>>,
+    pub(crate) keeper: Arc<Keeper>,
+    events: broadcast::Sender<SessionEvent>,
+    /// RELEASEs of guards dropped while disconnected, sent after a resume.
+    deferred: Mutex<Vec<Bytes>>,
+    shutdown: watch::Sender<bool>,
+    gens: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent at each step, so a panic in
+    // one does not make the data unusable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn next_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    pub(crate) fn session(&self) -> Option<SessionInfo> {
+        lock(&self.session).clone()
+    }
+
+    fn closed(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Tries each address once.
+    async fn open_any(&self) -> Result<(tokio::net::TcpStream, HelloOk, bytes::BytesMut)> {
+        let resume = self.session().map(|s| s.secret);
+        let timeout_ms = self.cfg.session_timeout.map_or(0, |t| {
+            u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+        });
+        let auth = self
+            .cfg
+            .auth
+            .as_ref()
+            .map(|(u, p)| (u.as_bytes(), p.as_bytes()));
+        let hello = conn::hello(timeout_ms, resume, self.cfg.name.as_bytes(), auth);
+        let mut last = Error::Disconnected;
+        for addr in &self.cfg.addrs {
+            match conn::open(addr, &hello, self.cfg.connect_timeout).await {
+                Ok(ok) => return Ok(ok),
+                Err(e) => {
+                    debug!(%addr, error = %e, "connection attempt failed");
+                    last = e;
+                    if matches!(last, Error::NoSession { .. }) {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Makes a handshaken stream the client's connection.
+    fn install(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        hello: HelloOk,
+        leftover: bytes::BytesMut,
+    ) -> Arc<Link> {
+        let gen = self.gens.fetch_add(1, Ordering::Relaxed) + 1;
+        *lock(&self.session) = Some(SessionInfo {
+            id: hello.session,
+            secret: hello.secret,
+            timeout: Duration::from_millis(u64::from(hello.session_timeout_ms)),
+            default_ttl: Duration::from_millis(u64::from(hello.default_ttl_ms.max(1))),
+            max_key_len: (hello.max_key_len as usize).min(MAX_STR),
+        });
+        let link = conn::start(Arc::downgrade(self), stream, leftover, gen);
+        tokio::spawn(keepalive(
+            Arc::downgrade(self),
+            link.clone(),
+            Duration::from_millis(u64::from(hello.session_timeout_ms.max(100))),
+        ));
+        self.link.send_replace(Some(link.clone()));
+        link
+    }
+
+    /// The connection, waiting (bounded) for one while reconnecting.
+    async fn link(&self) -> Result<Arc<Link>> {
+        if let Some(link) = self.link.borrow().as_ref() {
+            if !link.is_closed() {
+                return Ok(link.clone());
+            }
+        }
+        if self.closed() {
+            return Err(Error::Closed);
+        }
+        let mut rx = self.link.subscribe();
+        let mut shutdown = self.shutdown.subscribe();
+        let wait = async {
+            loop {
+                if let Some(link) = rx.borrow_and_update().as_ref() {
+                    if !link.is_closed() {
+                        return Ok(link.clone());
+                    }
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return Err(Error::Closed) },
+                    _ = shutdown.wait_for(|s| *s) => return Err(Error::Closed),
+                }
+            }
+        };
+        tokio::time::timeout(self.cfg.reconnect_wait, wait)
+            .await
+            .map_err(|_| Error::Disconnected)?
+    }
+
+    /// Sends a request and waits for its reply; an ERROR reply is an `Err`.
+    pub(crate) async fn call(&self, req: Request<'_>) -> Result<Response> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        loop {
+            let link = self.link().await?;
+            let alone = {
+                let mut pending = lock(&self.pending);
+                pending.insert(
+                    id,
+                    Pending::Call {
+                        tx: tx.take().expect("tx is put back before retrying"),
+                        gen: link.gen,
+                    },
+                );
+                pending.len() == 1
+            };
+            if link.send(alone, |out| req.encode(id, out)).is_ok() {
+                break;
+            }
+            // Closed under our feet: take the entry back unless the supervisor already
+            // failed it (then the receiver holds that error).
+            match lock(&self.pending).remove(&id) {
+                Some(Pending::Call { tx: t, .. }) => tx = Some(t),
+                _ => break,
+            }
+        }
+        let mut guard = RemoveOnDrop {
+            inner: self,
+            id,
+            armed: true,
+        };
+        let reply = rx.await;
+        guard.armed = false;
+        match reply {
+            Ok(Ok(Response::Error(e))) => Err(e.into()),
+            Ok(r) => r,
+            Err(_) => Err(Error::Disconnected),
+        }
+    }
+
+    /// Sends an ACQUIRE; the returned call completes with its outcome.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        key: Bytes,
+        frame: impl Fn(u32, &mut bytes::BytesMut),
+    ) -> Result<AcquireCall> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        loop {
+            let link = self.link().await?;
+            let alone = {
+                let mut pending = lock(&self.pending);
+                pending.insert(
+                    id,
+                    Pending::Acquire(AcquireWait {
+                        tx: tx.take(),
+                        key: key.clone(),
+                        gen: link.gen,
+                        queued: false,
+                        abandoned: false,
+                    }),
+                );
+                pending.len() == 1
+            };
+            if link.send(alone, |out| frame(id, out)).is_ok() {
+                break;
+            }
+            match lock(&self.pending).remove(&id) {
+                Some(Pending::Acquire(w)) => tx = w.tx,
+                _ => break,
+            }
+        }
+        Ok(AcquireCall {
+            inner: self.clone(),
+            id,
+            key,
+            rx: Some(rx),
+        })
+    }
+
+    /// Sends a request whose reply nobody waits for. A RELEASE made while disconnected is
+    /// kept and sent after the session is resumed.
+    pub(crate) fn fire(&self, req: Request<'_>) {
+        let id = self.next_id();
+        let sent = self
+            .link
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.send(false, |out| req.encode(id, out)).is_ok());
+        if !sent {
+            if let Request::Release { key } = req {
+                lock(&self.deferred).push(Bytes::copy_from_slice(key));
+            }
+        }
+    }
+
+    /// Handles one frame from the server.
+    pub(crate) fn dispatch(&self, link: &Link, id: u32, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Response(r) => {
+                let mut pending = lock(&self.pending);
+                match pending.get_mut(&id) {
+                    None => {}
+                    Some(Pending::Call { .. }) => {
+                        if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
+                            drop(pending);
+                            let _ = tx.send(Ok(r));
+                        }
+                    }
+                    Some(Pending::Acquire(w)) => {
+                        let outcome = match r {
+                            Response::Queued => {
+                                w.queued = true;
+                                w.gen = link.gen;
+                                return;
+                            }
+                            Response::Granted { token } => Ok(Acquired::Granted(token)),
+                            Response::Busy => Ok(Acquired::Busy),
+                            Response::Error(e) => Err(e.into()),
+                            other => {
+                                warn!(?other, "unexpected reply to ACQUIRE");
+                                Err(Error::Disconnected)
+                            }
+                        };
+                        if let Some(Pending::Acquire(w)) = pending.remove(&id) {
+                            drop(pending);
+                            self.finish_acquire(w, outcome);
+                        }
+                    }
+                }
+            }
+            ServerMessage::Push(push) => match push {
+                Push::Granted { token } => self.push_outcome(id, Ok(Acquired::Granted(token))),
+                Push::TimedOut => self.push_outcome(id, Err(Error::Timeout)),
+                Push::Cancelled => self.push_outcome(id, Err(Error::Cancelled)),
+                Push::LeaseLost { reason, token, key } => {
+                    self.keeper.lease_lost(&key, token);
+                    let _ = self
+                        .events
+                        .send(SessionEvent::LeaseLost { key, token, reason });
+                }
+                Push::Waiting {
+                    session,
+                    mode,
+                    permits,
+                    key,
+                } => {
+                    self.keeper.waiting(&key);
+                    let _ = self.events.send(SessionEvent::Waiting {
+                        key,
+                        session,
+                        mode,
+                        permits,
+                    });
+                }
+            },
+        }
+    }
+
+    fn push_outcome(&self, id: u32, outcome: Result<Acquired>) {
+        let w = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&id) {
+                Some(Pending::Acquire(_)) => match pending.remove(&id) {
+                    Some(Pending::Acquire(w)) => w,
+                    _ => return,
+                },
+                _ => return,
+            }
+        };
+        self.finish_acquire(w, outcome);
+    }
+
+    /// Completes an ACQUIRE: hands the outcome to its future, or, when the future is
+    /// gone, gives back what was granted.
+    fn finish_acquire(&self, w: AcquireWait, outcome: Result<Acquired>) {
+        let granted = matches!(outcome, Ok(Acquired::Granted(_)));
+        let delivered = match w.tx {
+            Some(tx) if !w.abandoned => tx.send(outcome).is_ok(),
+            _ => false,
+        };
+        if granted && !delivered {
+            self.fire(Request::Release { key: &w.key });
+        }
+    }
+
+    /// Fails every plain request sent on connection `gen` (their replies are lost).
+    fn fail_calls(&self, gen: u64) {
+        let mut failed = Vec::new();
+        {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<u32> = pending
+                .iter()
+                .filter(|(_, p)| matches!(p, Pending::Call { gen: g, .. } if *g <= gen))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
+                    failed.push(tx);
+                }
+            }
+        }
+        for tx in failed {
+            let _ = tx.send(Err(Error::Disconnected));
+        }
+    }
+
+    /// The session ended on the server: everything it held or queued is gone.
+    fn session_lost(&self) {
+        let old = lock(&self.session).take();
+        let waits: Vec<AcquireWait> = {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<u32> = pending
+                .iter()
+                .filter(|(_, p)| matches!(p, Pending::Acquire(_)))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| match pending.remove(&id) {
+                    Some(Pending::Acquire(w)) => Some(w),
+                    _ => None,
+                })
+                .collect()
+        };
+        for w in waits {
+            if let Some(tx) = w.tx {
+                let _ = tx.send(Err(Error::SessionLost));
+            }
+        }
+        lock(&self.deferred).clear();
+        self.keeper.lose_all(Lost::SessionEnded);
+        if let Some(old) = old {
+            warn!(
+                session = old.id,
+                "the session ended before it could be resumed"
+            );
+            let _ = self
+                .events
+                .send(SessionEvent::SessionLost { session: old.id });
+        }
+    }
+
+    /// After a resume: settles the ACQUIREs whose outcome may have been lost with the
+    /// old connection, by looking at their keys (protocol.md, "Resuming").
+    async fn resync(self: Arc<Self>, gen: u64) {
+        let stale: Vec<(u32, Bytes)> = lock(&self.pending)
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Acquire(w) if w.gen < gen => Some((*id, w.key.clone())),
+                _ => None,
+            })
+            .collect();
+        let Some(me) = self.session().map(|s| s.id) else {
+            return;
+        };
+        for (id, key) in stale {
+            let state = match self.call(Request::Inspect { key: &key }).await {
+                Ok(Response::Inspect(state)) => state,
+                // Lost again: the next resume looks again.
+                _ => return,
+            };
+            let waiting = state
+                .as_ref()
+                .is_some_and(|s| s.waiters.iter().any(|w| w.session == me));
+            let held = state
+                .as_ref()
+                .and_then(|s| s.holders.iter().find(|h| h.session == me).map(|h| h.token));
+            let mut pending = lock(&self.pending);
+            let Some(Pending::Acquire(w)) = pending.get_mut(&id) else {
+                continue; // settled by a push meanwhile
+            };
+            if waiting {
+                w.queued = true;
+                w.gen = gen;
+                let abandoned = w.abandoned;
+                drop(pending);
+                if abandoned {
+                    self.fire(Request::Cancel { target: id });
+                }
+                continue;
+            }
+            let ours = w.queued || !self.keeper.holds_key(&key);
+            let Some(Pending::Acquire(w)) = pending.remove(&id) else {
+                continue;
+            };
+            drop(pending);
+            match held {
+                Some(token) if ours => self.finish_acquire(w, Ok(Acquired::Granted(token))),
+                _ => self.finish_acquire(w, Err(Error::Disconnected)),
+            }
+        }
+    }
+
+    fn flush_deferred(&self) {
+        let keys = std::mem::take(&mut *lock(&self.deferred));
+        for key in keys {
+            self.fire(Request::Release { key: &key });
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone (client and guards): end the session now rather than
+        // let it wait out its timeout.
+        self.shutdown.send_replace(true);
+        if let Some(link) = self.link.borrow().as_ref() {
+            let id = self.next_id();
+            let _ = link.send(false, |out| {
+                Request::Bye { end_session: true }.encode(id, out)
+            });
+            link.close_after_flush();
+        }
+    }
+}
+
+/// Removes a pending request whose future was dropped.
+struct RemoveOnDrop<'a> {
+    inner: &'a Inner,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.inner.pending).remove(&self.id);
+        }
+    }
+}
+
+/// An ACQUIRE in flight. Dropping it before it completes cancels the request on the
+/// server (or releases the hold, if the grant crossed the cancel).
+pub(crate) struct AcquireCall {
+    inner: Arc<Inner>,
+    pub(crate) id: u32,
+    key: Bytes,
+    rx: Option<oneshot::Receiver<Result<Acquired>>>,
+}
+
+impl AcquireCall {
+    pub(crate) async fn outcome(mut self) -> Result<Acquired> {
+        let rx = self.rx.as_mut().expect("present until completed");
+        let out = rx.await.unwrap_or(Err(Error::Disconnected));
+        self.rx = None;
+        out
+    }
+}
+
+impl Drop for AcquireCall {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut pending = lock(&self.inner.pending);
+        match pending.get_mut(&self.id) {
+            Some(Pending::Acquire(w)) => {
+                w.abandoned = true;
+                w.tx = None;
+                drop(pending);
+                // Whether or not the server has queued it yet (frames are applied in
+                // order, so the CANCEL finds it queued if it ever was); a grant that
+                // crosses the cancel is released when it arrives.
+                self.inner.fire(Request::Cancel { target: self.id });
+            }
+            _ => {
+                drop(pending);
+                // Completed but never looked at: give back a grant.
+                if let Ok(Ok(Acquired::Granted(_))) = rx.try_recv() {
+                    self.inner.fire(Request::Release { key: &self.key });
+                }
+            }
+        }
+    }
+}
+
+/// Pings every quarter of the session timeout (the server ends a session that sends
+/// nothing for the timeout), and drops a connection that stayed silent for half of it.
+async fn keepalive(inner: Weak<Inner>, link: Arc<Link>, timeout: Duration) {
+    let every = timeout / 4;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = link.closed() => return,
+        }
+        if link.silent_for() > timeout / 2 {
+            debug!("no reply from the server: reconnecting");
+            link.close();
+            return;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let id = inner.next_id();
+        let _ = link.send(false, |out| Request::Ping(b"").encode(id, out));
+    }
+}
+
+/// Watches the connection; when it is lost, reconnects with backoff and resumes the
+/// session (or starts a new one if it ended).
+async fn supervise(weak: Weak<Inner>, mut link: Arc<Link>) {
+    let mut shutdown = match weak.upgrade() {
+        Some(inner) => inner.shutdown.subscribe(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = link.closed() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed() {
+                return;
+            }
+            inner.link.send_replace(None);
+            inner.fail_calls(link.gen);
+            let _ = inner.events.send(SessionEvent::Disconnected);
+            info!("connection lost; reconnecting");
+        }
+        let mut delay = match weak.upgrade() {
+            Some(inner) => inner.cfg.backoff_min,
+            None => return,
+        };
+        link = loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed() {
+                return;
+            }
+            match inner.open_any().await {
+                Ok((stream, hello, leftover)) => {
+                    let resumed = hello.resumed;
+                    if !resumed && inner.session().is_some() {
+                        // We asked to resume and got a new session: the old one ended.
+                        inner.session_lost();
+                    }
+                    let session = hello.session;
+                    let link = inner.install(stream, hello, leftover);
+                    let _ = inner
+                        .events
+                        .send(SessionEvent::Reconnected { resumed, session });
+                    if resumed {
+                        inner.flush_deferred();
+                        tokio::spawn(inner.clone().resync(link.gen));
+                    }
+                    info!(resumed, session, "reconnected");
+                    break link;
+                }
+                Err(Error::NoSession { .. }) => {
+                    inner.session_lost();
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, ?delay, "reconnect failed");
+                    let max = inner.cfg.backoff_max;
+                    drop(inner);
+                    // Full jitter: somewhere in [delay/2, delay].
+                    let ms = delay.as_millis().max(2) as u64;
+                    let pause = Duration::from_millis(rand::random_range(ms / 2..=ms));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                    delay = (delay * 2).min(max);
+                }
+            }
+        };
+    }
+}
+
+/// A client of a Turnstile server speaking the binary protocol.
+///
+/// One connection carries every request of the client (and of all its clones and lock
+/// guards) at once; replies may come in any order. When the connection is lost the
+/// client reconnects with exponential backoff and resumes its session, whose holds and
+/// queued requests survive for the session timeout.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> turnstile_client::Result<()> {
+/// use std::time::Duration;
+/// use turnstile_client::Client;
+///
+/// let client = Client::connect("127.0.0.1:7379").await?;
+/// let guard = client
+///     .lock("orders/42")
+///     .ttl(Duration::from_secs(10))
+///     .wait(Duration::from_secs(5))
+///     .acquire()
+///     .await?;
+/// println!("holding orders/42 with fencing token {}", guard.token());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addrs", &self.inner.cfg.addrs)
+            .field("session", &self.session_id())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects with the default settings.
+    pub async fn connect(addrs: impl ToAddrs) -> Result<Client> {
+        Builder::default().addrs(addrs).connect().await
+    }
+
+    /// A builder for other settings.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> turnstile_client::Result<()> {
+    /// use std::time::Duration;
+    /// let client = turnstile_client::Client::builder()
+    ///     .addrs(["10.0.0.1:7379", "10.0.0.2:7379"])
+    ///     .name("billing-worker")
+    ///     .password("s3cret")
+    ///     .session_timeout(Duration::from_secs(15))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts a lock request for `key` (see [`LockBuilder`]).
+    pub fn lock(&self, key: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder::new(self.clone(), Bytes::copy_from_slice(key.as_ref()))
+    }
+
+    /// The session's events (lease lost, someone waiting, reconnects). Each call gives a
+    /// new receiver that sees the events from then on.
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.inner.events.subscribe(),
+        }
+    }
+
+    /// The session's public id (what INSPECT shows), 0 while reconnecting after the
+    /// session was lost.
+    pub fn session_id(&self) -> u64 {
+        self.inner.session().map_or(0, |s| s.id)
+    }
+
+    /// The session timeout the server granted.
+    pub fn session_timeout(&self) -> Duration {
+        self.inner.session().map_or(Duration::ZERO, |s| s.timeout)
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.inner
+            .link
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<()> {
+        match self.inner.call(Request::Ping(b"")).await? {
+            Response::Pong(_) => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A key's kind, holders and waiters; None when it has none.
+    pub async fn inspect(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
+        let key = key.as_ref();
+        check_key(key)?;
+        match self.inner.call(Request::Inspect { key }).await? {
+            Response::Inspect(state) => Ok(state),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Keys with holders or waiters matching a Redis glob pattern (`*` for all).
+    pub async fn locks(&self, pattern: impl AsRef<[u8]>) -> Result<Vec<Bytes>> {
+        let pattern = pattern.as_ref();
+        check_key(pattern)?;
+        match self
+            .inner
+            .call(Request::Locks {
+                pattern: Some(pattern),
+                count: 0,
+            })
+            .await?
+        {
+            Response::Locks { keys, .. } => Ok(keys),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The server's INFO text (a section name, or "" for all).
+    pub async fn info(&self, section: &str) -> Result<String> {
+        match self
+            .inner
+            .call(Request::Info {
+                section: section.as_bytes(),
+            })
+            .await?
+        {
+            Response::Info(text) => Ok(String::from_utf8_lossy(&text).into_owned()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Ends the session now (its holds are released, its queued requests cancelled) and
+    /// stops the client. Guards still alive report [`Lost::SessionEnded`].
+    pub async fn close(self) -> Result<()> {
+        let link = self.inner.link().await;
+        let res = match link {
+            Ok(_) => self
+                .inner
+                .call(Request::Bye { end_session: true })
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        self.inner.keeper.lose_all(Lost::SessionEnded);
+        self.inner.shutdown.send_replace(true);
+        if let Some(link) = self.inner.link.borrow().as_ref() {
+            link.close_after_flush();
+        }
+        res
+    }
+
+    /// Test hook: drops the connection as a network failure would (the client then
+    /// reconnects and resumes the session).
+    #[doc(hidden)]
+    pub fn break_connection(&self) {
+        if let Some(link) = self.inner.link.borrow().as_ref() {
+            link.close();
+        }
+    }
+}
+
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_STR {
+        return Err(Error::InvalidArgument("keys are at most 65535 bytes"));
+    }
+    Ok(())
+}
+
+fn unexpected() -> Error {
+    Error::Protocol(turnstile_proto::DecodeError::Malformed {
+        opcode: 0,
+        reason: "unexpected reply type",
+    })
+}

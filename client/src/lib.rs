@@ -1,0 +1,55 @@
+//! The Rust client of Turnstile, the lock manager, over its binary protocol.
+//!
+//! - One connection multiplexes every request of a [`Client`] (clones share it); replies
+//!   come back in any order, so a queued lock request never holds up the others.
+//! - [`Client::lock`] builds a request; [`LockBuilder::acquire`] returns a [`LockGuard`]
+//!   with the fencing token. The guard renews its lease in the background (a watchdog,
+//!   which tells the owner when renewal fails: [`LockGuard::lost`]), and releases on
+//!   drop without blocking. Shared, reentrant and semaphore holds, try-locks and waits
+//!   with a limit are options of the same builder.
+//! - Dropping a pending `acquire()` future cancels the queued request on the server.
+//! - When the connection is lost the client reconnects with exponential backoff and
+//!   resumes its session: holds and queued requests survive for the session timeout.
+//! - [`Client::events`] streams the session's events: lease lost, someone waiting for a
+//!   key you hold, reconnects.
+//! - Errors are typed after the protocol's codes ([`Error`]).
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use turnstile_client::{Client, Error};
+//!
+//! # async fn demo() -> turnstile_client::Result<()> {
+//! let client = Client::connect("127.0.0.1:7379").await?;
+//! match client
+//!     .lock("orders/42")
+//!     .ttl(Duration::from_secs(10))
+//!     .wait(Duration::from_secs(2))
+//!     .acquire()
+//!     .await
+//! {
+//!     Ok(guard) => {
+//!         // ... work, passing guard.token() to what you write ...
+//!         guard.release().await?;
+//!     }
+//!     Err(Error::Timeout) => println!("busy, try later"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The wire format is described in `protocol.md` at the root of the repository; the
+//! message types are in the `turnstile-proto` crate, re-exported as [`proto`].
+
+mod client;
+mod conn;
+mod error;
+mod events;
+mod lock;
+
+pub use client::{Builder, Client, ToAddrs};
+pub use error::{Error, Result};
+pub use events::{Events, SessionEvent};
+pub use lock::{GuardStatus, LockBuilder, LockGuard, Lost};
+pub use turnstile_proto as proto;
+pub use turnstile_proto::{KeyState, LostReason, ModeKind};

@@ -1,0 +1,709 @@
+//! One binary-protocol connection (protocol.md, "Binary protocol").
+//!
+//! After the handshake (magic, HELLO: version, credentials, session to create or resume)
+//! the connection serves its session: it reads, applies every complete frame in the
+//! buffer, appends each reply to one output buffer together with the pushes that arrived
+//! meanwhile, and writes that buffer with one write. A queued ACQUIRE does not hold up the
+//! frames behind it: it is answered QUEUED at once and remembered by request id in the
+//! session's core; its grant, timeout or cancellation comes later as a push with the same
+//! id. When the connection ends the session is detached, not ended: a client that comes
+//! back within the session timeout resumes it with its holds and queued requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::router::Delivery;
+use super::sessions::{Attachment, Core, Queued, ResumeError, Session};
+use super::Shared;
+use crate::cmd::{self, ConnState};
+use crate::engine::{AcquireOutcome, AcquireRequest, Event, Key, SessionId};
+use crate::protocol::binary::{
+    deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
+    mode_from_wire, mode_kind, wrongtype_error, Acquire, DecodeError, ErrorCode, ErrorDetail,
+    ErrorReply, Header, Hello, HelloOk, LimitKind, LostReason, Mode, Push, Request, Response,
+    HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION, MIN_VERSION,
+};
+use crate::protocol::{Proto, ReplyWriter};
+
+/// How long a client has to send the magic and HELLO.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest client name.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Serves a binary connection whose first bytes are in `inbuf`.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    mut inbuf: BytesMut,
+) {
+    let mut outbuf = BytesMut::with_capacity(16 * 1024);
+    let att = match handshake(&shared, &mut stream, &mut stop, &mut inbuf, &mut outbuf).await {
+        Ok(att) => att,
+        Err(()) => {
+            if !outbuf.is_empty() {
+                let _ = stream.write_all(&outbuf).await;
+            }
+            return;
+        }
+    };
+    debug!(%peer, session = %att.session.id, "binary connection attached");
+    let mut conn = Served {
+        shared: shared.clone(),
+        session: att.session.id,
+        sess: att.session.clone(),
+        peer,
+        out: outbuf,
+        events: Vec::new(),
+    };
+    let (exit, att, last_frame) = conn.run(att, &mut stream, &mut stop, inbuf).await;
+    debug!(%peer, session = %att.session.id, ?exit, "binary connection closed");
+    match exit {
+        Exit::Closed | Exit::Kicked | Exit::Protocol | Exit::Bye { end: false } => {
+            shared.sessions.detach(&shared, att, last_frame)
+        }
+        Exit::Stop | Exit::TimedOut | Exit::Ended | Exit::Bye { end: true } => {
+            shared.sessions.end(&shared, &att.session);
+        }
+    }
+}
+
+/// Reads the magic and the HELLO frame and answers it. Err: the connection must close
+/// (after `out`, which may hold an error frame, is written).
+async fn handshake(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    stop: &mut watch::Receiver<bool>,
+    inbuf: &mut BytesMut,
+    out: &mut BytesMut,
+) -> Result<Attachment, ()> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let header = loop {
+        let n = inbuf.len().min(MAGIC.len());
+        if inbuf[..n] != MAGIC[..n] {
+            refuse(
+                out,
+                0,
+                ErrorReply::new(ErrorCode::NoProto, "not the Turnstile binary magic"),
+            );
+            return Err(());
+        }
+        if n == MAGIC.len() {
+            match Header::check(&inbuf[MAGIC.len()..], HELLO_MAX_PAYLOAD) {
+                Ok(h) => break h,
+                Err(DecodeError::Incomplete) => {}
+                Err(e) => {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    refuse(out, 0, err(format!("Protocol error: {e}")));
+                    return Err(());
+                }
+            }
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read_buf(inbuf)) => read,
+            _ = stop.changed() => return Err(()),
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(()),
+        }
+    };
+    let id = header.request_id;
+    let payload = &inbuf[MAGIC.len() + HEADER_LEN..MAGIC.len() + header.frame_len()];
+    let hello = match Request::decode(&header, payload) {
+        Ok(Request::Hello(h)) => h,
+        Ok(_) => {
+            refuse(out, id, err("the first frame must be HELLO"));
+            return Err(());
+        }
+        Err(e) => {
+            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            refuse(out, id, err(format!("Protocol error: {e}")));
+            return Err(());
+        }
+    };
+    let hello_len = MAGIC.len() + header.frame_len();
+    let result = accept(shared, &hello).await;
+    inbuf.advance(hello_len);
+    match result {
+        Ok((att, version)) => {
+            let cfg = &shared.config;
+            Response::HelloOk(HelloOk {
+                version,
+                resumed: att.resumed,
+                session: att.session.id.0,
+                secret: att.session.secret,
+                session_timeout_ms: att.session.timeout.as_millis() as u32,
+                max_frame: cfg.max_frame as u32,
+                max_in_flight: cfg.max_in_flight as u32,
+                default_ttl_ms: cfg.default_ttl_ms as u32,
+                max_ttl_ms: cfg.max_ttl_ms as u32,
+                max_key_len: cfg.max_key_len.min(MAX_STR) as u32,
+                server_version: Bytes::from_static(env!("CARGO_PKG_VERSION").as_bytes()),
+            })
+            .encode(id, out);
+            Ok(att)
+        }
+        Err(e) => {
+            refuse(out, id, e);
+            Err(())
+        }
+    }
+}
+
+fn refuse(out: &mut BytesMut, id: u32, e: ErrorReply) {
+    Response::Error(e).encode(id, out);
+}
+
+/// Checks the HELLO and attaches a session: a new one, or the one it resumes.
+async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, u16), ErrorReply> {
+    let cfg = &shared.config;
+    let low = hello.min_version.max(MIN_VERSION);
+    let high = hello.max_version.min(MAX_VERSION);
+    if low > high {
+        let mut e = ErrorReply::new(
+            ErrorCode::NoProto,
+            format!(
+                "unsupported protocol version: this server speaks {MIN_VERSION} to {MAX_VERSION}"
+            ),
+        );
+        e.detail = ErrorDetail::NoProto {
+            min: MIN_VERSION,
+            max: MAX_VERSION,
+        };
+        return Err(e);
+    }
+    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+    match (cfg.requirepass.as_deref(), hello.auth) {
+        (None, None) => {}
+        (None, Some((user, _))) => {
+            if user != b"default" {
+                return Err(error_from_text(WRONGPASS));
+            }
+        }
+        (Some(_), None) => return Err(error_from_text("NOAUTH Authentication required.")),
+        (Some(expected), Some((user, pass))) => {
+            let ok = cmd::auth::constant_time_eq(expected.as_bytes(), pass);
+            if !(ok && user == b"default") {
+                return Err(error_from_text(WRONGPASS));
+            }
+        }
+    }
+    if hello.name.len() > MAX_NAME_LEN || !cmd::client::valid_name(hello.name) {
+        return Err(err(format!(
+            "Client names cannot contain spaces, newlines or special characters, and have at most {MAX_NAME_LEN} bytes."
+        )));
+    }
+    let att = match &hello.resume {
+        Some(secret) => match shared.sessions.resume(shared, secret).await {
+            Ok(att) => att,
+            Err(ResumeError::Unknown) => {
+                return Err(ErrorReply::new(
+                    ErrorCode::NoSession,
+                    "no such session (it never existed or it has ended)",
+                ))
+            }
+            Err(ResumeError::Busy) => {
+                return Err(err("the session is still busy on another connection"))
+            }
+        },
+        None => {
+            let timeout = cfg.session_timeout(hello.session_timeout_ms);
+            match shared.sessions.create(shared, timeout, hello.name.to_vec()) {
+                Some(att) => att,
+                None => {
+                    return Err(limit_error(
+                        LimitKind::Sessions,
+                        format!("too many sessions (the maximum is {})", cfg.max_sessions),
+                    ))
+                }
+            }
+        }
+    };
+    Ok((att, high))
+}
+
+/// Why the connection loop ended.
+#[derive(Debug)]
+enum Exit {
+    /// The client closed the connection (or it broke).
+    Closed,
+    /// Another connection resumed the session.
+    Kicked,
+    /// Input that cannot be framed.
+    Protocol,
+    /// BYE.
+    Bye { end: bool },
+    /// The server is shutting down.
+    Stop,
+    /// No frame for the session timeout.
+    TimedOut,
+    /// The session was ended elsewhere.
+    Ended,
+}
+
+/// What a request does to the connection.
+enum Flow {
+    Continue,
+    Bye { end: bool },
+}
+
+/// The connection's state besides the session core.
+struct Served {
+    shared: Arc<Shared>,
+    session: SessionId,
+    sess: Arc<Session>,
+    peer: SocketAddr,
+    out: BytesMut,
+    events: Vec<Event>,
+}
+
+impl Served {
+    async fn run(
+        &mut self,
+        mut att: Attachment,
+        stream: &mut TcpStream,
+        stop: &mut watch::Receiver<bool>,
+        mut inbuf: BytesMut,
+    ) -> (Exit, Attachment, Instant) {
+        let timeout = att.session.timeout;
+        let max_frame = self.shared.config.max_frame;
+        let mut last_frame = Instant::now();
+        let idle = tokio::time::sleep_until(last_frame + timeout);
+        tokio::pin!(idle);
+        let exit = 'conn: loop {
+            let now = self.shared.clock.now_ms();
+            // Pushes that arrived meanwhile (or while detached) go out first.
+            while let Ok(d) = att.core.rx.try_recv() {
+                self.deliver(&mut att.core, d, now);
+            }
+            let mut processed = 0u64;
+            let mut flow = Flow::Continue;
+            loop {
+                let header = match Header::check(&inbuf, max_frame) {
+                    Ok(h) => h,
+                    Err(DecodeError::Incomplete) => {
+                        if let Some(h) = Header::peek(&inbuf) {
+                            inbuf.reserve(h.frame_len().saturating_sub(inbuf.len()));
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        self.shared
+                            .stats
+                            .protocol_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        let id = match e {
+                            DecodeError::TooLarge { request_id, .. } => request_id,
+                            _ => 0,
+                        };
+                        refuse(&mut self.out, id, err(format!("Protocol error: {e}")));
+                        let _ = stream.write_all(&self.out).await;
+                        break 'conn Exit::Protocol;
+                    }
+                };
+                processed += 1;
+                let payload = &inbuf[HEADER_LEN..header.frame_len()];
+                flow = self.handle(&mut att.core, &header, payload, now);
+                inbuf.advance(header.frame_len());
+                if !self.events.is_empty() {
+                    self.shared.router.route(&mut self.events);
+                }
+                if !matches!(flow, Flow::Continue) {
+                    break;
+                }
+            }
+            if processed > 0 {
+                last_frame = Instant::now();
+                self.shared.stats.add_commands(processed);
+            }
+            if !self.out.is_empty() {
+                if stream.write_all(&self.out).await.is_err() {
+                    break Exit::Closed;
+                }
+                self.out.clear();
+                if self.out.capacity() > 1024 * 1024 {
+                    self.out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            if let Flow::Bye { end } = flow {
+                break Exit::Bye { end };
+            }
+            if inbuf.is_empty() && inbuf.capacity() > 1024 * 1024 {
+                inbuf = BytesMut::with_capacity(16 * 1024);
+            }
+            tokio::select! {
+                read = stream.read_buf(&mut inbuf) => match read {
+                    Ok(0) | Err(_) => break Exit::Closed,
+                    Ok(_) => {}
+                },
+                d = att.core.rx.recv() => match d {
+                    Some(d) => {
+                        let now = self.shared.clock.now_ms();
+                        self.deliver(&mut att.core, d, now);
+                    }
+                    None => break Exit::Ended,
+                },
+                _ = &mut idle => {
+                    let due = last_frame + timeout;
+                    if Instant::now() >= due {
+                        break Exit::TimedOut;
+                    }
+                    idle.as_mut().reset(due);
+                }
+                _ = &mut att.kicked => break Exit::Kicked,
+                _ = stop.changed() => break Exit::Stop,
+            }
+        };
+        (exit, att, last_frame)
+    }
+
+    fn reply(&mut self, id: u32, r: Response) {
+        r.encode(id, &mut self.out);
+    }
+
+    fn error(&mut self, id: u32, e: ErrorReply) {
+        Response::Error(e).encode(id, &mut self.out);
+    }
+
+    /// A key longer than the configured maximum gets LIMIT, in text mode's words.
+    fn key_ok(&mut self, id: u32, key: &[u8]) -> bool {
+        let max = self.shared.config.max_key_len;
+        if key.len() > max {
+            self.error(
+                id,
+                limit_error(
+                    LimitKind::Value,
+                    format!("key is {} bytes, more than the maximum of {max}", key.len()),
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn handle(&mut self, core: &mut Core, h: &Header, payload: &[u8], now: u64) -> Flow {
+        let id = h.request_id;
+        let req = match Request::decode(h, payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(id, err(format!("Protocol error: {e}")));
+                return Flow::Continue;
+            }
+        };
+        match req {
+            Request::Hello(_) => self.error(id, err("HELLO is only valid as the first frame")),
+            Request::Ping(p) => self.reply(id, Response::Pong(Bytes::copy_from_slice(p))),
+            Request::Acquire(a) => self.acquire(core, id, &a, now),
+            Request::Release { key } => {
+                if self.key_ok(id, key) {
+                    let shared = &self.shared;
+                    match shared
+                        .table
+                        .release(self.session, key, now, &mut self.events)
+                    {
+                        Ok(()) => self.reply(id, Response::Ok),
+                        Err(_) => self.error(id, error_from_text(cmd::release::NOTHELD)),
+                    }
+                }
+            }
+            Request::Renew { key, ttl_ms } => {
+                if !self.key_ok(id, key) {
+                    return Flow::Continue;
+                }
+                let ttl = if ttl_ms == 0 {
+                    None
+                } else {
+                    let max = self.shared.config.max_ttl_ms;
+                    if let Err(msg) = cmd::acquire::validate_ttl(u64::from(ttl_ms), max) {
+                        self.error(id, error_from_text(&msg));
+                        return Flow::Continue;
+                    }
+                    Some(u64::from(ttl_ms))
+                };
+                match self.shared.table.renew(self.session, key, ttl, now) {
+                    Ok(left) => self.reply(
+                        id,
+                        Response::Renewed {
+                            ttl_ms: u32::try_from(left).unwrap_or(u32::MAX),
+                        },
+                    ),
+                    Err(_) => self.error(id, error_from_text(cmd::release::NOTHELD)),
+                }
+            }
+            Request::Cancel { target } => self.cancel(core, id, target, now),
+            Request::Inspect { key } => {
+                if self.key_ok(id, key) {
+                    let info = self.shared.table.inspect(key, now);
+                    self.reply(id, Response::Inspect(info.as_ref().map(key_state)));
+                }
+            }
+            Request::Locks { pattern, count } => {
+                let limit = if count == 0 {
+                    usize::MAX
+                } else {
+                    count as usize
+                };
+                let keys = self.shared.table.keys(
+                    |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)),
+                    limit,
+                );
+                let keys = keys
+                    .iter()
+                    .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+                    .collect();
+                self.reply(
+                    id,
+                    Response::Locks {
+                        keys,
+                        truncated: false,
+                    },
+                );
+            }
+            Request::Info { section } => {
+                let text = self.info(section, now);
+                self.reply(id, Response::Info(text));
+            }
+            Request::Bye { end_session } => {
+                if end_session {
+                    // Ended before the OK goes out: a client that reads OK knows its
+                    // holds are released.
+                    self.shared.sessions.end(&self.shared, &self.sess);
+                }
+                self.reply(id, Response::Ok);
+                return Flow::Bye { end: end_session };
+            }
+        }
+        Flow::Continue
+    }
+
+    fn acquire(&mut self, core: &mut Core, id: u32, a: &Acquire<'_>, now: u64) {
+        if !self.key_ok(id, a.key) {
+            return;
+        }
+        let cfg = &self.shared.config;
+        if let Mode::Semaphore { limit, permits } = a.mode {
+            let problem = if limit == 0 {
+                Some(err("SEMAPHORE limit must be at least 1"))
+            } else if limit > cfg.max_semaphore {
+                Some(limit_error(
+                    LimitKind::Value,
+                    format!(
+                        "SEMAPHORE limit {limit} is above the maximum of {}",
+                        cfg.max_semaphore
+                    ),
+                ))
+            } else if permits == 0 || permits > limit {
+                Some(err(format!(
+                    "PERMITS must be between 1 and the semaphore limit ({limit})"
+                )))
+            } else if a.reentrant {
+                Some(err("REENTRANT applies to EXCLUSIVE and SHARED only"))
+            } else {
+                None
+            };
+            if let Some(e) = problem {
+                return self.error(id, e);
+            }
+        }
+        let ttl_ms = if a.ttl_ms == 0 {
+            cfg.default_ttl_ms
+        } else {
+            u64::from(a.ttl_ms)
+        };
+        if let Err(msg) = cmd::acquire::validate_ttl(ttl_ms, cfg.max_ttl_ms) {
+            return self.error(id, error_from_text(&msg));
+        }
+        let may_queue = a.wait_ms != Some(0);
+        if may_queue {
+            if core.queued.len() >= cfg.max_in_flight {
+                return self.error(
+                    id,
+                    limit_error(
+                        LimitKind::InFlight,
+                        format!(
+                            "too many queued ACQUIREs in this session (the maximum is {})",
+                            cfg.max_in_flight
+                        ),
+                    ),
+                );
+            }
+            if core.by_client.contains_key(&id) {
+                return self.error(
+                    id,
+                    err(format!(
+                        "request id {id} already names a queued ACQUIRE of this session"
+                    )),
+                );
+            }
+        }
+        let mode = mode_from_wire(a.mode);
+        let request = self.shared.next_request();
+        let req = AcquireRequest {
+            id: request,
+            mode,
+            reentrant: a.reentrant,
+            ttl_ms,
+            wait_ms: a.wait_ms.map(u64::from),
+        };
+        match self.shared.table.acquire(self.session, a.key, &req, now) {
+            AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
+            AcquireOutcome::Queued => {
+                let key = Key::new(a.key);
+                core.queued.insert(
+                    request,
+                    Queued {
+                        client_id: id,
+                        key: key.clone(),
+                        since: std::time::Instant::now(),
+                    },
+                );
+                core.by_client.insert(id, request);
+                self.reply(id, Response::Queued);
+                // Tell the holders that someone waits (they may hand over early).
+                if let Some(info) = self.shared.table.inspect(a.key, now) {
+                    for h in &info.holders {
+                        if h.session != self.session {
+                            self.shared
+                                .router
+                                .waiting(h.session, &key, self.session, mode);
+                        }
+                    }
+                }
+            }
+            AcquireOutcome::WouldBlock => self.reply(id, Response::Busy),
+            AcquireOutcome::Deadlock(cycle) => self.error(id, deadlock_error(&cycle)),
+            AcquireOutcome::WrongType { current } => self.error(id, wrongtype_error(current)),
+            AcquireOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+    }
+
+    fn cancel(&mut self, core: &mut Core, id: u32, target: u32, now: u64) {
+        let mut cancelled = false;
+        let queued = core
+            .by_client
+            .get(&target)
+            .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())));
+        if let Some((request, key)) = queued {
+            // Only this very request: its grant or timeout may have happened already
+            // (the push is on its way) and another request of the session may since
+            // have queued for the same key.
+            let still_queued = self
+                .shared
+                .table
+                .inspect(key.as_bytes(), now)
+                .is_some_and(|i| {
+                    i.waiters
+                        .iter()
+                        .any(|w| w.session == self.session && w.request == request)
+                });
+            if still_queued
+                && self
+                    .shared
+                    .table
+                    .cancel(self.session, key.as_bytes(), now, &mut self.events)
+            {
+                core.queued.remove(&request);
+                core.by_client.remove(&target);
+                Push::Cancelled.encode(target, &mut self.out);
+                cancelled = true;
+            }
+        }
+        self.reply(id, Response::CancelResult { cancelled });
+    }
+
+    /// INFO: text mode's INFO text, by running the text command.
+    fn info(&mut self, section: &[u8], now: u64) -> Bytes {
+        let mut conn = ConnState::new(self.session, self.peer, true);
+        let mut buf = BytesMut::new();
+        let mut events = Vec::new();
+        let mut ctx = cmd::Ctx {
+            shared: &self.shared,
+            conn: &mut conn,
+            now,
+            out: ReplyWriter {
+                out: &mut buf,
+                proto: Proto::Resp2,
+            },
+            events: &mut events,
+        };
+        let name: &[u8] = b"INFO";
+        let args: Vec<&[u8]> = if section.is_empty() {
+            vec![name]
+        } else {
+            vec![name, section]
+        };
+        cmd::dispatch(&mut ctx, &args);
+        // The reply is one bulk string: `$<n>\r\n<text>\r\n`.
+        let text = buf
+            .iter()
+            .position(|&b| b == b'\n')
+            .and_then(|nl| buf.get(nl + 1..buf.len().saturating_sub(2)))
+            .unwrap_or(b"");
+        Bytes::copy_from_slice(text)
+    }
+
+    /// Turns an event or notice for the session into a push.
+    fn deliver(&mut self, core: &mut Core, d: Delivery, now: u64) {
+        match d {
+            Delivery::Event(Event::Granted {
+                request,
+                key,
+                token,
+                ..
+            }) => {
+                let Some(q) = core.queued.remove(&request) else {
+                    return;
+                };
+                core.by_client.remove(&q.client_id);
+                Push::Granted { token: token.0 }.encode(q.client_id, &mut self.out);
+                self.shared
+                    .stats
+                    .record_wait(self.session.0, q.since.elapsed().as_micros() as u64);
+                // Someone queued behind this grant was announced to the previous holder:
+                // tell the new one.
+                if let Some(info) = self.shared.table.inspect(key.as_bytes(), now) {
+                    if let Some(w) = info.waiters.first() {
+                        Push::Waiting {
+                            session: w.session.0,
+                            mode: mode_kind(w.mode),
+                            permits: w.permits,
+                            key: Bytes::copy_from_slice(key.as_bytes()),
+                        }
+                        .encode(0, &mut self.out);
+                    }
+                }
+            }
+            Delivery::Event(Event::TimedOut { request, .. }) => {
+                if let Some(q) = core.queued.remove(&request) {
+                    core.by_client.remove(&q.client_id);
+                    Push::TimedOut.encode(q.client_id, &mut self.out);
+                }
+            }
+            Delivery::Event(Event::Expired { key, token, .. }) => Push::LeaseLost {
+                reason: LostReason::Expired,
+                token: token.0,
+                key: Bytes::copy_from_slice(key.as_bytes()),
+            }
+            .encode(0, &mut self.out),
+            Delivery::Waiting { key, waiter, mode } => Push::Waiting {
+                session: waiter.0,
+                mode: mode_kind(mode),
+                permits: mode.permits(),
+                key: Bytes::copy_from_slice(key.as_bytes()),
+            }
+            .encode(0, &mut self.out),
+        }
+    }
+}
