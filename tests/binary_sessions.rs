@@ -43,6 +43,29 @@ async fn holders(addr: std::net::SocketAddr, key: &[u8]) -> Vec<u64> {
     }
 }
 
+/// Waits (bounded) until the server counts `n` connections, asking over `b` (which
+/// counts itself); WAITING pushes on the way are skipped.
+async fn wait_clients(b: &mut Bin, n: usize) {
+    let want = format!("connected_clients:{n}\r\n");
+    for i in 0..500u32 {
+        if let Response::Info(text) = b
+            .call_holder(
+                100_000 + i,
+                Request::Info {
+                    section: b"clients",
+                },
+            )
+            .await
+        {
+            if String::from_utf8_lossy(&text).contains(&want) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never counted {n} connections");
+}
+
 async fn eventually_free(addr: std::net::SocketAddr, key: &[u8]) {
     for _ in 0..500 {
         if holders(addr, key).await.is_empty() {
@@ -106,11 +129,10 @@ async fn queued_requests_survive_and_their_grant_waits_for_the_resume() {
         Response::Queued
     );
     drop(b);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // Granted while detached (after the WAITING notice for the holder).
-    let _ = holder.push().await;
+    wait_clients(&mut holder, 1).await;
+    // Granted while detached.
     assert_eq!(
-        holder.call(2, Request::Release { key: b"q" }).await,
+        holder.call_holder(2, Request::Release { key: b"q" }).await,
         Response::Ok
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -150,8 +172,10 @@ async fn lease_lost_while_detached_is_delivered_on_resume() {
     let server = Server::start().await;
     let mut a = Bin::connect(server.addr).await;
     let secret = a.secret();
-    let t = granted(a.call(1, acq(b"exp", Mode::Exclusive, 100, None)).await);
+    let t = granted(a.call(1, acq(b"exp", Mode::Exclusive, 500, None)).await);
+    let mut observer = Bin::connect(server.addr).await;
     drop(a);
+    wait_clients(&mut observer, 1).await;
     eventually_free(server.addr, b"exp").await;
     let mut a = Bin::connect_with(server.addr, &resume(secret)).await;
     match a.push().await {
@@ -210,7 +234,7 @@ async fn a_silent_attached_session_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_keep_a_session_alive() {
     let server = Server::start().await;
-    let mut a = Bin::connect_with(server.addr, &with_timeout(300)).await;
+    let mut a = Bin::connect_with(server.addr, &with_timeout(600)).await;
     granted(
         a.call(1, acq(b"alive", Mode::Exclusive, 60_000, None))
             .await,
@@ -275,11 +299,13 @@ async fn waiting_notices_are_bounded_while_detached() {
     let mut a = Bin::connect(server.addr).await;
     let secret = a.secret();
     granted(a.call(1, acq(b"many", Mode::Shared, 0, None)).await);
+    let mut w = Bin::connect(server.addr).await;
     drop(a);
+    // The session is detached once the server has seen the disconnect.
+    wait_clients(&mut w, 1).await;
     // More WAITING notices than are kept for a detached session: exclusive requests,
     // each cancelled again.
     let n = turnstile::server::MAX_DETACHED_WAITING + 10;
-    let mut w = Bin::connect(server.addr).await;
     for i in 0..n {
         let id = 2 * i;
         assert_eq!(

@@ -418,13 +418,13 @@ async fn guards_outlive_the_client_handle() {
     let sid = a.session_id();
     let g = within(
         "a",
-        a.lock("outlive").ttl(Duration::from_millis(300)).acquire(),
+        a.lock("outlive").ttl(Duration::from_millis(600)).acquire(),
     )
     .await
     .unwrap();
     drop(a);
     // The guard keeps the connection (and its watchdog) alive past the TTL.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(holders(&b, "outlive").await, [sid]);
     assert_eq!(g.is_lost(), None);
     drop(g);
