@@ -99,6 +99,47 @@ pub struct Config {
     /// for a resume); a HELLO that would create one more gets `LIMIT`.
     #[arg(long, env = "TURNSTILE_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
+    /// Where the write-ahead log (`wal/`) and snapshots (`snapshots/`) live.
+    #[arg(long, env = "TURNSTILE_DATA_DIR", default_value = "turnstile-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Keep no log: state is lost when the process ends (like Redis without
+    /// persistence). For caches of locks and for benchmarks.
+    #[arg(long, env = "TURNSTILE_IN_MEMORY")]
+    pub in_memory: bool,
+    /// When a change counts as durable, and so when its reply goes out: `always` (after
+    /// the fsync that covers it), `interval:MS` (after its write; fsync every MS ms) or
+    /// `never` (after its write; the OS flushes). Every mode survives `kill -9`; only
+    /// `always` survives power loss.
+    #[arg(long, env = "TURNSTILE_FSYNC", default_value = "always", value_parser = parse_fsync)]
+    pub fsync: crate::wal::FsyncMode,
+    /// Start even if the log is corrupt before its tail, cutting it at the first bad
+    /// record (and losing what follows, which may have been acknowledged).
+    #[arg(long, env = "TURNSTILE_WAL_REPAIR")]
+    pub wal_repair: bool,
+    /// Take a snapshot of the lock table after this many log records (the log before it
+    /// is then deleted, which bounds restart time).
+    #[arg(long, env = "TURNSTILE_SNAPSHOT_EVERY", default_value_t = 1_000_000)]
+    pub snapshot_every: u64,
+    /// Size of one log segment file in bytes.
+    #[arg(long, env = "TURNSTILE_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub wal_segment_bytes: u64,
+}
+
+/// Parses `--fsync`: `always`, `never` or `interval:MS`.
+pub fn parse_fsync(s: &str) -> Result<crate::wal::FsyncMode, String> {
+    use crate::wal::FsyncMode;
+    match s {
+        "always" => Ok(FsyncMode::Always),
+        "never" => Ok(FsyncMode::Never),
+        _ => {
+            let ms = s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| format!("'{s}' is not always, never or interval:MS (MS > 0)"))?;
+            Ok(FsyncMode::Interval(Duration::from_millis(ms)))
+        }
+    }
 }
 
 /// The shortest session timeout a binary client gets, in milliseconds.
@@ -194,6 +235,18 @@ impl Config {
                 u32::MAX
             ));
         }
+        if self.snapshot_every == 0 {
+            return Err("--snapshot-every must be at least 1".into());
+        }
+        if !(crate::wal::MIN_SEGMENT_SIZE..=crate::wal::MAX_SEGMENT_SIZE)
+            .contains(&self.wal_segment_bytes)
+        {
+            return Err(format!(
+                "--wal-segment-bytes must be between {} and {}",
+                crate::wal::MIN_SEGMENT_SIZE,
+                crate::wal::MAX_SEGMENT_SIZE
+            ));
+        }
         if self.max_sessions == 0 {
             return Err("--max-sessions must be at least 1".into());
         }
@@ -244,6 +297,20 @@ mod tests {
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn fsync_modes_parse() {
+        use crate::wal::FsyncMode;
+        assert_eq!(parse_fsync("always"), Ok(FsyncMode::Always));
+        assert_eq!(parse_fsync("never"), Ok(FsyncMode::Never));
+        assert_eq!(
+            parse_fsync("interval:250"),
+            Ok(FsyncMode::Interval(Duration::from_millis(250)))
+        );
+        for bad in ["", "sometimes", "interval:", "interval:0", "interval:x"] {
+            assert!(parse_fsync(bad).is_err(), "{bad}");
         }
     }
 

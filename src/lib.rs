@@ -9,12 +9,14 @@
 //! - [`lease`]: the hierarchical timer wheel behind leases and wait deadlines.
 //! - [`deadlock`]: the wait-for graph that refuses a wait which would close a cycle.
 //! - [`config`]: every setting and limit, with its default.
-//! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots);
-//!   not yet wired into the server.
+//! - [`durable`]: the log in front of the table: commands, the sequencer, snapshots of the
+//!   table, recovery.
+//! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots).
 
 pub mod cmd;
 pub mod config;
 pub mod deadlock;
+pub mod durable;
 pub mod engine;
 pub mod glob;
 pub mod lease;

@@ -174,7 +174,7 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
             return Flow::Continue;
         }
     };
-    let request = ctx.shared.next_request();
+    let request = ctx.shared.next_request(0);
     let req = AcquireRequest {
         id: request,
         mode: spec.mode,
@@ -182,11 +182,12 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         ttl_ms: spec.ttl_ms,
         wait_ms: spec.wait_ms,
     };
-    match ctx
+    let (outcome, ticket) = ctx
         .shared
-        .table
-        .acquire(ctx.conn.session, key, &req, ctx.now)
-    {
+        .store
+        .acquire(ctx.conn.session, key, &req, ctx.now);
+    ctx.ticket = ticket;
+    match outcome {
         AcquireOutcome::Granted(token) => ctx.out.integer(token.0 as i64),
         AcquireOutcome::Queued => {
             return Flow::Park {

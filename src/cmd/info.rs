@@ -45,7 +45,7 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
 fn render(ctx: &Ctx, wanted: &[&str]) -> String {
     let shared = ctx.shared;
     let cfg = &shared.config;
-    let engine = shared.table.stats();
+    let engine = shared.store.table().stats();
     let net = &shared.stats;
     let mut s = String::new();
     for (i, section) in wanted.iter().enumerate() {
@@ -63,7 +63,7 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                     shared.addr.port(),
                     uptime,
                     uptime / 86_400,
-                    shared.table.shard_count(),
+                    shared.store.table().shard_count(),
                     cfg.default_ttl_ms,
                     cfg.max_ttl_ms,
                 );

@@ -18,7 +18,8 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     if !key_ok(ctx, key) {
         return;
     }
-    let Some(info) = ctx.shared.table.inspect(key, ctx.now) else {
+    ctx.ticket = ctx.shared.store.read_ticket();
+    let Some(info) = ctx.shared.store.table().inspect(key, ctx.now) else {
         return ctx.out.array(0);
     };
     let out = &mut ctx.out;

@@ -86,6 +86,9 @@ pub struct Ctx<'a> {
     pub out: ReplyWriter<'a>,
     /// Events for other sessions caused by the command (routed by the connection).
     pub events: &'a mut Vec<Event>,
+    /// The log index the reply must wait for (set by commands that touch the table; see
+    /// [`crate::durable::Store`]).
+    pub ticket: crate::durable::Ticket,
 }
 
 /// Whether `word` is `keyword` in any letter case. `keyword` must be upper-case ASCII

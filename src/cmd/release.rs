@@ -13,11 +13,12 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     if !key_ok(ctx, key) {
         return;
     }
-    match ctx
+    let (result, ticket) = ctx
         .shared
-        .table
-        .release(ctx.conn.session, key, ctx.now, ctx.events)
-    {
+        .store
+        .release(ctx.conn.session, key, ctx.now, ctx.events);
+    ctx.ticket = ticket;
+    match result {
         Ok(()) => ctx.out.integer(1),
         Err(_) => ctx.out.error(NOTHELD),
     }

@@ -26,7 +26,9 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     if !key_ok(ctx, key) {
         return;
     }
-    match ctx.shared.table.renew(ctx.conn.session, key, ttl, ctx.now) {
+    let (result, ticket) = ctx.shared.store.renew(ctx.conn.session, key, ttl, ctx.now);
+    ctx.ticket = ticket;
+    match result {
         Ok(left) => ctx.out.integer(left as i64),
         Err(_) => ctx.out.error(NOTHELD),
     }

@@ -10,6 +10,7 @@
 //! in the same order with the same times, the same commands give the same grants, tokens and
 //! events; that is what the write-ahead log and replication rely on.
 
+mod image;
 mod key;
 mod shard;
 mod types;
@@ -20,6 +21,7 @@ use std::sync::OnceLock;
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
+pub use image::{HoldImage, LockImage, SessionImage, ShardImage, TableImage, WaiterImage};
 pub use key::Key;
 pub use types::{
     AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
@@ -46,6 +48,18 @@ impl Default for Limits {
             max_waiters_per_key: 100_000,
             max_keys: 10_000_000,
             max_holds_per_session: 1_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// No limits: for replay, which must apply what was applied whatever the limits
+    /// configured now.
+    pub fn unlimited() -> Self {
+        Limits {
+            max_waiters_per_key: usize::MAX,
+            max_keys: usize::MAX,
+            max_holds_per_session: u32::MAX,
         }
     }
 }
@@ -337,6 +351,86 @@ impl LockTable {
         }
     }
 
+    /// Replays a lease expiry the timer driver decided: as [`Self::advance`] did when it
+    /// fired it. False if `session` held nothing on `key`.
+    pub fn expire(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        shard.lock().expire(session, key, hash, now, &ctx, events)
+    }
+
+    /// Replays a WAIT timeout the timer driver decided. False if `session` had no queued
+    /// request on `key`.
+    pub fn time_out(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        shard.lock().time_out(session, key, hash, now, &ctx, events)
+    }
+
+    /// Makes every later token larger than `floor`, in every shard.
+    pub fn raise_token_floor(&self, floor: u64) {
+        for shard in self.shards.iter() {
+            shard.lock().raise_token_floor(floor);
+        }
+    }
+
+    /// Makes sure later sessions get ids above `session` (replay of a logged open).
+    pub fn note_session(&self, session: SessionId) {
+        self.next_session
+            .fetch_max(session.0.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// After recovery: every hold's lease runs its full TTL again from `now`.
+    pub fn restart_leases(&self, now: u64) {
+        for shard in self.shards.iter() {
+            shard.lock().restart_leases(now);
+        }
+    }
+
+    /// Replaces the limits (recovery replays with none, then installs the configured ones).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The table as plain data (a snapshot). Consistent only if nothing changes the table
+    /// meanwhile: the caller holds off writers.
+    pub fn export(&self) -> TableImage {
+        TableImage {
+            next_session: self.next_session.load(Ordering::Relaxed),
+            shards: self.shards.iter().map(|s| s.lock().export()).collect(),
+        }
+    }
+
+    /// Rebuilds an empty table from `image`; holds get their full TTL from `now`.
+    ///
+    /// # Panics
+    /// If the image has another shard count than the table (the caller builds the table
+    /// from the image's count).
+    pub fn import(&self, image: &TableImage, now: u64) {
+        assert_eq!(
+            image.shards.len(),
+            self.shards.len(),
+            "shard count of the image"
+        );
+        self.note_session(SessionId(image.next_session.saturating_sub(1)));
+        let ctx = self.ctx();
+        for (shard, img) in self.shards.iter().zip(&image.shards) {
+            shard.lock().import(img, now, &ctx);
+        }
+    }
+
     /// A time no later than the earliest pending timer, or None when there is none.
     pub fn next_deadline(&self) -> Option<u64> {
         self.shards
@@ -373,6 +467,13 @@ impl LockTable {
     pub fn for_each_hold(&self, mut f: impl FnMut(&Key, Kind, SessionId, Mode, FencingToken, u32)) {
         for shard in self.shards.iter() {
             shard.lock().for_each_hold(&mut f);
+        }
+    }
+
+    /// Calls `f` for every queued request: its key, session and request id.
+    pub fn for_each_waiter(&self, mut f: impl FnMut(&Key, SessionId, RequestId)) {
+        for shard in self.shards.iter() {
+            shard.lock().for_each_waiter(&mut f);
         }
     }
 

@@ -15,6 +15,7 @@ use hashbrown::{HashMap, HashTable};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use super::image::{HoldImage, LockImage, SessionImage, ShardImage, WaiterImage};
 use super::types::{
     AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
@@ -399,7 +400,6 @@ impl Shard {
     }
 
     /// Makes later tokens of this shard larger than `floor` (used after recovery).
-    #[allow(dead_code)]
     pub(crate) fn raise_token_floor(&mut self, floor: u64) {
         let seq = floor / self.shards + 1;
         self.next_seq = self.next_seq.max(seq);
@@ -844,6 +844,217 @@ impl Shard {
         self.fired = fired;
     }
 
+    /// Replays a lease expiry that the timer driver decided (and logged): drops
+    /// `session`'s hold on `key` as [`Self::advance`] did. False if there was none.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn expire(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let Some(idx) = self.find(key, hash) else {
+            return false;
+        };
+        let Some(pos) = self.lock(idx).holder(session) else {
+            return false;
+        };
+        let hold = self.drop_hold(idx, pos, ctx);
+        self.stats.expiries += 1;
+        events.push(Event::Expired {
+            session,
+            key: self.lock(idx).key.clone(),
+            token: FencingToken(hold.token),
+        });
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, Some(hash), ctx);
+        true
+    }
+
+    /// Replays a WAIT timeout that the timer driver decided (and logged). False if
+    /// `session` had no queued request on `key`.
+    pub(crate) fn time_out(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let Some(idx) = self.find(key, hash) else {
+            return false;
+        };
+        let Some(pos) = self.lock(idx).waiter(session) else {
+            return false;
+        };
+        let waiter = self.drop_waiter(idx, pos, false, ctx);
+        self.stats.timeouts += 1;
+        events.push(Event::TimedOut {
+            session,
+            request: waiter.request,
+            key: self.lock(idx).key.clone(),
+        });
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, Some(hash), ctx);
+        true
+    }
+
+    /// After recovery: every hold's lease starts again, full TTL from `now` (the clock of
+    /// the process that granted it is gone, and a lease must never come back shorter).
+    /// Wait deadlines stay: they are on the table's clock, which recovery continues.
+    pub(crate) fn restart_leases(&mut self, now: u64) {
+        let (locks, wheel) = (&mut self.locks, &mut self.wheel);
+        for (idx, lock) in locks.iter_mut().enumerate() {
+            let Some(lock) = lock else { continue };
+            for hold in lock.holders.as_mut_slice() {
+                wheel.cancel(hold.timer);
+                let deadline = now.saturating_add(u64::from(hold.ttl_ms));
+                hold.timer = wheel.insert(deadline, TimerRef::lease(idx as u32, hold.session));
+            }
+        }
+    }
+
+    /// The shard as plain data (see [`super::image`]).
+    pub(crate) fn export(&self) -> ShardImage {
+        let locks = self
+            .locks
+            .iter()
+            .flatten()
+            .map(|lock| LockImage {
+                key: lock.key.clone(),
+                kind: lock.kind,
+                last_token: lock.last_token,
+                holders: lock
+                    .holders
+                    .iter()
+                    .map(|h| HoldImage {
+                        session: h.session,
+                        token: h.token,
+                        ttl_ms: h.ttl_ms,
+                        count: h.count,
+                        mode: h.mode.mode(lock.kind),
+                    })
+                    .collect(),
+                waiters: lock
+                    .queue
+                    .iter()
+                    .flat_map(|q| q.iter())
+                    .map(|w| WaiterImage {
+                        session: w.session,
+                        request: w.request,
+                        mode: w.mode,
+                        ttl_ms: w.ttl_ms,
+                        since: w.since,
+                        deadline: w.timer.and_then(|t| self.wheel.deadline(t)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sessions = self
+            .sessions
+            .iter()
+            .filter_map(|(&session, s)| {
+                let mut holds = Vec::new();
+                let mut idx = s.head;
+                while idx != NIL {
+                    let lock = self.lock(idx);
+                    holds.push(lock.key.clone());
+                    let pos = lock.holder(session).expect("listed hold exists");
+                    idx = lock.holders[pos].next;
+                }
+                let queued: Vec<Key> = s.queued.iter().map(|&i| self.lock(i).key.clone()).collect();
+                (!holds.is_empty() || !queued.is_empty()).then_some(SessionImage {
+                    session,
+                    holds,
+                    queued,
+                })
+            })
+            .collect();
+        ShardImage {
+            next_seq: self.next_seq,
+            locks,
+            sessions,
+        }
+    }
+
+    /// Rebuilds the shard from an image into an empty shard: holds get leases of their
+    /// full TTL from `now`, waiters their recorded deadlines, the wait-for graph its
+    /// edges. Limits are not checked (the state was valid when it was taken).
+    pub(crate) fn import(&mut self, image: &ShardImage, now: u64, ctx: &Ctx) {
+        self.next_seq = self.next_seq.max(image.next_seq);
+        let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(image.locks.len());
+        for l in &image.locks {
+            let hash = self.hash(l.key.as_bytes());
+            let idx = self.create(l.key.as_bytes(), hash, l.kind);
+            ctx.keys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            index.insert(l.key.as_bytes(), idx);
+            for h in &l.holders {
+                let deadline = now.saturating_add(u64::from(h.ttl_ms));
+                let timer = self.wheel.insert(deadline, TimerRef::lease(idx, h.session));
+                ctx.sessions.reserve(h.session, u32::MAX);
+                self.lock_mut(idx).holders.push(Hold {
+                    session: h.session,
+                    token: h.token,
+                    timer,
+                    ttl_ms: h.ttl_ms,
+                    count: h.count,
+                    mode: HeldMode::of(h.mode),
+                    prev: NIL,
+                    next: NIL,
+                });
+                self.stats.holds += 1;
+            }
+            let lock = self.lock_mut(idx);
+            lock.last_token = l.last_token;
+            let holders = lock.holder_pairs();
+            let semaphore = matches!(l.kind, Kind::Semaphore { .. });
+            for w in &l.waiters {
+                ctx.graph
+                    .lock()
+                    .enqueue(&l.key, semaphore, &holders, w.session, w.mode);
+                ctx.sessions.reserve(w.session, u32::MAX);
+                let timer = w
+                    .deadline
+                    .map(|d| self.wheel.insert(d, TimerRef::wait(idx, w.session)));
+                self.lock_mut(idx)
+                    .queue
+                    .get_or_insert_with(Default::default)
+                    .push_back(Waiter {
+                        session: w.session,
+                        request: w.request,
+                        mode: w.mode,
+                        ttl_ms: w.ttl_ms,
+                        since: w.since,
+                        timer,
+                    });
+                self.stats.waiters += 1;
+            }
+        }
+        for s in &image.sessions {
+            let idxs: Vec<u32> = s.holds.iter().map(|k| index[k.as_bytes()]).collect();
+            for (i, &idx) in idxs.iter().enumerate() {
+                let prev = if i == 0 { NIL } else { idxs[i - 1] };
+                let next = idxs.get(i + 1).copied().unwrap_or(NIL);
+                let lock = self.lock_mut(idx);
+                let pos = lock.holder(s.session).expect("image lists a hold it has");
+                lock.holders[pos].prev = prev;
+                lock.holders[pos].next = next;
+            }
+            let queued = s.queued.iter().map(|k| index[k.as_bytes()]).collect();
+            self.sessions.insert(
+                s.session,
+                SessionShard {
+                    head: idxs.first().copied().unwrap_or(NIL),
+                    queued,
+                },
+            );
+        }
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.wheel.next_deadline()
     }
@@ -888,6 +1099,15 @@ impl Shard {
         for lock in self.locks.iter().flatten() {
             if !f(&lock.key) {
                 return;
+            }
+        }
+    }
+
+    /// Calls `f` for every queued request.
+    pub(crate) fn for_each_waiter(&self, mut f: impl FnMut(&Key, SessionId, RequestId)) {
+        for lock in self.locks.iter().flatten() {
+            for w in lock.queue.iter().flat_map(|q| q.iter()) {
+                f(&lock.key, w.session, w.request);
             }
         }
     }

@@ -25,6 +25,7 @@ use super::router::Delivery;
 use super::sessions::{Attachment, Core, Queued, ResumeError, Session};
 use super::Shared;
 use crate::cmd::{self, ConnState};
+use crate::durable::Ticket;
 use crate::engine::{AcquireOutcome, AcquireRequest, Event, Key, SessionId};
 use crate::protocol::binary::{
     deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
@@ -66,6 +67,7 @@ pub(super) async fn serve(
         peer,
         out: outbuf,
         events: Vec::new(),
+        ticket: 0,
     };
     let (exit, att, last_frame) = conn.run(att, &mut stream, &mut stop, inbuf).await;
     debug!(%peer, session = %att.session.id, ?exit, "binary connection closed");
@@ -73,6 +75,9 @@ pub(super) async fn serve(
         Exit::Closed | Exit::Kicked | Exit::Protocol | Exit::Bye { end: false } => {
             shared.sessions.detach(&shared, att, last_frame)
         }
+        // A server stopping with a log keeps its sessions: they come back after the
+        // restart, resumable.
+        Exit::Stop if shared.store.is_durable() => {}
         Exit::Stop | Exit::TimedOut | Exit::Ended | Exit::Bye { end: true } => {
             shared.sessions.end(&shared, &att.session);
         }
@@ -267,6 +272,8 @@ struct Served {
     peer: SocketAddr,
     out: BytesMut,
     events: Vec<Event>,
+    /// The log index the replies in `out` wait for.
+    ticket: Ticket,
 }
 
 impl Served {
@@ -329,6 +336,14 @@ impl Served {
                 self.shared.stats.add_commands(processed);
             }
             if !self.out.is_empty() {
+                if let Err(e) = self.shared.store.durable(self.ticket).await {
+                    // Nothing computed on state the log does not have may go out.
+                    self.out.clear();
+                    refuse(&mut self.out, 0, err(format!("{e}; not acknowledged")));
+                    let _ = stream.write_all(&self.out).await;
+                    break Exit::Closed;
+                }
+                self.ticket = 0;
                 if stream.write_all(&self.out).await.is_err() {
                     break Exit::Closed;
                 }
@@ -409,10 +424,12 @@ impl Served {
             Request::Release { key } => {
                 if self.key_ok(id, key) {
                     let shared = &self.shared;
-                    match shared
-                        .table
-                        .release(self.session, key, now, &mut self.events)
-                    {
+                    let (result, ticket) =
+                        shared
+                            .store
+                            .release(self.session, key, now, &mut self.events);
+                    self.ticket = self.ticket.max(ticket);
+                    match result {
                         Ok(()) => self.reply(id, Response::Ok),
                         Err(_) => self.error(id, error_from_text(cmd::release::NOTHELD)),
                     }
@@ -432,7 +449,9 @@ impl Served {
                     }
                     Some(u64::from(ttl_ms))
                 };
-                match self.shared.table.renew(self.session, key, ttl, now) {
+                let (result, ticket) = self.shared.store.renew(self.session, key, ttl, now);
+                self.ticket = self.ticket.max(ticket);
+                match result {
                     Ok(left) => self.reply(
                         id,
                         Response::Renewed {
@@ -445,7 +464,8 @@ impl Served {
             Request::Cancel { target } => self.cancel(core, id, target, now),
             Request::Inspect { key } => {
                 if self.key_ok(id, key) {
-                    let info = self.shared.table.inspect(key, now);
+                    self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                    let info = self.shared.store.table().inspect(key, now);
                     self.reply(id, Response::Inspect(info.as_ref().map(key_state)));
                 }
             }
@@ -455,7 +475,8 @@ impl Served {
                 } else {
                     count as usize
                 };
-                let keys = self.shared.table.keys(
+                self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                let keys = self.shared.store.table().keys(
                     |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)),
                     limit,
                 );
@@ -549,7 +570,7 @@ impl Served {
             }
         }
         let mode = mode_from_wire(a.mode);
-        let request = self.shared.next_request();
+        let request = self.shared.next_request(id);
         let req = AcquireRequest {
             id: request,
             mode,
@@ -557,7 +578,9 @@ impl Served {
             ttl_ms,
             wait_ms: a.wait_ms.map(u64::from),
         };
-        match self.shared.table.acquire(self.session, a.key, &req, now) {
+        let (outcome, ticket) = self.shared.store.acquire(self.session, a.key, &req, now);
+        self.ticket = self.ticket.max(ticket);
+        match outcome {
             AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
             AcquireOutcome::Queued => {
                 let key = Key::new(a.key);
@@ -572,7 +595,7 @@ impl Served {
                 core.by_client.insert(id, request);
                 self.reply(id, Response::Queued);
                 // Tell the holders that someone waits (they may hand over early).
-                if let Some(info) = self.shared.table.inspect(a.key, now) {
+                if let Some(info) = self.shared.store.table().inspect(a.key, now) {
                     for h in &info.holders {
                         if h.session != self.session {
                             self.shared
@@ -601,19 +624,23 @@ impl Served {
             // have queued for the same key.
             let still_queued = self
                 .shared
-                .table
+                .store
+                .table()
                 .inspect(key.as_bytes(), now)
                 .is_some_and(|i| {
                     i.waiters
                         .iter()
                         .any(|w| w.session == self.session && w.request == request)
                 });
-            if still_queued
-                && self
-                    .shared
-                    .table
-                    .cancel(self.session, key.as_bytes(), now, &mut self.events)
-            {
+            let done = still_queued && {
+                let (done, ticket) =
+                    self.shared
+                        .store
+                        .cancel(self.session, key.as_bytes(), now, &mut self.events);
+                self.ticket = self.ticket.max(ticket);
+                done
+            };
+            if done {
                 core.queued.remove(&request);
                 core.by_client.remove(&target);
                 Push::Cancelled.encode(target, &mut self.out);
@@ -637,6 +664,7 @@ impl Served {
                 proto: Proto::Resp2,
             },
             events: &mut events,
+            ticket: 0,
         };
         let name: &[u8] = b"INFO";
         let args: Vec<&[u8]> = if section.is_empty() {
@@ -656,6 +684,8 @@ impl Served {
 
     /// Turns an event or notice for the session into a push.
     fn deliver(&mut self, core: &mut Core, d: Delivery, now: u64) {
+        // The change behind the event was logged before the event was sent.
+        self.ticket = self.ticket.max(self.shared.store.read_ticket());
         match d {
             Delivery::Event(Event::Granted {
                 request,
@@ -673,7 +703,7 @@ impl Served {
                     .record_wait(self.session.0, q.since.elapsed().as_micros() as u64);
                 // Someone queued behind this grant was announced to the previous holder:
                 // tell the new one.
-                if let Some(info) = self.shared.table.inspect(key.as_bytes(), now) {
+                if let Some(info) = self.shared.store.table().inspect(key.as_bytes(), now) {
                     if let Some(w) = info.waiters.first() {
                         Push::Waiting {
                             session: w.session.0,

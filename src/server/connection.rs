@@ -16,7 +16,8 @@ use tracing::debug;
 
 use super::Shared;
 use crate::cmd::{self, ConnState, Flow};
-use crate::engine::Event;
+use crate::durable::{SessionKind, Ticket};
+use crate::engine::{Event, SessionId};
 use crate::protocol::binary::MAGIC;
 use crate::protocol::resp::{arg, parse_command, Parsed};
 use crate::protocol::{Proto, ReplyWriter};
@@ -81,7 +82,9 @@ async fn serve_text(
     mut stop: watch::Receiver<bool>,
     mut inbuf: BytesMut,
 ) {
-    let session = shared.table.open_session();
+    let (session, _) = shared
+        .store
+        .open_session(SessionKind::Text, shared.clock.now_ms());
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     shared.router.register(session, tx, false);
     debug!(%peer, %session, "connection opened");
@@ -95,6 +98,11 @@ async fn serve_text(
     // While parked, input is buffered up to this much so a disconnect is still noticed.
     let park_cap = limits.max_request.saturating_add(64 * 1024);
 
+    // The log index the replies in `outbuf` wait for.
+    let mut ticket: Ticket = 0;
+    // Set when the server stops: with a log the session then outlives this process (it
+    // comes back after the restart and ends after the session timeout).
+    let mut stopping = false;
     'conn: loop {
         let now = shared.clock.now_ms();
         let mut processed = 0u64;
@@ -132,9 +140,12 @@ async fn serve_text(
                         proto: Proto::Resp2,
                     },
                     events: &mut events,
+                    ticket: 0,
                 };
                 ctx.out.proto = ctx.conn.proto;
-                cmd::dispatch(&mut ctx, &argv)
+                let flow = cmd::dispatch(&mut ctx, &argv);
+                ticket = ticket.max(ctx.ticket);
+                flow
             };
             inbuf.advance(len);
             if !events.is_empty() {
@@ -143,13 +154,16 @@ async fn serve_text(
             match flow {
                 Flow::Continue => {}
                 Flow::Close => {
-                    let _ = stream.write_all(&outbuf).await;
+                    if durable(&shared, ticket, &mut outbuf, conn.proto).await {
+                        let _ = stream.write_all(&outbuf).await;
+                    }
                     break 'conn;
                 }
                 Flow::Park { request, since } => {
                     // Replies to the commands before the ACQUIRE go out now.
                     if !outbuf.is_empty() {
-                        if stream.write_all(&outbuf).await.is_err() {
+                        let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
+                        if stream.write_all(&outbuf).await.is_err() || !ok {
                             break 'conn;
                         }
                         outbuf.clear();
@@ -166,13 +180,15 @@ async fn serve_text(
                                 Ok(0) | Err(_) => break 'conn,
                                 Ok(_) => {}
                             },
-                            _ = stop.changed() => break 'conn,
+                            _ = stop.changed() => { stopping = true; break 'conn }
                         }
                     };
                     let mut w = ReplyWriter {
                         out: &mut outbuf,
                         proto: conn.proto,
                     };
+                    // The grant (or timeout) was logged before the event was sent.
+                    ticket = shared.store.read_ticket();
                     match granted {
                         Some(token) => {
                             w.integer(token.0 as i64);
@@ -189,10 +205,12 @@ async fn serve_text(
         }
         shared.stats.add_commands(processed);
         if !outbuf.is_empty() {
-            if stream.write_all(&outbuf).await.is_err() {
+            let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
+            if stream.write_all(&outbuf).await.is_err() || !ok {
                 break;
             }
             outbuf.clear();
+            ticket = 0;
             if outbuf.capacity() > 1024 * 1024 {
                 outbuf = BytesMut::with_capacity(16 * 1024);
             }
@@ -205,33 +223,51 @@ async fn serve_text(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => { stopping = true; break }
         }
     }
 
     shared.router.unregister(session);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     debug!(%peer, %session, "connection closed");
-    end_session(shared, session).await;
+    if !(stopping && shared.store.is_durable()) {
+        end_session(shared, session).await;
+    }
+}
+
+/// Waits until the log holds everything the replies in `out` depend on. If the log
+/// failed, the replies are replaced by an error (they must not be acknowledged) and the
+/// caller closes the connection.
+async fn durable(shared: &Shared, ticket: Ticket, out: &mut BytesMut, proto: Proto) -> bool {
+    match shared.store.durable(ticket).await {
+        Ok(()) => true,
+        Err(e) => {
+            out.clear();
+            ReplyWriter { out, proto }.error(&format!("ERR {e}; not acknowledged"));
+            false
+        }
+    }
+}
+
+/// Ends `session` now: queued requests cancelled, holds released, grants delivered.
+pub(super) fn close_session(shared: &Shared, session: SessionId) {
+    let mut events = Vec::new();
+    shared
+        .store
+        .close_session(session, shared.clock.now_ms(), &mut events);
+    shared.router.route(&mut events);
 }
 
 /// Ends the session after the configured grace: its holds are released and its queued
 /// request cancelled.
 async fn end_session(shared: Arc<Shared>, session: crate::engine::SessionId) {
     let grace = shared.config.session_grace();
-    let close = move |shared: Arc<Shared>| {
-        let mut events = Vec::new();
-        shared
-            .table
-            .close_session(session, shared.clock.now_ms(), &mut events);
-        shared.router.route(&mut events);
-    };
     if grace.is_zero() {
-        close(shared);
+        close_session(&shared, session);
     } else {
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            close(shared);
+            close_session(&shared, session);
         });
     }
 }

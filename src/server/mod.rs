@@ -28,12 +28,13 @@ pub use sessions::Sessions;
 pub use stats::ServerStats;
 
 use crate::config::Config;
-use crate::engine::{LockTable, RequestId};
+use crate::durable::{self, request_id, SessionKind, Store};
+use crate::engine::{LockTable, RequestId, SessionId};
 
 /// State every connection shares.
 pub struct Shared {
-    /// The lock table.
-    pub table: LockTable,
+    /// The lock table and the log in front of it.
+    pub store: Store,
     /// The configuration in force.
     pub config: Config,
     /// The engine's clock.
@@ -52,9 +53,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A fresh, server-unique request id.
-    pub fn next_request(&self) -> RequestId {
-        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
+    /// A fresh request id carrying `client_id` in its low 32 bits (see
+    /// [`durable::request_id`]).
+    pub fn next_request(&self, client_id: u32) -> RequestId {
+        request_id(self.next_request.fetch_add(1, Ordering::Relaxed), client_id)
     }
 }
 
@@ -65,25 +67,37 @@ pub async fn run(
     config: Config,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let clock = Clock::new();
-    let table = LockTable::new(config.shards, config.engine_limits(), clock.now_ms());
+    let (store, clock, restored, next_counter) = open_store(&config)?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        table,
+        store,
         clock,
         router: Router::new(64),
         stats: ServerStats::new(),
         started: SystemTime::now(),
         addr,
         sessions: Sessions::new(),
-        next_request: AtomicU64::new(1),
+        next_request: AtomicU64::new(next_counter),
         config,
     });
+    restore_sessions(&shared, restored);
+    // A log that can no longer make anything durable stops the server: nothing more may
+    // be acknowledged.
+    let failed = {
+        let watermark = shared.store.watermark();
+        async move {
+            match watermark {
+                Some(w) => w.failed().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
     let notify = Arc::new(Notify::new());
     {
         let notify = notify.clone();
         shared
-            .table
+            .store
+            .table()
             .set_waker(Box::new(move || notify.notify_one()));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -92,10 +106,17 @@ pub async fn run(
     info!(%addr, shards = shared.config.shards, "turnstile listening");
 
     tokio::pin!(shutdown);
+    tokio::pin!(failed);
+    let mut failure = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
+            e = &mut failed => {
+                tracing::error!(error = %e, "stopping: the log failed");
+                failure = Some(e);
+                break;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -120,7 +141,101 @@ pub async fn run(
     let _ =
         tokio::time::timeout(std::time::Duration::from_secs(5), permits.acquire_many(all)).await;
     // Binary sessions waiting for a resume end with the server.
-    shared.sessions.end_all(&shared);
+    if shared.store.is_durable() {
+        // Sessions outlive a restart: they come back from the log. Only make sure
+        // everything written is on disk.
+        if let Err(e) = shared.store.sync() {
+            warn!(error = %e, "final fsync failed");
+        }
+    } else {
+        shared.sessions.end_all(&shared);
+    }
     let _ = timer.await;
-    Ok(())
+    match failure {
+        Some(e) => Err(std::io::Error::other(e)),
+        None => Ok(()),
+    }
+}
+
+/// Opens the store (recovering the data directory unless in memory). Returns it with
+/// the clock continuing the table's time, the sessions to restore and where request
+/// ids continue.
+#[allow(clippy::type_complexity)]
+fn open_store(
+    config: &Config,
+) -> std::io::Result<(Store, Clock, Vec<(SessionId, SessionKind)>, u64)> {
+    if config.in_memory {
+        let clock = Clock::new();
+        let table = LockTable::new(config.shards, config.engine_limits(), clock.now_ms());
+        return Ok((Store::in_memory(table), clock, Vec::new(), 1));
+    }
+    let opts = durable::Options {
+        dir: config.data_dir.clone(),
+        fsync: config.fsync,
+        repair: config.wal_repair,
+        shards: config.shards,
+        limits: config.engine_limits(),
+        snapshot_every: config.snapshot_every,
+        segment_size: config.wal_segment_bytes,
+    };
+    let (store, recovered) = durable::open(&opts).map_err(|e| {
+        std::io::Error::other(format!("recovering {}: {e}", config.data_dir.display()))
+    })?;
+    let clock = Clock::starting_at(recovered.now);
+    let next = (recovered.max_request >> 32) + 1;
+    Ok((store, clock, recovered.sessions.into_iter().collect(), next))
+}
+
+/// Brings back the sessions the log had open: binary ones become resumable (detached,
+/// ending after their timeout unless a client resumes them), text ones end after the
+/// session timeout. Until then their holds stay, so locks do not vanish the moment the
+/// server restarts.
+fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, SessionKind)>) {
+    if restored.is_empty() {
+        return;
+    }
+    let mut waiters: hashbrown::HashMap<SessionId, Vec<(RequestId, crate::engine::Key)>> =
+        hashbrown::HashMap::new();
+    shared
+        .store
+        .table()
+        .for_each_waiter(|key, session, request| {
+            waiters
+                .entry(session)
+                .or_default()
+                .push((request, key.clone()));
+        });
+    let text_timeout = std::time::Duration::from_millis(shared.config.session_timeout_ms);
+    let mut text = Vec::new();
+    for (id, kind) in restored {
+        match kind {
+            SessionKind::Text => text.push(id),
+            SessionKind::Binary { secret, timeout_ms } => {
+                let queued = waiters.remove(&id).unwrap_or_default();
+                shared.sessions.restore(
+                    shared,
+                    id,
+                    secret,
+                    std::time::Duration::from_millis(timeout_ms),
+                    queued,
+                );
+            }
+        }
+    }
+    info!(
+        text = text.len(),
+        binary = shared.sessions.len(),
+        "restored sessions; those not resumed end after their timeout"
+    );
+    if !text.is_empty() {
+        let weak = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(text_timeout).await;
+            if let Some(shared) = weak.upgrade() {
+                for id in text {
+                    connection::close_session(&shared, id);
+                }
+            }
+        });
+    }
 }

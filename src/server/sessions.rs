@@ -144,7 +144,13 @@ impl Sessions {
         if map.len() >= shared.config.max_sessions {
             return None;
         }
-        let id = shared.table.open_session();
+        let (id, _) = shared.store.open_session(
+            crate::durable::SessionKind::Binary {
+                secret,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+            shared.clock.now_ms(),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link::default());
         link.attach();
@@ -260,20 +266,57 @@ impl Sessions {
         };
         session.link.detach();
         debug!(session = %session.id, "binary session detached");
-        let deadline = last + session.timeout;
-        let weak: Weak<Shared> = Arc::downgrade(shared);
-        let session = session.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            if let Some(shared) = weak.upgrade() {
-                let ended = shared
-                    .sessions
-                    .end_if(&shared, &session, |st| st.owner == 0 && st.epoch == epoch);
-                if ended {
-                    debug!(session = %session.id, "binary session timed out");
-                }
-            }
+        end_after(shared, session, epoch, last + session.timeout);
+    }
+
+    /// Brings back a binary session the log had open when the server stopped: detached,
+    /// resumable with its secret, ending after its timeout unless a client resumes it.
+    /// `queued` are its queued requests as the table has them (the low 32 bits of each
+    /// request id are the client's request id).
+    pub fn restore(
+        &self,
+        shared: &Arc<Shared>,
+        id: SessionId,
+        secret: Secret,
+        timeout: Duration,
+        queued: Vec<(RequestId, Key)>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link::default());
+        shared.router.register_binary(id, tx, link.clone());
+        let mut core = Core {
+            rx,
+            queued: Default::default(),
+            by_client: Default::default(),
+            name: Vec::new(),
+        };
+        for (request, key) in queued {
+            let client_id = request.0 as u32;
+            core.queued.insert(
+                request,
+                Queued {
+                    client_id,
+                    key,
+                    since: std::time::Instant::now(),
+                },
+            );
+            core.by_client.insert(client_id, request);
+        }
+        let session = Arc::new(Session {
+            id,
+            secret,
+            timeout,
+            link,
+            core: Arc::new(tokio::sync::Mutex::new(core)),
+            state: Mutex::new(State {
+                owner: 0,
+                epoch: 1,
+                ended: false,
+                kick: None,
+            }),
         });
+        self.by_secret.lock().insert(secret, session.clone());
+        end_after(shared, &session, 1, Instant::now() + timeout);
     }
 
     /// Ends the session now: removed from the registry and the router, its queued
@@ -298,11 +341,7 @@ impl Sessions {
         }
         self.by_secret.lock().remove(&session.secret);
         shared.router.unregister(session.id);
-        let mut events = Vec::new();
-        shared
-            .table
-            .close_session(session.id, shared.clock.now_ms(), &mut events);
-        shared.router.route(&mut events);
+        super::connection::close_session(shared, session.id);
         true
     }
 
@@ -322,6 +361,23 @@ impl Default for Sessions {
 }
 
 /// 128 bits from the operating system's random source.
+/// Ends `session` at `deadline` unless it was attached (or ended) since `epoch`.
+fn end_after(shared: &Arc<Shared>, session: &Arc<Session>, epoch: u64, deadline: Instant) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let session = session.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        if let Some(shared) = weak.upgrade() {
+            let ended = shared
+                .sessions
+                .end_if(&shared, &session, |st| st.owner == 0 && st.epoch == epoch);
+            if ended {
+                debug!(session = %session.id, "binary session timed out");
+            }
+        }
+    });
+}
+
 fn new_secret() -> Secret {
     let mut secret = [0u8; SECRET_LEN];
     // Without a working random source, a guessable secret would let anyone take over

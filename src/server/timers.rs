@@ -13,13 +13,13 @@ use super::Shared;
 
 /// Runs the driver until `shutdown` changes.
 pub async fn run(shared: Arc<Shared>, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    let table = &shared.table;
+    let table = shared.store.table();
     let mut events = Vec::new();
     loop {
         // Awake: no command needs to wake us until we announce the next deadline.
         table.set_wake_at(0);
         let now = shared.clock.now_ms();
-        table.advance(now, &mut events);
+        shared.store.advance(now, &mut events);
         if !events.is_empty() {
             shared.router.route(&mut events);
         }

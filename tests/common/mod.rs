@@ -44,10 +44,32 @@ impl Server {
 
     /// A server with `config` (its bind address and port are ignored: the listener is
     /// bound to `127.0.0.1:0`).
-    pub async fn start_with(config: Config) -> Server {
+    pub async fn start_with(mut config: Config) -> Server {
+        // Tests run in memory unless they name a data directory of their own.
+        if config.data_dir == std::path::Path::new("turnstile-data") {
+            config.in_memory = true;
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
+        Server::serve(listener, config)
+    }
+
+    /// A server listening on `addr` again (after a restart), bound with bounded retries.
+    pub async fn start_at(mut config: Config, addr: SocketAddr) -> Server {
+        if config.data_dir == std::path::Path::new("turnstile-data") {
+            config.in_memory = true;
+        }
+        for _ in 0..100 {
+            if let Ok(listener) = TcpListener::bind(addr).await {
+                return Server::serve(listener, config);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("could not bind {addr} again");
+    }
+
+    fn serve(listener: TcpListener, config: Config) -> Server {
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(turnstile::server::run(listener, config, async move {

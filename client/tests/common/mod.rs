@@ -55,7 +55,11 @@ impl Server {
         Server::start_with(Config::default()).await
     }
 
-    pub async fn start_with(config: Config) -> Server {
+    pub async fn start_with(mut config: Config) -> Server {
+        // Tests run in memory unless they name a data directory of their own.
+        if config.data_dir == std::path::Path::new("turnstile-data") {
+            config.in_memory = true;
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,388 @@
+//! The commands the log carries: every change of the durable state, as it is applied.
+//!
+//! Replaying the log in order through [`apply`] rebuilds the lock table exactly (queues,
+//! tokens and session hold lists included), because the table is deterministic and every
+//! entry carries the `now` it was applied with. Time-driven changes are not replayed from
+//! a clock: the timer driver's decisions are logged as [`Command::Tick`] with the holds
+//! that expired and the waits that ran out, and replay applies exactly those.
+//!
+//! Not logged: refused requests (they change nothing), reads, and lease renewals. A
+//! renewal changes only a deadline, and deadlines never reach a replayed outcome (replay
+//! fires no timer); recovery gives every hold its full TTL again instead. Logging them
+//! would make every RENEW wait for a disk write; see the README's durability section.
+//!
+//! Layout of one record (all integers LEB128 varints, keys length-prefixed):
+//!
+//! ```text
+//! tag:u8  now  fields...
+//! 1 Start         epoch shards
+//! 2 OpenSession   session kind:u8 [secret:16 timeout_ms]   (kind 1 = binary)
+//! 3 CloseSession  session
+//! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms]  (flags: 1 reentrant, 2 has wait)
+//! 5 Release       session key
+//! 6 Cancel        session key
+//! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
+//! ```
+
+use super::codec::{put_bytes, put_mode, put_u64, DecodeError, Reader};
+use crate::engine::{
+    AcquireOutcome, AcquireRequest, Event, Key, LockTable, NotHeld, RequestId, SessionId,
+};
+
+/// Length of a binary session's secret.
+pub const SECRET_LEN: usize = 16;
+
+/// What the log keeps of a session besides its holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A text-mode connection's session (cannot be resumed).
+    Text,
+    /// A binary-protocol session, resumable with its secret within its timeout.
+    Binary {
+        /// The capability a client resumes it with.
+        secret: [u8; SECRET_LEN],
+        /// Its timeout in ms.
+        timeout_ms: u64,
+    },
+}
+
+/// A hold or wait the timer driver ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fired {
+    /// A lease ran out.
+    Expired {
+        /// Whose.
+        session: SessionId,
+        /// On which key.
+        key: Key,
+    },
+    /// A WAIT ran out.
+    TimedOut {
+        /// Whose.
+        session: SessionId,
+        /// On which key.
+        key: Key,
+    },
+}
+
+/// One logged change. Keys borrow from the caller (live) or the record (replay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// A server start: tokens from now on are above `epoch << EPOCH_SHIFT`; the table
+    /// has `shards` shards.
+    Start {
+        /// Starts so far, this one included.
+        epoch: u64,
+        /// The table's shard count (token allocation depends on it).
+        shards: u32,
+    },
+    /// A session opened.
+    OpenSession {
+        /// Its id.
+        session: SessionId,
+        /// Text or binary.
+        kind: SessionKind,
+    },
+    /// A session ended: queued requests cancelled, holds released.
+    CloseSession {
+        /// Which.
+        session: SessionId,
+    },
+    /// An ACQUIRE that was granted or queued.
+    Acquire {
+        /// Who.
+        session: SessionId,
+        /// On what.
+        key: &'a [u8],
+        /// The request as the table got it.
+        req: AcquireRequest,
+    },
+    /// A RELEASE that released something.
+    Release {
+        /// Who.
+        session: SessionId,
+        /// What.
+        key: &'a [u8],
+    },
+    /// A queued request cancelled.
+    Cancel {
+        /// Whose.
+        session: SessionId,
+        /// On what.
+        key: &'a [u8],
+    },
+    /// What the timer driver ended at `now`, in the order it ended them.
+    Tick {
+        /// Expired holds and timed-out waits.
+        fired: Vec<Fired>,
+    },
+}
+
+/// Tokens issued after start number `e` are above `e << EPOCH_SHIFT`: each start gets
+/// 2^40 tokens (a million grants a second for twelve days) before its range could meet
+/// the next start's, and 2^24 starts fit.
+pub const EPOCH_SHIFT: u32 = 40;
+
+/// A command with the time it was applied at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The table's clock when it was applied.
+    pub now: u64,
+    /// The change.
+    pub command: Command<'a>,
+}
+
+impl Entry<'_> {
+    /// Appends the record bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let tag = match &self.command {
+            Command::Start { .. } => 1,
+            Command::OpenSession { .. } => 2,
+            Command::CloseSession { .. } => 3,
+            Command::Acquire { .. } => 4,
+            Command::Release { .. } => 5,
+            Command::Cancel { .. } => 6,
+            Command::Tick { .. } => 7,
+        };
+        out.push(tag);
+        put_u64(out, self.now);
+        match &self.command {
+            Command::Start { epoch, shards } => {
+                put_u64(out, *epoch);
+                put_u64(out, u64::from(*shards));
+            }
+            Command::OpenSession { session, kind } => {
+                put_u64(out, session.0);
+                match kind {
+                    SessionKind::Text => out.push(0),
+                    SessionKind::Binary { secret, timeout_ms } => {
+                        out.push(1);
+                        out.extend_from_slice(secret);
+                        put_u64(out, *timeout_ms);
+                    }
+                }
+            }
+            Command::CloseSession { session } => put_u64(out, session.0),
+            Command::Acquire { session, key, req } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+                put_u64(out, req.id.0);
+                put_mode(out, req.mode);
+                out.push(u8::from(req.reentrant) | (u8::from(req.wait_ms.is_some()) << 1));
+                put_u64(out, req.ttl_ms);
+                if let Some(w) = req.wait_ms {
+                    put_u64(out, w);
+                }
+            }
+            Command::Release { session, key } | Command::Cancel { session, key } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+            }
+            Command::Tick { fired } => {
+                put_u64(out, fired.len() as u64);
+                for f in fired {
+                    let (kind, session, key) = match f {
+                        Fired::Expired { session, key } => (0, session, key),
+                        Fired::TimedOut { session, key } => (1, session, key),
+                    };
+                    out.push(kind);
+                    put_u64(out, session.0);
+                    put_bytes(out, key.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The record as a fresh vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        self.encode(&mut out);
+        out
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// Decodes one record.
+    pub fn decode(buf: &'a [u8]) -> Result<Entry<'a>, DecodeError> {
+        let mut r = Reader::new(buf);
+        let tag = r.u8()?;
+        let now = r.u64()?;
+        let session = |r: &mut Reader<'a>| r.u64().map(SessionId);
+        let command = match tag {
+            1 => Command::Start {
+                epoch: r.u64()?,
+                shards: r.u32()?,
+            },
+            2 => {
+                let s = session(&mut r)?;
+                let at = r.u8()?;
+                let kind = match at {
+                    0 => SessionKind::Text,
+                    1 => SessionKind::Binary {
+                        secret: r.take(SECRET_LEN)?.try_into().expect("16 bytes"),
+                        timeout_ms: r.u64()?,
+                    },
+                    tag => {
+                        return Err(DecodeError::Tag {
+                            what: "session kind",
+                            tag,
+                            at: 0,
+                        })
+                    }
+                };
+                Command::OpenSession { session: s, kind }
+            }
+            3 => Command::CloseSession {
+                session: session(&mut r)?,
+            },
+            4 => {
+                let s = session(&mut r)?;
+                let key = r.bytes()?;
+                let id = RequestId(r.u64()?);
+                let mode = r.mode()?;
+                let flags = r.u8()?;
+                if flags & !3 != 0 {
+                    return Err(DecodeError::Value("unknown acquire flags"));
+                }
+                let ttl_ms = r.u64()?;
+                let wait_ms = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+                Command::Acquire {
+                    session: s,
+                    key,
+                    req: AcquireRequest {
+                        id,
+                        mode,
+                        reentrant: flags & 1 != 0,
+                        ttl_ms,
+                        wait_ms,
+                    },
+                }
+            }
+            5 => Command::Release {
+                session: session(&mut r)?,
+                key: r.bytes()?,
+            },
+            6 => Command::Cancel {
+                session: session(&mut r)?,
+                key: r.bytes()?,
+            },
+            7 => {
+                let n = r.count()?;
+                let mut fired = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let kind = r.u8()?;
+                    let s = session(&mut r)?;
+                    let key = Key::new(r.bytes()?);
+                    fired.push(match kind {
+                        0 => Fired::Expired { session: s, key },
+                        1 => Fired::TimedOut { session: s, key },
+                        tag => {
+                            return Err(DecodeError::Tag {
+                                what: "fired",
+                                tag,
+                                at: 0,
+                            })
+                        }
+                    });
+                }
+                Command::Tick { fired }
+            }
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "command",
+                    tag,
+                    at: 0,
+                })
+            }
+        };
+        r.finish()?;
+        Ok(Entry { now, command })
+    }
+}
+
+/// What applying a command did, for the live caller's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Start, OpenSession, CloseSession, Tick.
+    Done,
+    /// The acquire's outcome.
+    Acquire(AcquireOutcome),
+    /// The release's outcome.
+    Release(Result<(), NotHeld>),
+    /// Whether the cancel found a queued request.
+    Cancel(bool),
+}
+
+impl Applied {
+    /// Whether the command changed the state (and so must be logged).
+    pub fn changed(&self) -> bool {
+        match self {
+            Applied::Done => true,
+            Applied::Acquire(o) => matches!(o, AcquireOutcome::Granted(_) | AcquireOutcome::Queued),
+            Applied::Release(r) => r.is_ok(),
+            Applied::Cancel(c) => *c,
+        }
+    }
+}
+
+/// Applies one command to the table: the one function both the live server and replay
+/// go through (Tick aside: live, the timer driver's `advance` decides what fires; replay
+/// applies what it decided). Session bookkeeping beyond the table (kinds, secrets) is
+/// the caller's.
+pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> Applied {
+    let now = entry.now;
+    match &entry.command {
+        Command::Start { epoch, .. } => {
+            table.raise_token_floor(epoch << EPOCH_SHIFT);
+            Applied::Done
+        }
+        Command::OpenSession { session, .. } => {
+            table.note_session(*session);
+            Applied::Done
+        }
+        Command::CloseSession { session } => {
+            table.close_session(*session, now, events);
+            Applied::Done
+        }
+        Command::Acquire { session, key, req } => {
+            Applied::Acquire(table.acquire(*session, key, req, now))
+        }
+        Command::Release { session, key } => {
+            Applied::Release(table.release(*session, key, now, events))
+        }
+        Command::Cancel { session, key } => {
+            Applied::Cancel(table.cancel(*session, key, now, events))
+        }
+        Command::Tick { fired } => {
+            for f in fired {
+                match f {
+                    Fired::Expired { session, key } => {
+                        table.expire(*session, key.as_bytes(), now, events);
+                    }
+                    Fired::TimedOut { session, key } => {
+                        table.time_out(*session, key.as_bytes(), now, events);
+                    }
+                }
+            }
+            Applied::Done
+        }
+    }
+}
+
+/// The timer driver's decisions, read off the events `advance` produced.
+pub fn fired_from(events: &[Event]) -> Vec<Fired> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Expired { session, key, .. } => Some(Fired::Expired {
+                session: *session,
+                key: key.clone(),
+            }),
+            Event::TimedOut { session, key, .. } => Some(Fired::TimedOut {
+                session: *session,
+                key: key.clone(),
+            }),
+            Event::Granted { .. } => None,
+        })
+        .collect()
+}

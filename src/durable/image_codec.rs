@@ -1,0 +1,249 @@
+//! The snapshot payload: the lock table's image plus what the log keeps beside it,
+//! encoded compactly (varints, no JSON). The snapshot container (`wal::SnapshotStore`)
+//! adds the magic, the last included log index and the CRC-32C around it.
+//!
+//! ```text
+//! version:u8 = 1
+//! epoch now next_request shards next_session
+//! sessions: count { session kind:u8 [secret:16 timeout_ms] }*
+//! per shard: next_seq
+//!            locks: count { key kind:u8 [limit] last_token
+//!                           holders: count { session token ttl_ms count mode }*
+//!                           waiters: count { session request mode ttl_ms since has:u8 [deadline] }* }*
+//!            sessions: count { session holds: count { key }* queued: count { key }* }*
+//! ```
+
+use std::collections::BTreeMap;
+
+use super::codec::{put_bytes, put_mode, put_u64, DecodeError, Reader};
+use super::command::{SessionKind, SECRET_LEN};
+use crate::engine::{
+    HoldImage, Key, Kind, LockImage, RequestId, SessionId, SessionImage, ShardImage, TableImage,
+    WaiterImage,
+};
+
+/// The payload version this build writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Everything a snapshot holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Starts so far (see [`super::command::EPOCH_SHIFT`]).
+    pub epoch: u64,
+    /// The table clock at the snapshot.
+    pub now: u64,
+    /// Request ids below this were handed out.
+    pub next_request: u64,
+    /// Open sessions and their kinds.
+    pub sessions: BTreeMap<SessionId, SessionKind>,
+    /// The lock table.
+    pub table: TableImage,
+}
+
+fn put_kind(out: &mut Vec<u8>, kind: &SessionKind) {
+    match kind {
+        SessionKind::Text => out.push(0),
+        SessionKind::Binary { secret, timeout_ms } => {
+            out.push(1);
+            out.extend_from_slice(secret);
+            put_u64(out, *timeout_ms);
+        }
+    }
+}
+
+/// Encodes a snapshot payload.
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + state.table.shards.len() * 64);
+    out.push(VERSION);
+    put_u64(&mut out, state.epoch);
+    put_u64(&mut out, state.now);
+    put_u64(&mut out, state.next_request);
+    put_u64(&mut out, state.table.shards.len() as u64);
+    put_u64(&mut out, state.table.next_session);
+    put_u64(&mut out, state.sessions.len() as u64);
+    for (id, kind) in &state.sessions {
+        put_u64(&mut out, id.0);
+        put_kind(&mut out, kind);
+    }
+    for shard in &state.table.shards {
+        put_u64(&mut out, shard.next_seq);
+        put_u64(&mut out, shard.locks.len() as u64);
+        for l in &shard.locks {
+            put_bytes(&mut out, l.key.as_bytes());
+            match l.kind {
+                Kind::Lock => out.push(0),
+                Kind::Semaphore { limit } => {
+                    out.push(1);
+                    put_u64(&mut out, u64::from(limit));
+                }
+            }
+            put_u64(&mut out, l.last_token);
+            put_u64(&mut out, l.holders.len() as u64);
+            for h in &l.holders {
+                put_u64(&mut out, h.session.0);
+                put_u64(&mut out, h.token);
+                put_u64(&mut out, u64::from(h.ttl_ms));
+                put_u64(&mut out, u64::from(h.count));
+                put_mode(&mut out, h.mode);
+            }
+            put_u64(&mut out, l.waiters.len() as u64);
+            for w in &l.waiters {
+                put_u64(&mut out, w.session.0);
+                put_u64(&mut out, w.request.0);
+                put_mode(&mut out, w.mode);
+                put_u64(&mut out, u64::from(w.ttl_ms));
+                put_u64(&mut out, w.since);
+                match w.deadline {
+                    None => out.push(0),
+                    Some(d) => {
+                        out.push(1);
+                        put_u64(&mut out, d);
+                    }
+                }
+            }
+        }
+        put_u64(&mut out, shard.sessions.len() as u64);
+        for s in &shard.sessions {
+            put_u64(&mut out, s.session.0);
+            put_u64(&mut out, s.holds.len() as u64);
+            for k in &s.holds {
+                put_bytes(&mut out, k.as_bytes());
+            }
+            put_u64(&mut out, s.queued.len() as u64);
+            for k in &s.queued {
+                put_bytes(&mut out, k.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Decodes a snapshot payload.
+pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
+    let mut r = Reader::new(buf);
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version, VERSION));
+    }
+    let epoch = r.u64()?;
+    let now = r.u64()?;
+    let next_request = r.u64()?;
+    let shards = r.count()?;
+    if shards == 0 {
+        return Err(DecodeError::Value("zero shards"));
+    }
+    let next_session = r.u64()?;
+    let mut sessions = BTreeMap::new();
+    for _ in 0..r.count()? {
+        let id = SessionId(r.u64()?);
+        let kind = match r.u8()? {
+            0 => SessionKind::Text,
+            1 => SessionKind::Binary {
+                secret: r.take(SECRET_LEN)?.try_into().expect("16 bytes"),
+                timeout_ms: r.u64()?,
+            },
+            tag => {
+                return Err(DecodeError::Tag {
+                    what: "session kind",
+                    tag,
+                    at: 0,
+                })
+            }
+        };
+        sessions.insert(id, kind);
+    }
+    let mut images = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let next_seq = r.u64()?;
+        let n = r.count()?;
+        let mut locks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = Key::new(r.bytes()?);
+            let kind = match r.u8()? {
+                0 => Kind::Lock,
+                1 => Kind::Semaphore { limit: r.u32()? },
+                tag => {
+                    return Err(DecodeError::Tag {
+                        what: "lock kind",
+                        tag,
+                        at: 0,
+                    })
+                }
+            };
+            let last_token = r.u64()?;
+            let nh = r.count()?;
+            let mut holders = Vec::with_capacity(nh);
+            for _ in 0..nh {
+                holders.push(HoldImage {
+                    session: SessionId(r.u64()?),
+                    token: r.u64()?,
+                    ttl_ms: r.u32()?,
+                    count: r.u32()?,
+                    mode: r.mode()?,
+                });
+            }
+            let nw = r.count()?;
+            let mut waiters = Vec::with_capacity(nw);
+            for _ in 0..nw {
+                let session = SessionId(r.u64()?);
+                let request = RequestId(r.u64()?);
+                let mode = r.mode()?;
+                let ttl_ms = r.u32()?;
+                let since = r.u64()?;
+                let deadline = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.u64()?),
+                };
+                waiters.push(WaiterImage {
+                    session,
+                    request,
+                    mode,
+                    ttl_ms,
+                    since,
+                    deadline,
+                });
+            }
+            locks.push(LockImage {
+                key,
+                kind,
+                last_token,
+                holders,
+                waiters,
+            });
+        }
+        let ns = r.count()?;
+        let mut sess = Vec::with_capacity(ns);
+        for _ in 0..ns {
+            let session = SessionId(r.u64()?);
+            let mut holds = Vec::new();
+            for _ in 0..r.count()? {
+                holds.push(Key::new(r.bytes()?));
+            }
+            let mut queued = Vec::new();
+            for _ in 0..r.count()? {
+                queued.push(Key::new(r.bytes()?));
+            }
+            sess.push(SessionImage {
+                session,
+                holds,
+                queued,
+            });
+        }
+        images.push(ShardImage {
+            next_seq,
+            locks,
+            sessions: sess,
+        });
+    }
+    r.finish()?;
+    Ok(State {
+        epoch,
+        now,
+        next_request,
+        sessions,
+        table: TableImage {
+            next_session,
+            shards: images,
+        },
+    })
+}

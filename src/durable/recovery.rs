@@ -1,0 +1,268 @@
+//! Startup: load the newest snapshot, replay the log after it, and hand back a store
+//! whose table is exactly the state the log describes.
+//!
+//! After replay every hold's lease starts again with its full TTL (the old process's
+//! clock is gone, and a lease must never come back shorter), the table clock continues
+//! just after the last logged time, and a [`Command::Start`] record with the next epoch
+//! is logged and fsynced before anything is served: every token issued from then on is
+//! above `epoch << EPOCH_SHIFT`, so tokens never go back even if the previous run's
+//! unsynced tail (with grants that were answered, under `--fsync never`) is lost.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::codec::DecodeError;
+use super::command::{apply, Command, Entry, SessionKind};
+use super::image_codec;
+use super::store::{JournalStart, Store};
+use crate::engine::{Limits, LockTable, SessionId};
+use crate::wal::{FsyncMode, RecoveryMode, SnapshotStore, Wal, WalError, WalOptions};
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The data directory (`wal/` and `snapshots/` inside).
+    pub dir: PathBuf,
+    /// When appends count as durable.
+    pub fsync: FsyncMode,
+    /// Cut the log at the first corruption anywhere (losing what follows) instead of
+    /// refusing to start.
+    pub repair: bool,
+    /// Shards of a new table (a recovered one keeps its own count).
+    pub shards: usize,
+    /// The limits to enforce once recovered (replay enforces none).
+    pub limits: Limits,
+    /// Take a snapshot after this many records.
+    pub snapshot_every: u64,
+    /// WAL segment size in bytes.
+    pub segment_size: u64,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The WAL or snapshot store refused (corruption outside the tail, I/O).
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A record or snapshot passed its checksum but does not decode.
+    #[error("{what} does not decode: {source} (written by another version?)")]
+    Decode {
+        /// Which record or snapshot.
+        what: String,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The log does not continue the snapshot.
+    #[error("the log in {dir} begins at index {first} but the newest snapshot ends at {last}: records are missing")]
+    Gap {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The log's first index.
+        first: u64,
+        /// The snapshot's last index.
+        last: u64,
+    },
+    /// Creating the data directory failed.
+    #[error("creating {0}: {1}")]
+    Dir(PathBuf, std::io::Error),
+}
+
+/// What recovery found, besides the store.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The table clock to continue from (the server's clock starts here).
+    pub now: u64,
+    /// Sessions open in the log: the server restores them and ends each one nobody
+    /// resumes within its timeout.
+    pub sessions: BTreeMap<SessionId, SessionKind>,
+    /// Request ids up to this were used.
+    pub max_request: u64,
+    /// Records replayed after the snapshot.
+    pub replayed: u64,
+    /// The snapshot's last index, if one was loaded.
+    pub snapshot_index: Option<u64>,
+    /// Holds restored.
+    pub holds: u64,
+    /// How long recovery took.
+    pub elapsed: Duration,
+    /// This start's epoch.
+    pub epoch: u64,
+}
+
+/// Opens (recovering, or creating) the store in `opts.dir`.
+pub fn open(opts: &Options) -> Result<(Store, Recovered), RecoveryError> {
+    let began = Instant::now();
+    std::fs::create_dir_all(&opts.dir).map_err(|e| RecoveryError::Dir(opts.dir.clone(), e))?;
+    restrict(&opts.dir);
+    let snapshots = SnapshotStore::open(opts.dir.join("snapshots"))?;
+    let latest = snapshots.load_latest()?;
+    let (snapshot_index, state) = match latest {
+        Some(s) => {
+            let state = image_codec::decode(&s.data).map_err(|source| RecoveryError::Decode {
+                what: format!("snapshot at index {}", s.last_index),
+                source,
+            })?;
+            (Some(s.last_index), Some(state))
+        }
+        None => (None, None),
+    };
+    let start = snapshot_index.map_or(1, |i| i + 1);
+    let mut wal_opts = WalOptions::new(opts.dir.join("wal"));
+    wal_opts.fsync = opts.fsync;
+    wal_opts.segment_size = opts.segment_size;
+    wal_opts.first_index = start;
+    wal_opts.recovery = if opts.repair {
+        RecoveryMode::TruncateAtFirstCorruption
+    } else {
+        RecoveryMode::TolerateTailCorruption
+    };
+    let (wal, report) = Wal::open(wal_opts)?;
+    if let Some(cut) = &report.cut {
+        warn!(
+            ?cut,
+            "the log's torn or corrupt tail was cut off (records never acknowledged)"
+        );
+    }
+    let log = wal.state();
+    if log.first_index > start && log.next_index > log.first_index {
+        return Err(RecoveryError::Gap {
+            dir: wal.dir().to_path_buf(),
+            first: log.first_index,
+            last: start - 1,
+        });
+    }
+
+    // The shard count is part of the state: token allocation depends on it.
+    let logged_shards = match &state {
+        Some(s) => Some(s.table.shards.len()),
+        None => first_start(&wal, start)?,
+    };
+    let shards = logged_shards.unwrap_or(opts.shards);
+    if shards != opts.shards {
+        warn!(
+            configured = opts.shards,
+            logged = shards,
+            "keeping the shard count of the data directory (tokens depend on it)"
+        );
+    }
+
+    let base_now = state.as_ref().map_or(0, |s| s.now);
+    let table = LockTable::new(shards, Limits::unlimited(), base_now);
+    let mut sessions = BTreeMap::new();
+    let mut epoch = 0;
+    let mut max_request = 0;
+    let mut last_now = base_now;
+    if let Some(s) = &state {
+        table.import(&s.table, base_now);
+        sessions = s.sessions.clone();
+        epoch = s.epoch;
+        max_request = s.next_request.saturating_sub(1);
+    }
+
+    let mut replayed = 0u64;
+    let mut events = Vec::new();
+    let mut at = start.max(log.first_index);
+    while at < log.next_index {
+        let end = (at + 4096).min(log.next_index);
+        for record in wal.read(at..end)? {
+            let entry = Entry::decode(&record.data).map_err(|source| RecoveryError::Decode {
+                what: format!("log record {} in {}", record.index, wal.dir().display()),
+                source,
+            })?;
+            match &entry.command {
+                Command::Start { epoch: e, .. } => epoch = epoch.max(*e),
+                Command::OpenSession { session, kind } => {
+                    sessions.insert(*session, kind.clone());
+                }
+                Command::CloseSession { session } => {
+                    sessions.remove(session);
+                }
+                Command::Acquire { req, .. } => max_request = max_request.max(req.id.0),
+                _ => {}
+            }
+            last_now = last_now.max(entry.now);
+            apply(&table, &entry, &mut events);
+            events.clear();
+            replayed += 1;
+        }
+        at = end;
+    }
+
+    let now = last_now + 1;
+    table.restart_leases(now);
+    let mut table = table;
+    table.set_limits(opts.limits.clone());
+    let holds = table.stats().holds;
+    let epoch = epoch + 1;
+    let store = Store::with_journal(
+        table,
+        JournalStart {
+            wal,
+            snapshots,
+            next_index: log.next_index,
+            last_now: now,
+            sessions: sessions.clone(),
+            max_request,
+            epoch,
+            snapshot_every: opts.snapshot_every,
+        },
+    );
+    store.start(shards as u32, now);
+    // The start record must be on disk before any token of this epoch goes out, in
+    // every fsync mode.
+    store
+        .wal()
+        .expect("a journal")
+        .sync()
+        .wait()
+        .map_err(RecoveryError::Wal)?;
+    let recovered = Recovered {
+        now,
+        sessions,
+        max_request,
+        replayed,
+        snapshot_index,
+        holds,
+        elapsed: began.elapsed(),
+        epoch,
+    };
+    info!(
+        dir = %opts.dir.display(),
+        snapshot = ?recovered.snapshot_index,
+        replayed = recovered.replayed,
+        holds = recovered.holds,
+        sessions = recovered.sessions.len(),
+        epoch,
+        elapsed = ?recovered.elapsed,
+        "recovered"
+    );
+    Ok((store, recovered))
+}
+
+/// The shard count logged by the first Start record, if the log begins with one.
+fn first_start(wal: &Wal, start: u64) -> Result<Option<usize>, RecoveryError> {
+    let first = wal.state().first_index.max(start);
+    let Some(record) = wal.read(first..first + 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let entry = Entry::decode(&record.data).map_err(|source| RecoveryError::Decode {
+        what: format!("log record {}", record.index),
+        source,
+    })?;
+    Ok(match entry.command {
+        Command::Start { shards, .. } => Some(shards as usize),
+        _ => None,
+    })
+}
+
+/// The data directory holds session secrets: owner only.
+fn restrict(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+}

@@ -1,0 +1,447 @@
+//! The store: the lock table and, unless the server runs in memory, the log in front of
+//! it. Every state change goes through here.
+//!
+//! With a log, changes are sequenced: under one mutex a command is applied to the table
+//! and its record handed to the WAL writer, so the log order is the apply order, which is
+//! what makes replay exact. The caller gets a [`Ticket`], the record's log index, and
+//! must not reply (or push anything that depends on the change) before
+//! [`Store::durable`] says the log has it. Commands that change nothing are not logged;
+//! their ticket is the last index assigned, since their reply may depend on changes that
+//! are not durable yet. Group commit comes from the WAL writer: it drains every record
+//! handed to it meanwhile, writes them, fsyncs once and completes them all.
+//!
+//! This is the small interface the replication issue will put openraft behind: propose
+//! (here: apply and append), learn the index and when it is durable, apply in log order.
+//!
+//! Without a log (`--in-memory`) the table is called directly and tickets are 0.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tracing::{error, info, warn};
+
+use super::command::{apply, fired_from, Applied, Command, Entry, SessionKind};
+use super::image_codec::{self, State};
+use super::watermark::{LogFailed, Watermark};
+use crate::engine::{
+    AcquireOutcome, AcquireRequest, Event, LockTable, NotHeld, RequestId, SessionId,
+};
+use crate::wal::{SnapshotStore, Wal};
+
+/// A log index to wait for before replying (0: nothing to wait for).
+pub type Ticket = u64;
+
+/// What the sequencer mutex protects.
+struct Seq {
+    /// Index the next record gets.
+    next: u64,
+    /// Largest `now` applied: logged times never go backwards.
+    last_now: u64,
+    /// Open sessions and their kinds (for snapshots and recovery).
+    sessions: BTreeMap<SessionId, SessionKind>,
+    /// Largest request id logged.
+    max_request: u64,
+    /// Records since the last snapshot was started.
+    since_snapshot: u64,
+    /// Reused record buffer.
+    buf: Vec<u8>,
+}
+
+/// The log side of a store.
+pub(super) struct Journal {
+    seq: Mutex<Seq>,
+    /// Last index assigned, readable without the mutex.
+    assigned: AtomicU64,
+    wal: Arc<Wal>,
+    snapshots: Arc<SnapshotStore>,
+    watermark: Arc<Watermark>,
+    epoch: u64,
+    snapshot_every: u64,
+    snapshotting: Arc<AtomicBool>,
+}
+
+/// See the module docs.
+pub struct Store {
+    table: LockTable,
+    journal: Option<Journal>,
+}
+
+/// How a journal starts (from recovery).
+pub(super) struct JournalStart {
+    pub wal: Wal,
+    pub snapshots: SnapshotStore,
+    pub next_index: u64,
+    pub last_now: u64,
+    pub sessions: BTreeMap<SessionId, SessionKind>,
+    pub max_request: u64,
+    pub epoch: u64,
+    pub snapshot_every: u64,
+}
+
+impl Store {
+    /// A store without a log.
+    pub fn in_memory(table: LockTable) -> Store {
+        Store {
+            table,
+            journal: None,
+        }
+    }
+
+    pub(super) fn with_journal(table: LockTable, start: JournalStart) -> Store {
+        let durable = start.next_index.saturating_sub(1);
+        Store {
+            table,
+            journal: Some(Journal {
+                seq: Mutex::new(Seq {
+                    next: start.next_index,
+                    last_now: start.last_now,
+                    sessions: start.sessions,
+                    max_request: start.max_request,
+                    since_snapshot: 0,
+                    buf: Vec::with_capacity(256),
+                }),
+                assigned: AtomicU64::new(durable),
+                wal: Arc::new(start.wal),
+                snapshots: Arc::new(start.snapshots),
+                watermark: Arc::new(Watermark::new(durable)),
+                epoch: start.epoch,
+                snapshot_every: start.snapshot_every.max(1),
+                snapshotting: Arc::new(AtomicBool::new(false)),
+            }),
+        }
+    }
+
+    /// The lock table, for reads (INSPECT, LOCKS, INFO). Changes go through the store.
+    pub fn table(&self) -> &LockTable {
+        &self.table
+    }
+
+    /// Whether a log backs the table.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// The ticket of a read: the last index assigned (a read may show changes that are
+    /// not durable yet, so its reply waits for them).
+    pub fn read_ticket(&self) -> Ticket {
+        self.journal
+            .as_ref()
+            .map_or(0, |j| j.assigned.load(Ordering::Acquire))
+    }
+
+    /// Waits until everything up to `ticket` is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), LogFailed> {
+        match &self.journal {
+            Some(j) if ticket > 0 => j.watermark.wait(ticket).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The watermark, for waiting on a failure.
+    pub fn watermark(&self) -> Option<Arc<Watermark>> {
+        self.journal.as_ref().map(|j| j.watermark.clone())
+    }
+
+    /// Opens a session.
+    pub fn open_session(&self, kind: SessionKind, now: u64) -> (SessionId, Ticket) {
+        let Some(j) = &self.journal else {
+            return (self.table.open_session(), 0);
+        };
+        let mut seq = j.seq.lock();
+        let now = seq.now(now);
+        let session = self.table.open_session();
+        seq.sessions.insert(session, kind.clone());
+        let t = self.commit(
+            j,
+            &mut seq,
+            &Entry {
+                now,
+                command: Command::OpenSession { session, kind },
+            },
+        );
+        (session, t)
+    }
+
+    /// Ends a session: queued requests cancelled, holds released (grants in `events`).
+    pub fn close_session(&self, session: SessionId, now: u64, events: &mut Vec<Event>) -> Ticket {
+        let Some(j) = &self.journal else {
+            self.table.close_session(session, now, events);
+            return 0;
+        };
+        let mut seq = j.seq.lock();
+        if seq.sessions.remove(&session).is_none() {
+            return seq.next - 1;
+        }
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::CloseSession { session },
+        };
+        apply(&self.table, &entry, events);
+        self.commit(j, &mut seq, &entry)
+    }
+
+    /// ACQUIRE.
+    pub fn acquire(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        now: u64,
+    ) -> (AcquireOutcome, Ticket) {
+        let Some(j) = &self.journal else {
+            return (self.table.acquire(session, key, req, now), 0);
+        };
+        let mut seq = j.seq.lock();
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::Acquire {
+                session,
+                key,
+                req: *req,
+            },
+        };
+        let Applied::Acquire(outcome) = apply(&self.table, &entry, &mut Vec::new()) else {
+            unreachable!("an acquire applies as one")
+        };
+        let t = if matches!(outcome, AcquireOutcome::Granted(_) | AcquireOutcome::Queued) {
+            seq.max_request = seq.max_request.max(req.id.0);
+            self.commit(j, &mut seq, &entry)
+        } else {
+            seq.next - 1
+        };
+        (outcome, t)
+    }
+
+    /// RELEASE.
+    pub fn release(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (Result<(), NotHeld>, Ticket) {
+        let Some(j) = &self.journal else {
+            return (self.table.release(session, key, now, events), 0);
+        };
+        let mut seq = j.seq.lock();
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::Release { session, key },
+        };
+        let applied = apply(&self.table, &entry, events);
+        let t = self.commit_if(j, &mut seq, &entry, &applied);
+        let Applied::Release(r) = applied else {
+            unreachable!("a release applies as one")
+        };
+        (r, t)
+    }
+
+    /// Cancels a queued request.
+    pub fn cancel(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (bool, Ticket) {
+        let Some(j) = &self.journal else {
+            return (self.table.cancel(session, key, now, events), 0);
+        };
+        let mut seq = j.seq.lock();
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::Cancel { session, key },
+        };
+        let applied = apply(&self.table, &entry, events);
+        let t = self.commit_if(j, &mut seq, &entry, &applied);
+        (matches!(applied, Applied::Cancel(true)), t)
+    }
+
+    /// RENEW. Not logged (see [`super::command`]); its ticket covers the state it saw.
+    pub fn renew(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        ttl_ms: Option<u64>,
+        now: u64,
+    ) -> (Result<u64, NotHeld>, Ticket) {
+        (
+            self.table.renew(session, key, ttl_ms, now),
+            self.read_ticket(),
+        )
+    }
+
+    /// Fires the timers due at `now` and logs what fired.
+    pub fn advance(&self, now: u64, events: &mut Vec<Event>) -> Ticket {
+        let Some(j) = &self.journal else {
+            self.table.advance(now, events);
+            return 0;
+        };
+        let mut seq = j.seq.lock();
+        let now = seq.now(now);
+        let start = events.len();
+        self.table.advance(now, events);
+        let fired = fired_from(&events[start..]);
+        if fired.is_empty() {
+            return seq.next - 1;
+        }
+        self.commit(
+            j,
+            &mut seq,
+            &Entry {
+                now,
+                command: Command::Tick { fired },
+            },
+        )
+    }
+
+    /// Logs a server start (see [`Command::Start`]) and applies it; recovery syncs it.
+    pub(super) fn start(&self, shards: u32, now: u64) -> Ticket {
+        let Some(j) = &self.journal else { return 0 };
+        let mut seq = j.seq.lock();
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::Start {
+                epoch: j.epoch,
+                shards,
+            },
+        };
+        apply(&self.table, &entry, &mut Vec::new());
+        self.commit(j, &mut seq, &entry)
+    }
+
+    /// The WAL, for recovery's final sync and for shutdown.
+    pub(super) fn wal(&self) -> Option<&Arc<Wal>> {
+        self.journal.as_ref().map(|j| &j.wal)
+    }
+
+    /// Flushes and fsyncs the log (a clean shutdown).
+    pub fn sync(&self) -> Result<(), LogFailed> {
+        match &self.journal {
+            Some(j) => j.wal.sync().wait().map_err(|e| LogFailed(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a snapshot now (in the background) unless one is being taken.
+    pub fn snapshot(&self) -> bool {
+        let Some(j) = &self.journal else { return false };
+        let mut seq = j.seq.lock();
+        self.start_snapshot(j, &mut seq)
+    }
+
+    /// Waits (bounded) for a background snapshot to finish: tests and shutdown.
+    pub fn wait_snapshot(&self, timeout: std::time::Duration) -> bool {
+        let Some(j) = &self.journal else { return true };
+        let end = std::time::Instant::now() + timeout;
+        while j.snapshotting.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
+    }
+
+    fn commit_if(
+        &self,
+        j: &Journal,
+        seq: &mut Seq,
+        entry: &Entry<'_>,
+        applied: &Applied,
+    ) -> Ticket {
+        if applied.changed() {
+            self.commit(j, seq, entry)
+        } else {
+            seq.next - 1
+        }
+    }
+
+    /// Appends the record of an applied command; called with the sequencer held, so the
+    /// log order is the apply order.
+    fn commit(&self, j: &Journal, seq: &mut Seq, entry: &Entry<'_>) -> Ticket {
+        seq.buf.clear();
+        entry.encode(&mut seq.buf);
+        let record = seq.buf.clone();
+        let index = seq.next;
+        seq.next += 1;
+        j.assigned.store(index, Ordering::Release);
+        let watermark = j.watermark.clone();
+        j.wal.append_with(vec![record], move |result| match result {
+            Ok(range) => {
+                debug_assert_eq!(range.start, index, "the sequencer predicts WAL indexes");
+                watermark.complete(range.end - 1);
+            }
+            Err(e) => {
+                error!(error = %e, "write-ahead log failed: no reply will be acknowledged from now on");
+                watermark.fail(e.to_string());
+            }
+        });
+        seq.since_snapshot += 1;
+        if seq.since_snapshot >= j.snapshot_every {
+            self.start_snapshot(j, seq);
+        }
+        index
+    }
+
+    /// Draws the table's image under the sequencer (so it is the state at exactly the
+    /// last assigned index) and writes it, then purges the log, on a background thread.
+    fn start_snapshot(&self, j: &Journal, seq: &mut Seq) -> bool {
+        if j.snapshotting.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        seq.since_snapshot = 0;
+        let last_index = seq.next - 1;
+        let began = std::time::Instant::now();
+        let state = State {
+            epoch: j.epoch,
+            now: seq.last_now,
+            next_request: seq.max_request.saturating_add(1),
+            sessions: seq.sessions.clone(),
+            table: self.table.export(),
+        };
+        let paused = began.elapsed();
+        let (wal, snapshots, flag) = (j.wal.clone(), j.snapshots.clone(), j.snapshotting.clone());
+        let spawned = std::thread::Builder::new()
+            .name("turnstile-snapshot".into())
+            .spawn(move || {
+                let bytes = image_codec::encode(&state);
+                drop(state);
+                match snapshots.save(last_index, &bytes) {
+                    Ok(meta) => {
+                        info!(last_index, bytes = meta.len, ?paused, "snapshot saved");
+                        // Records up to the snapshot are no longer needed to recover.
+                        if let Err(e) = wal.purge(last_index).wait() {
+                            warn!(error = %e, "purging the log after a snapshot failed");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "saving a snapshot failed; the log keeps everything")
+                    }
+                }
+                flag.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            j.snapshotting.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+}
+
+impl Seq {
+    /// The time to apply at: never before the last applied one.
+    fn now(&mut self, now: u64) -> u64 {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+}
+
+/// Request ids: the high 32 bits count, the low 32 carry the binary client's request id
+/// (0 in text mode), so that a binary session restored after a restart can tell its
+/// client which queued request a grant answers.
+pub fn request_id(counter: u64, client_id: u32) -> RequestId {
+    RequestId((counter << 32) | u64::from(client_id))
+}

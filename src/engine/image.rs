@@ -1,0 +1,104 @@
+//! A plain-data picture of the whole lock table, for snapshots.
+//!
+//! [`super::LockTable::export`] draws it and [`super::LockTable::import`] rebuilds a table
+//! from it. Everything that decides later outcomes is in it, in the order that decides
+//! them: each lock's holders and queue in order, each session's hold list (a session end
+//! releases its holds in that order, and every release may grant, so the order picks
+//! which waiter gets which token) and its queued requests, and each shard's token
+//! counter. Lease deadlines are not: a restored hold gets its full TTL again from the
+//! moment of recovery (clocks do not survive a restart). Wait deadlines are, since a WAIT
+//! is counted on the table's own clock, which recovery continues.
+
+use super::key::Key;
+use super::types::{Kind, Mode, RequestId, SessionId};
+
+/// The whole table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableImage {
+    /// The id the next opened session gets.
+    pub next_session: u64,
+    /// One per shard, in shard order (the shard count is part of the picture: tokens and
+    /// shard choice depend on it).
+    pub shards: Vec<ShardImage>,
+}
+
+/// One shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardImage {
+    /// The shard's token counter: its next token is `next_seq * shards + index + 1`.
+    pub next_seq: u64,
+    /// Every key with holders or waiters.
+    pub locks: Vec<LockImage>,
+    /// Every session with a hold or a queued request in this shard.
+    pub sessions: Vec<SessionImage>,
+}
+
+/// One key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockImage {
+    /// The key.
+    pub key: Key,
+    /// Lock or semaphore (with its limit).
+    pub kind: Kind,
+    /// The last token granted on it.
+    pub last_token: u64,
+    /// Holders in order.
+    pub holders: Vec<HoldImage>,
+    /// Queued requests, head first.
+    pub waiters: Vec<WaiterImage>,
+}
+
+/// A granted hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldImage {
+    /// Who holds it.
+    pub session: SessionId,
+    /// Its fencing token.
+    pub token: u64,
+    /// Its lease TTL in ms (the one renewals without a TTL reuse).
+    pub ttl_ms: u32,
+    /// Reentrant depth (1 for a plain hold).
+    pub count: u32,
+    /// Its mode.
+    pub mode: Mode,
+}
+
+/// A queued request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaiterImage {
+    /// Who waits.
+    pub session: SessionId,
+    /// The request's id (named in the grant or timeout event).
+    pub request: RequestId,
+    /// The mode asked for.
+    pub mode: Mode,
+    /// The lease TTL the grant will get.
+    pub ttl_ms: u32,
+    /// When it queued (table clock).
+    pub since: u64,
+    /// When its WAIT runs out (table clock); None waits without a limit.
+    pub deadline: Option<u64>,
+}
+
+/// A session's footprint in one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionImage {
+    /// The session.
+    pub session: SessionId,
+    /// Keys it holds, in its hold-list order (most recent grant first).
+    pub holds: Vec<Key>,
+    /// Keys it has a queued request on, in order.
+    pub queued: Vec<Key>,
+}
+
+impl TableImage {
+    /// Puts every list in a canonical order, so two images of the same state compare
+    /// equal however their tables laid out memory (tests; snapshots need no sorting).
+    pub fn canonical(mut self) -> TableImage {
+        for shard in &mut self.shards {
+            shard.locks.sort_by(|a, b| a.key.cmp(&b.key));
+            shard.sessions.sort_by_key(|s| s.session);
+        }
+        self
+    }
+}
