@@ -61,6 +61,33 @@ impl Server {
             config.in_memory = true;
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Server::serve(listener, config)
+    }
+
+    /// A server on `addr` again (a restart), bound with bounded retries.
+    pub async fn start_at(config: Config, addr: SocketAddr) -> Server {
+        for _ in 0..100 {
+            if let Ok(listener) = TcpListener::bind(addr).await {
+                return Server::serve(listener, config);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("could not bind {addr} again");
+    }
+
+    /// Stops the server and waits (bounded) until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self._task;
+        within("server stop", task)
+            .await
+            .expect("server task")
+            .expect("server::run returns Ok");
+    }
+
+    fn serve(listener: TcpListener, config: Config) -> Server {
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(turnstile::server::run(listener, config, async move {
