@@ -76,6 +76,15 @@ async fn holds_queues_and_tokens_survive_a_restart() {
 
     let server = Server::start_at(durable_config(&dir), addr).await;
     let mut c = server.redis().await;
+    let info: String = ok(&mut c, &["INFO", "persistence"]).await;
+    for field in [
+        "persistence:wal",
+        "fsync:always",
+        "epoch:2",
+        "recovery_restored_holds:3",
+    ] {
+        assert!(info.contains(field), "{field} in {info}");
+    }
     let info = inspect(&mut c, "held").await.expect("held is still held");
     assert_eq!(info.holders.len(), 1);
     assert_eq!(

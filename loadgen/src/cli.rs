@@ -245,7 +245,7 @@ pub struct CompareArgs {
     /// default address.
     #[arg(long, value_name = "ADDR")]
     pub turnstile: Option<String>,
-    /// Turnstile's binary protocol (not yet available).
+    /// Turnstile's binary protocol (through the client library).
     #[arg(long, value_name = "ADDR")]
     pub turnstile_bin: Option<String>,
     /// Redis in memory.

@@ -113,9 +113,36 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                     max,
                 );
             }
-            "persistence" => {
-                s.push_str("# Persistence\r\npersistence:none\r\nfsync:none\r\n");
-            }
+            "persistence" => match shared.store.persistence() {
+                None => s.push_str("# Persistence\r\npersistence:none\r\nfsync:none\r\n"),
+                Some(p) => {
+                    let fsync = match p.fsync {
+                        crate::wal::FsyncMode::Always => "always".to_string(),
+                        crate::wal::FsyncMode::Never => "never".to_string(),
+                        crate::wal::FsyncMode::Interval(d) => {
+                            format!("interval:{}", d.as_millis())
+                        }
+                    };
+                    let _ = write!(
+                            s,
+                            "# Persistence\r\npersistence:wal\r\ndata_dir:{}\r\nfsync:{}\r\nepoch:{}\r\nlog_last_index:{}\r\nlog_durable_index:{}\r\nlog_first_index:{}\r\nsnapshot_last_index:{}\r\nsnapshots_saved:{}\r\nsnapshot_in_progress:{}\r\n",
+                            p.dir.display(),
+                            fsync,
+                            p.epoch,
+                            p.last_index,
+                            p.durable_index,
+                            p.first_index,
+                            p.snapshot_index,
+                            p.snapshots_saved,
+                            u8::from(p.snapshot_in_progress),
+                        );
+                    for kv in p.recovery.split(' ') {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            let _ = write!(s, "recovery_{k}:{v}\r\n");
+                        }
+                    }
+                }
+            },
             "replication" => {
                 s.push_str(
                     "# Replication\r\nrole:leader\r\nmode:standalone\r\nconnected_followers:0\r\n",

@@ -24,7 +24,7 @@ pub mod watermark;
 pub use codec::DecodeError;
 pub use command::{Command, Entry, SessionKind, EPOCH_SHIFT};
 pub use recovery::{open, Options, Recovered, RecoveryError};
-pub use store::{request_id, Store, Ticket};
+pub use store::{request_id, PersistenceInfo, Store, Ticket};
 pub use watermark::LogFailed;
 
 #[cfg(test)]

@@ -208,6 +208,8 @@ pub fn open(opts: &Options) -> Result<(Store, Recovered), RecoveryError> {
             max_request,
             epoch,
             snapshot_every: opts.snapshot_every,
+            snapshot_index: snapshot_index.unwrap_or(0),
+            fsync: opts.fsync,
         },
     );
     store.start(shards as u32, now);
@@ -229,6 +231,14 @@ pub fn open(opts: &Options) -> Result<(Store, Recovered), RecoveryError> {
         elapsed: began.elapsed(),
         epoch,
     };
+    store.set_recovery(format!(
+        "snapshot_index={} replayed_records={} restored_holds={} restored_sessions={} elapsed_ms={}",
+        snapshot_index.unwrap_or(0),
+        replayed,
+        holds,
+        recovered.sessions.len(),
+        recovered.elapsed.as_millis()
+    ));
     info!(
         dir = %opts.dir.display(),
         snapshot = ?recovered.snapshot_index,

@@ -60,6 +60,37 @@ pub(super) struct Journal {
     epoch: u64,
     snapshot_every: u64,
     snapshotting: Arc<AtomicBool>,
+    /// Last index of the newest snapshot saved (0: none), and how many were saved.
+    snapshot_index: Arc<AtomicU64>,
+    snapshots_saved: Arc<AtomicU64>,
+    fsync: crate::wal::FsyncMode,
+    /// What recovery did at startup, for INFO.
+    pub(super) recovery: parking_lot::Mutex<String>,
+}
+
+/// What INFO's persistence section shows.
+#[derive(Clone, Debug)]
+pub struct PersistenceInfo {
+    /// The data directory.
+    pub dir: std::path::PathBuf,
+    /// The fsync mode.
+    pub fsync: crate::wal::FsyncMode,
+    /// This start's epoch.
+    pub epoch: u64,
+    /// Last log index assigned.
+    pub last_index: u64,
+    /// Last log index durable.
+    pub durable_index: u64,
+    /// First index still in the log files.
+    pub first_index: u64,
+    /// Last index of the newest snapshot (0: none).
+    pub snapshot_index: u64,
+    /// Snapshots saved since start.
+    pub snapshots_saved: u64,
+    /// Whether a snapshot is being written.
+    pub snapshot_in_progress: bool,
+    /// What recovery did.
+    pub recovery: String,
 }
 
 /// See the module docs.
@@ -78,6 +109,8 @@ pub(super) struct JournalStart {
     pub max_request: u64,
     pub epoch: u64,
     pub snapshot_every: u64,
+    pub snapshot_index: u64,
+    pub fsync: crate::wal::FsyncMode,
 }
 
 impl Store {
@@ -109,6 +142,10 @@ impl Store {
                 epoch: start.epoch,
                 snapshot_every: start.snapshot_every.max(1),
                 snapshotting: Arc::new(AtomicBool::new(false)),
+                snapshot_index: Arc::new(AtomicU64::new(start.snapshot_index)),
+                snapshots_saved: Arc::new(AtomicU64::new(0)),
+                fsync: start.fsync,
+                recovery: parking_lot::Mutex::new(String::new()),
             }),
         }
     }
@@ -136,6 +173,30 @@ impl Store {
         match &self.journal {
             Some(j) if ticket > 0 => j.watermark.wait(ticket).await,
             _ => Ok(()),
+        }
+    }
+
+    /// The log's state for INFO (None in memory).
+    pub fn persistence(&self) -> Option<PersistenceInfo> {
+        let j = self.journal.as_ref()?;
+        let log = j.wal.state();
+        Some(PersistenceInfo {
+            dir: j.wal.dir().parent().unwrap_or(j.wal.dir()).to_path_buf(),
+            fsync: j.fsync,
+            epoch: j.epoch,
+            last_index: j.assigned.load(Ordering::Acquire),
+            durable_index: j.watermark.get(),
+            first_index: log.first_index,
+            snapshot_index: j.snapshot_index.load(Ordering::Relaxed),
+            snapshots_saved: j.snapshots_saved.load(Ordering::Relaxed),
+            snapshot_in_progress: j.snapshotting.load(Ordering::Relaxed),
+            recovery: j.recovery.lock().clone(),
+        })
+    }
+
+    pub(super) fn set_recovery(&self, text: String) {
+        if let Some(j) = &self.journal {
+            *j.recovery.lock() = text;
         }
     }
 
@@ -404,6 +465,7 @@ impl Store {
         };
         let paused = began.elapsed();
         let (wal, snapshots, flag) = (j.wal.clone(), j.snapshots.clone(), j.snapshotting.clone());
+        let (saved_index, saved) = (j.snapshot_index.clone(), j.snapshots_saved.clone());
         let spawned = std::thread::Builder::new()
             .name("turnstile-snapshot".into())
             .spawn(move || {
@@ -412,6 +474,8 @@ impl Store {
                 match snapshots.save(last_index, &bytes) {
                     Ok(meta) => {
                         info!(last_index, bytes = meta.len, ?paused, "snapshot saved");
+                        saved_index.store(last_index, Ordering::Relaxed);
+                        saved.fetch_add(1, Ordering::Relaxed);
                         // Records up to the snapshot are no longer needed to recover.
                         if let Err(e) = wal.purge(last_index).wait() {
                             warn!(error = %e, "purging the log after a snapshot failed");
