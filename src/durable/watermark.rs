@@ -17,6 +17,8 @@ pub struct Watermark {
     index: AtomicU64,
     notify: Notify,
     failed: OnceLock<String>,
+    /// Woken only on failure, so the task watching for one is not woken by every batch.
+    on_failure: Notify,
 }
 
 impl Watermark {
@@ -43,6 +45,7 @@ impl Watermark {
     pub fn fail(&self, why: String) {
         let _ = self.failed.set(why);
         self.notify.notify_waiters();
+        self.on_failure.notify_waiters();
     }
 
     /// The failure, if the log failed.
@@ -75,7 +78,7 @@ impl Watermark {
     /// Waits until the log fails (for the task that stops the server then).
     pub async fn failed(&self) -> LogFailed {
         loop {
-            let notified = self.notify.notified();
+            let notified = self.on_failure.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(e) = self.failure() {
