@@ -45,15 +45,22 @@ struct Seq {
     max_request: u64,
     /// Records since the last snapshot was started.
     since_snapshot: u64,
-    /// Reused record buffer.
-    buf: Vec<u8>,
+    /// Records assigned but not yet handed to the WAL writer (see [`Store::flush`]).
+    pending: Vec<Vec<u8>>,
+    /// Index of the first pending record.
+    pending_first: u64,
 }
+
+/// Pending records are handed to the writer at the latest when this many accumulate.
+const MAX_PENDING: usize = 256;
 
 /// The log side of a store.
 pub(super) struct Journal {
     seq: Mutex<Seq>,
     /// Last index assigned, readable without the mutex.
     assigned: AtomicU64,
+    /// Last index handed to the WAL writer.
+    flushed: AtomicU64,
     wal: Arc<Wal>,
     snapshots: Arc<SnapshotStore>,
     watermark: Arc<Watermark>,
@@ -133,9 +140,11 @@ impl Store {
                     sessions: start.sessions,
                     max_request: start.max_request,
                     since_snapshot: 0,
-                    buf: Vec::with_capacity(256),
+                    pending: Vec::with_capacity(MAX_PENDING),
+                    pending_first: start.next_index,
                 }),
                 assigned: AtomicU64::new(durable),
+                flushed: AtomicU64::new(durable),
                 wal: Arc::new(start.wal),
                 snapshots: Arc::new(start.snapshots),
                 watermark: Arc::new(Watermark::new(durable)),
@@ -169,11 +178,55 @@ impl Store {
     }
 
     /// Waits until everything up to `ticket` is durable.
+    ///
+    /// Group commit starts here: records wait in the sequencer until someone needs one
+    /// of them durable. That task first yields once, so every other task ready on its
+    /// worker (other connections' commands, arrived in the same turn) can add records,
+    /// and then hands them all to the WAL writer as one batch: one write, one fsync.
+    /// Redis gets the same batching from its event loop's `beforeSleep`.
     pub async fn durable(&self, ticket: Ticket) -> Result<(), LogFailed> {
-        match &self.journal {
-            Some(j) if ticket > 0 => j.watermark.wait(ticket).await,
-            _ => Ok(()),
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        if ticket == 0 || j.watermark.get() >= ticket {
+            return Ok(());
         }
+        if j.flushed.load(Ordering::Acquire) < ticket {
+            tokio::task::yield_now().await;
+            if j.flushed.load(Ordering::Acquire) < ticket {
+                self.flush();
+            }
+        }
+        j.watermark.wait(ticket).await
+    }
+
+    /// Hands every pending record to the WAL writer.
+    pub fn flush(&self) {
+        if let Some(j) = &self.journal {
+            let mut seq = j.seq.lock();
+            Self::flush_locked(j, &mut seq);
+        }
+    }
+
+    fn flush_locked(j: &Journal, seq: &mut Seq) {
+        if seq.pending.is_empty() {
+            return;
+        }
+        let records = std::mem::replace(&mut seq.pending, Vec::with_capacity(MAX_PENDING));
+        let first = seq.pending_first;
+        seq.pending_first = seq.next;
+        j.flushed.store(seq.next - 1, Ordering::Release);
+        let watermark = j.watermark.clone();
+        j.wal.append_with(records, move |result| match result {
+            Ok(range) => {
+                debug_assert_eq!(range.start, first, "the sequencer predicts WAL indexes");
+                watermark.complete(range.end - 1);
+            }
+            Err(e) => {
+                error!(error = %e, "write-ahead log failed: no reply will be acknowledged from now on");
+                watermark.fail(e.to_string());
+            }
+        });
     }
 
     /// The log's state for INFO (None in memory).
@@ -381,7 +434,10 @@ impl Store {
     /// Flushes and fsyncs the log (a clean shutdown).
     pub fn sync(&self) -> Result<(), LogFailed> {
         match &self.journal {
-            Some(j) => j.wal.sync().wait().map_err(|e| LogFailed(e.to_string())),
+            Some(j) => {
+                self.flush();
+                j.wal.sync().wait().map_err(|e| LogFailed(e.to_string()))
+            }
             None => Ok(()),
         }
     }
@@ -423,23 +479,15 @@ impl Store {
     /// Appends the record of an applied command; called with the sequencer held, so the
     /// log order is the apply order.
     fn commit(&self, j: &Journal, seq: &mut Seq, entry: &Entry<'_>) -> Ticket {
-        seq.buf.clear();
-        entry.encode(&mut seq.buf);
-        let record = seq.buf.clone();
+        let mut record = Vec::with_capacity(32);
+        entry.encode(&mut record);
         let index = seq.next;
         seq.next += 1;
         j.assigned.store(index, Ordering::Release);
-        let watermark = j.watermark.clone();
-        j.wal.append_with(vec![record], move |result| match result {
-            Ok(range) => {
-                debug_assert_eq!(range.start, index, "the sequencer predicts WAL indexes");
-                watermark.complete(range.end - 1);
-            }
-            Err(e) => {
-                error!(error = %e, "write-ahead log failed: no reply will be acknowledged from now on");
-                watermark.fail(e.to_string());
-            }
-        });
+        seq.pending.push(record);
+        if seq.pending.len() >= MAX_PENDING {
+            Self::flush_locked(j, seq);
+        }
         seq.since_snapshot += 1;
         if seq.since_snapshot >= j.snapshot_every {
             self.start_snapshot(j, seq);
@@ -453,6 +501,8 @@ impl Store {
         if j.snapshotting.swap(true, Ordering::AcqRel) {
             return false;
         }
+        // The purge after the snapshot must find every record it covers in the WAL.
+        Self::flush_locked(j, seq);
         seq.since_snapshot = 0;
         let last_index = seq.next - 1;
         let began = std::time::Instant::now();

@@ -255,6 +255,7 @@ pub(super) fn close_session(shared: &Shared, session: SessionId) {
     shared
         .store
         .close_session(session, shared.clock.now_ms(), &mut events);
+    shared.store.flush();
     shared.router.route(&mut events);
 }
 

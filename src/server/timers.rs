@@ -20,6 +20,9 @@ pub async fn run(shared: Arc<Shared>, notify: Arc<Notify>, mut shutdown: watch::
         table.set_wake_at(0);
         let now = shared.clock.now_ms();
         shared.store.advance(now, &mut events);
+        // Nobody may wait for these records (an expiry nobody is told of): send them to
+        // the log now rather than with the next batch.
+        shared.store.flush();
         if !events.is_empty() {
             shared.router.route(&mut events);
         }
