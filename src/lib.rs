@@ -11,6 +11,8 @@
 //! - [`config`]: every setting and limit, with its default.
 //! - [`durable`]: the log in front of the table: commands, the sequencer, snapshots of the
 //!   table, recovery.
+//! - [`raft`]: replication on openraft: log storage on the WAL, the lock table as the
+//!   state machine, peer transport, [`raft::RaftNode`] (not yet wired into the server).
 //! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots).
 
 pub mod cmd;
@@ -21,6 +23,7 @@ pub mod engine;
 pub mod glob;
 pub mod lease;
 pub mod protocol;
+pub mod raft;
 pub mod server;
 pub mod wal;
 
