@@ -50,6 +50,19 @@ pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// Appends a session kind (see [`Reader::session_kind`]).
+pub fn put_session_kind(out: &mut Vec<u8>, kind: &super::command::SessionKind) {
+    use super::command::SessionKind;
+    match kind {
+        SessionKind::Text => out.push(0),
+        SessionKind::Binary { secret, timeout_ms } => {
+            out.push(1);
+            out.extend_from_slice(secret);
+            put_u64(out, *timeout_ms);
+        }
+    }
+}
+
 /// Appends a mode: `0` exclusive, `1` shared, `2 limit permits` semaphore.
 pub fn put_mode(out: &mut Vec<u8>, mode: Mode) {
     match mode {
@@ -139,6 +152,24 @@ impl<'a> Reader<'a> {
             }),
             tag => Err(DecodeError::Tag {
                 what: "mode",
+                tag,
+                at,
+            }),
+        }
+    }
+
+    /// A session kind: `0` text, `1 secret:16 timeout_ms` binary.
+    pub fn session_kind(&mut self) -> Result<super::command::SessionKind, DecodeError> {
+        use super::command::{SessionKind, SECRET_LEN};
+        let at = self.pos;
+        match self.u8()? {
+            0 => Ok(SessionKind::Text),
+            1 => Ok(SessionKind::Binary {
+                secret: self.take(SECRET_LEN)?.try_into().expect("16 bytes"),
+                timeout_ms: self.u64()?,
+            }),
+            tag => Err(DecodeError::Tag {
+                what: "session kind",
                 tag,
                 at,
             }),

@@ -24,7 +24,7 @@
 //! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
 //! ```
 
-use super::codec::{put_bytes, put_mode, put_u64, DecodeError, Reader};
+use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
 use crate::engine::{
     AcquireOutcome, AcquireRequest, Event, Key, LockTable, NotHeld, RequestId, SessionId,
 };
@@ -153,14 +153,7 @@ impl Entry<'_> {
             }
             Command::OpenSession { session, kind } => {
                 put_u64(out, session.0);
-                match kind {
-                    SessionKind::Text => out.push(0),
-                    SessionKind::Binary { secret, timeout_ms } => {
-                        out.push(1);
-                        out.extend_from_slice(secret);
-                        put_u64(out, *timeout_ms);
-                    }
-                }
+                put_session_kind(out, kind);
             }
             Command::CloseSession { session } => put_u64(out, session.0),
             Command::Acquire { session, key, req } => {
@@ -213,25 +206,10 @@ impl<'a> Entry<'a> {
                 epoch: r.u64()?,
                 shards: r.u32()?,
             },
-            2 => {
-                let s = session(&mut r)?;
-                let at = r.u8()?;
-                let kind = match at {
-                    0 => SessionKind::Text,
-                    1 => SessionKind::Binary {
-                        secret: r.take(SECRET_LEN)?.try_into().expect("16 bytes"),
-                        timeout_ms: r.u64()?,
-                    },
-                    tag => {
-                        return Err(DecodeError::Tag {
-                            what: "session kind",
-                            tag,
-                            at: 0,
-                        })
-                    }
-                };
-                Command::OpenSession { session: s, kind }
-            }
+            2 => Command::OpenSession {
+                session: session(&mut r)?,
+                kind: r.session_kind()?,
+            },
             3 => Command::CloseSession {
                 session: session(&mut r)?,
             },

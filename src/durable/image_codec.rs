@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use super::codec::{put_bytes, put_mode, put_u64, DecodeError, Reader};
-use super::command::{SessionKind, SECRET_LEN};
+use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
+use super::command::SessionKind;
 use crate::engine::{
     HoldImage, Key, Kind, LockImage, RequestId, SessionId, SessionImage, ShardImage, TableImage,
     WaiterImage,
@@ -40,17 +40,6 @@ pub struct State {
     pub table: TableImage,
 }
 
-fn put_kind(out: &mut Vec<u8>, kind: &SessionKind) {
-    match kind {
-        SessionKind::Text => out.push(0),
-        SessionKind::Binary { secret, timeout_ms } => {
-            out.push(1);
-            out.extend_from_slice(secret);
-            put_u64(out, *timeout_ms);
-        }
-    }
-}
-
 /// Encodes a snapshot payload.
 pub fn encode(state: &State) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + state.table.shards.len() * 64);
@@ -63,7 +52,7 @@ pub fn encode(state: &State) -> Vec<u8> {
     put_u64(&mut out, state.sessions.len() as u64);
     for (id, kind) in &state.sessions {
         put_u64(&mut out, id.0);
-        put_kind(&mut out, kind);
+        put_session_kind(&mut out, kind);
     }
     for shard in &state.table.shards {
         put_u64(&mut out, shard.next_seq);
@@ -136,20 +125,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
     let mut sessions = BTreeMap::new();
     for _ in 0..r.count()? {
         let id = SessionId(r.u64()?);
-        let kind = match r.u8()? {
-            0 => SessionKind::Text,
-            1 => SessionKind::Binary {
-                secret: r.take(SECRET_LEN)?.try_into().expect("16 bytes"),
-                timeout_ms: r.u64()?,
-            },
-            tag => {
-                return Err(DecodeError::Tag {
-                    what: "session kind",
-                    tag,
-                    at: 0,
-                })
-            }
-        };
+        let kind = r.session_kind()?;
         sessions.insert(id, kind);
     }
     let mut images = Vec::with_capacity(shards);

@@ -803,9 +803,9 @@ impl Shard {
             let Some(lock) = self.locks[idx as usize].as_ref() else {
                 continue;
             };
+            let wheel = &self.wheel;
             if timer.is_wait() {
                 // The waiter whose deadline fired: its timer is no longer pending.
-                let wheel = &self.wheel;
                 let Some(pos) = lock.queue.as_ref().and_then(|q| {
                     q.iter().position(|w| {
                         timer.names(w.session)
@@ -814,15 +814,8 @@ impl Shard {
                 }) else {
                     continue;
                 };
-                let waiter = self.drop_waiter(idx, pos, false, ctx);
-                self.stats.timeouts += 1;
-                events.push(Event::TimedOut {
-                    session: waiter.session,
-                    request: waiter.request,
-                    key: self.lock(idx).key.clone(),
-                });
+                self.end_wait(idx, pos, None, now, ctx, events);
             } else {
-                let wheel = &self.wheel;
                 let Some(pos) = lock
                     .holders
                     .iter()
@@ -830,16 +823,8 @@ impl Shard {
                 else {
                     continue;
                 };
-                let hold = self.drop_hold(idx, pos, ctx);
-                self.stats.expiries += 1;
-                events.push(Event::Expired {
-                    session: hold.session,
-                    key: self.lock(idx).key.clone(),
-                    token: FencingToken(hold.token),
-                });
+                self.end_lease(idx, pos, None, now, ctx, events);
             }
-            self.grant_waiters(idx, now, ctx, events);
-            self.remove_if_idle(idx, None, ctx);
         }
         self.fired = fired;
     }
@@ -862,16 +847,50 @@ impl Shard {
         let Some(pos) = self.lock(idx).holder(session) else {
             return false;
         };
+        self.end_lease(idx, pos, Some(hash), now, ctx, events);
+        true
+    }
+
+    /// A lease ran out: the hold goes, the waiters it blocked are granted.
+    fn end_lease(
+        &mut self,
+        idx: u32,
+        pos: usize,
+        hash: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
         let hold = self.drop_hold(idx, pos, ctx);
         self.stats.expiries += 1;
         events.push(Event::Expired {
-            session,
+            session: hold.session,
             key: self.lock(idx).key.clone(),
             token: FencingToken(hold.token),
         });
         self.grant_waiters(idx, now, ctx, events);
-        self.remove_if_idle(idx, Some(hash), ctx);
-        true
+        self.remove_if_idle(idx, hash, ctx);
+    }
+
+    /// A WAIT ran out: the request leaves the queue, which may let the ones behind it in.
+    fn end_wait(
+        &mut self,
+        idx: u32,
+        pos: usize,
+        hash: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        let waiter = self.drop_waiter(idx, pos, false, ctx);
+        self.stats.timeouts += 1;
+        events.push(Event::TimedOut {
+            session: waiter.session,
+            request: waiter.request,
+            key: self.lock(idx).key.clone(),
+        });
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, hash, ctx);
     }
 
     /// Replays a WAIT timeout that the timer driver decided (and logged). False if
@@ -891,15 +910,7 @@ impl Shard {
         let Some(pos) = self.lock(idx).waiter(session) else {
             return false;
         };
-        let waiter = self.drop_waiter(idx, pos, false, ctx);
-        self.stats.timeouts += 1;
-        events.push(Event::TimedOut {
-            session,
-            request: waiter.request,
-            key: self.lock(idx).key.clone(),
-        });
-        self.grant_waiters(idx, now, ctx, events);
-        self.remove_if_idle(idx, Some(hash), ctx);
+        self.end_wait(idx, pos, Some(hash), now, ctx, events);
         true
     }
 
