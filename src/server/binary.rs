@@ -226,7 +226,15 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
         None => {
             let timeout = cfg.session_timeout(hello.session_timeout_ms);
             match shared.sessions.create(shared, timeout, hello.name.to_vec()) {
-                Some(att) => att,
+                Some(att) => {
+                    // HELLO_OK hands out the secret: the session must survive a crash
+                    // from then on, so its record is durable first.
+                    if let Err(e) = shared.store.durable(shared.store.read_ticket()).await {
+                        shared.sessions.end(shared, &att.session);
+                        return Err(err(format!("{e}; not acknowledged")));
+                    }
+                    att
+                }
                 None => {
                     return Err(limit_error(
                         LimitKind::Sessions,
