@@ -23,7 +23,7 @@ pub mod watermark;
 
 pub use codec::DecodeError;
 pub use command::{Command, Entry, SessionKind, EPOCH_SHIFT};
-pub use recovery::{open, Options, Recovered, RecoveryError};
+pub use recovery::{open, open_with_io, Options, Recovered, RecoveryError};
 pub use store::{request_id, PersistenceInfo, Store, Ticket};
 pub use watermark::LogFailed;
 

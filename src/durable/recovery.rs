@@ -19,7 +19,9 @@ use super::command::{apply, Command, Entry, SessionKind};
 use super::image_codec;
 use super::store::{JournalStart, Store};
 use crate::engine::{Limits, LockTable, SessionId};
-use crate::wal::{FsyncMode, RecoveryMode, SnapshotStore, Wal, WalError, WalOptions};
+use std::sync::Arc;
+
+use crate::wal::{FsIo, FsyncMode, RecoveryMode, SnapshotStore, Wal, WalError, WalIo, WalOptions};
 
 /// How to open the store.
 #[derive(Clone, Debug)]
@@ -94,10 +96,20 @@ pub struct Recovered {
 
 /// Opens (recovering, or creating) the store in `opts.dir`.
 pub fn open(opts: &Options) -> Result<(Store, Recovered), RecoveryError> {
+    open_with_io(opts, Arc::new(FsIo::new()))
+}
+
+/// [`open`] through `io` (a [`crate::wal::FaultIo`] in tests: failed writes and fsyncs,
+/// a full disk).
+pub fn open_with_io(
+    opts: &Options,
+    io: Arc<dyn WalIo>,
+) -> Result<(Store, Recovered), RecoveryError> {
     let began = Instant::now();
-    std::fs::create_dir_all(&opts.dir).map_err(|e| RecoveryError::Dir(opts.dir.clone(), e))?;
+    io.create_dir_all(&opts.dir)
+        .map_err(|e| RecoveryError::Dir(opts.dir.clone(), e))?;
     restrict(&opts.dir);
-    let snapshots = SnapshotStore::open(opts.dir.join("snapshots"))?;
+    let snapshots = SnapshotStore::open_with_io(opts.dir.join("snapshots"), io.clone())?;
     let latest = snapshots.load_latest()?;
     let (snapshot_index, state) = match latest {
         Some(s) => {
@@ -119,7 +131,7 @@ pub fn open(opts: &Options) -> Result<(Store, Recovered), RecoveryError> {
     } else {
         RecoveryMode::TolerateTailCorruption
     };
-    let (wal, report) = Wal::open(wal_opts)?;
+    let (wal, report) = Wal::open_with_io(wal_opts, io)?;
     if let Some(cut) = &report.cut {
         warn!(
             ?cut,

@@ -347,3 +347,50 @@ fn documented_example_bytes() {
     let on_disk = acquire.to_vec().len() + release.to_vec().len() + 2 * 17;
     assert_eq!(on_disk, 77);
 }
+
+/// A failed fsync reaches every waiting and later reply as an error, never as an
+/// acknowledgement; the records before it stay acknowledged.
+#[test]
+fn a_failed_fsync_fails_the_replies_that_wait_for_it() {
+    use crate::wal::{FaultIo, FsyncMode};
+    use std::sync::Arc;
+
+    let io = Arc::new(FaultIo::new());
+    let opts = super::Options {
+        dir: std::path::PathBuf::from("/data"),
+        fsync: FsyncMode::Always,
+        repair: false,
+        shards: 4,
+        limits: Limits::default(),
+        snapshot_every: u64::MAX,
+        segment_size: 1 << 20,
+    };
+    let (store, _) = super::open_with_io(&opts, io.clone()).expect("open");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (s, _) = store.open_session(SessionKind::Text, 1);
+    let req = |id| AcquireRequest {
+        id: RequestId(id),
+        mode: Mode::Exclusive,
+        reentrant: false,
+        ttl_ms: 1000,
+        wait_ms: Some(0),
+    };
+    let (_, ok_ticket) = store.acquire(s, b"a", &req(1), 2);
+    rt.block_on(store.durable(ok_ticket))
+        .expect("durable before the fault");
+
+    io.fail_all_syncs(true);
+    let (_, ticket) = store.acquire(s, b"b", &req(2), 3);
+    let err = rt
+        .block_on(store.durable(ticket))
+        .expect_err("a reply whose record was not fsynced is not acknowledged");
+    assert!(err.to_string().contains("write-ahead log failed"), "{err}");
+    // Everything later fails too: the log stopped.
+    let (_, later) = store.acquire(s, b"c", &req(3), 4);
+    assert!(rt.block_on(store.durable(later)).is_err());
+    // What was acknowledged before stays acknowledged.
+    assert!(rt.block_on(store.durable(ok_ticket)).is_ok());
+    assert!(store.watermark().unwrap().failure().is_some());
+}
