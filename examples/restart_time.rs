@@ -107,11 +107,14 @@ fn main() {
     );
     let t = Instant::now();
     assert!(store.snapshot());
+    // `snapshot` returns once the image is drawn: that long, writers waited.
+    let paused = t.elapsed();
     assert!(store.wait_snapshot(std::time::Duration::from_secs(120)));
     println!(
-        "snapshot of {} holds: {:.2?} ({} bytes)",
+        "snapshot of {} holds: {:.2?} in all, writers paused {:.2?} while it was drawn ({} bytes)",
         rec.holds,
         t.elapsed(),
+        paused,
         dir_bytes(&dir.join("snapshots"))
     );
     drop(store);
