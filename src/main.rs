@@ -31,12 +31,55 @@ enum Command {
     },
     /// An interactive shell (or one-shot command) against a server, like redis-cli.
     Cli(turnstile_cli::CliArgs),
+    /// Who held what, and when: the grants and ends of holds recorded in a data directory
+    /// (read only; safe while a server runs on it).
+    Audit {
+        /// The server's data directory.
+        #[arg(long, env = "TURNSTILE_DATA_DIR", default_value = "turnstile-data")]
+        data_dir: std::path::PathBuf,
+        /// Keys matching this glob pattern (as LOCKS MATCH).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this session's holds.
+        #[arg(long)]
+        session: Option<u64>,
+        /// From this time on: `YYYY-MM-DDTHH:MM[:SS]` (UTC) or Unix milliseconds.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Before this time (same forms).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<u64, String> {
+    turnstile::durable::audit::parse_time(s)
+        .ok_or_else(|| format!("'{s}' is not YYYY-MM-DDTHH:MM[:SS] (UTC) or Unix milliseconds"))
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_level } => serve(config, &log_level),
+        Command::Audit {
+            data_dir,
+            key,
+            session,
+            since,
+            until,
+        } => {
+            let filter = turnstile::durable::audit::Filter {
+                key: key.map(String::into_bytes),
+                session,
+                since_ms: since,
+                until_ms: until,
+            };
+            let stdout = std::io::stdout();
+            let changes = turnstile::durable::audit::run(&data_dir, &filter, &mut stdout.lock())
+                .with_context(|| format!("auditing {}", data_dir.display()))?;
+            eprintln!("{} changes", changes.len());
+            Ok(())
+        }
         Command::Cli(args) => {
             let code = turnstile_cli::run(args)?;
             std::process::exit(code);

@@ -22,6 +22,7 @@
 //! 5 Release       session key
 //! 6 Cancel        session key
 //! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
+//! 8 Clock         unix_ms
 //! ```
 
 use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
@@ -116,6 +117,12 @@ pub enum Command<'a> {
         /// Expired holds and timed-out waits.
         fired: Vec<Fired>,
     },
+    /// The wall clock (Unix ms) when the table clock read `now`: logged at every start so
+    /// that `turnstile audit` can put dates on records. Changes nothing in the table.
+    Clock {
+        /// Milliseconds since the Unix epoch.
+        unix_ms: u64,
+    },
 }
 
 /// Tokens issued after start number `e` are above `e << EPOCH_SHIFT`: each start gets
@@ -143,6 +150,7 @@ impl Entry<'_> {
             Command::Release { .. } => 5,
             Command::Cancel { .. } => 6,
             Command::Tick { .. } => 7,
+            Command::Clock { .. } => 8,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -183,6 +191,7 @@ impl Entry<'_> {
                     put_bytes(out, key.as_bytes());
                 }
             }
+            Command::Clock { unix_ms } => put_u64(out, *unix_ms),
         }
     }
 
@@ -265,6 +274,7 @@ impl<'a> Entry<'a> {
                 }
                 Command::Tick { fired }
             }
+            8 => Command::Clock { unix_ms: r.u64()? },
             tag => {
                 return Err(DecodeError::Tag {
                     what: "command",
@@ -344,6 +354,7 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             }
             Applied::Done
         }
+        Command::Clock { .. } => Applied::Done,
     }
 }
 

@@ -14,6 +14,7 @@
 //! The storage underneath (segments, group commit, fsync modes, torn-tail handling,
 //! the snapshot container) is [`crate::wal`].
 
+pub mod audit;
 mod codec;
 pub mod command;
 pub mod image_codec;

@@ -225,6 +225,10 @@ pub fn open_with_io(
         },
     );
     store.start(shards as u32, now);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    store.log_clock(unix_ms, now);
     // The start record must be on disk before any token of this epoch goes out, in
     // every fsync mode.
     store

@@ -426,6 +426,17 @@ impl Store {
         self.commit(j, &mut seq, &entry)
     }
 
+    /// Logs the wall clock against the table clock (see [`Command::Clock`]).
+    pub(super) fn log_clock(&self, unix_ms: u64, now: u64) {
+        let Some(j) = &self.journal else { return };
+        let mut seq = j.seq.lock();
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::Clock { unix_ms },
+        };
+        self.commit(j, &mut seq, &entry);
+    }
+
     /// The WAL, for recovery's final sync and for shutdown.
     pub(super) fn wal(&self) -> Option<&Arc<Wal>> {
         self.journal.as_ref().map(|j| &j.wal)

@@ -282,6 +282,12 @@ fn every_command_round_trips() {
             },
         },
         Entry {
+            now: 8,
+            command: Command::Clock {
+                unix_ms: 1_795_000_000_000,
+            },
+        },
+        Entry {
             now: 9,
             command: Command::Tick {
                 fired: vec![
