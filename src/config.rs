@@ -99,6 +99,9 @@ pub struct Config {
     /// for a resume); a HELLO that would create one more gets `LIMIT`.
     #[arg(long, env = "TURNSTILE_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address (none by default).
+    #[arg(long, env = "TURNSTILE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the write-ahead log (`wal/`) and snapshots (`snapshots/`) live.
     #[arg(long, env = "TURNSTILE_DATA_DIR", default_value = "turnstile-data")]
     pub data_dir: std::path::PathBuf,

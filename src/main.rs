@@ -20,6 +20,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; clap cannot flatten a boxed Config"
+)]
 enum Command {
     /// Run the server.
     Serve {

@@ -8,6 +8,7 @@ mod binary;
 mod clock;
 mod connection;
 mod io;
+pub mod metrics;
 mod router;
 pub mod sessions;
 mod stats;
@@ -102,6 +103,11 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(timers::run(shared.clone(), notify, stop_rx.clone()));
+    if let Some(addr) = shared.config.metrics_addr {
+        let metrics = TcpListener::bind(addr).await?;
+        info!(addr = %metrics.local_addr()?, "metrics on GET /metrics");
+        tokio::spawn(metrics::serve(metrics, shared.clone(), stop_rx.clone()));
+    }
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     info!(%addr, shards = shared.config.shards, "turnstile listening");
 

@@ -50,6 +50,16 @@ impl ServerStats {
     }
 
     /// Count, p50, p99, p99.9 and max of the waits, in microseconds.
+    /// Every recorded wait (microseconds) in one histogram.
+    pub fn wait_histogram(&self) -> Histogram<u64> {
+        let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2)
+            .expect("static bounds are valid");
+        for shard in self.waits.iter() {
+            let _ = all.add(&*shard.lock());
+        }
+        all
+    }
+
     pub fn wait_percentiles(&self) -> (u64, u64, u64, u64, u64) {
         let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2)
             .expect("static bounds are valid");

@@ -1,0 +1,264 @@
+//! Prometheus metrics over HTTP (`--metrics-addr`): `GET /metrics` in the text
+//! exposition format, names after Prometheus's conventions (`turnstile_` prefix, `_total`
+//! for counters, base units: seconds).
+//!
+//! A deliberately small HTTP/1.1 responder: one request per connection, a bounded
+//! request head, a read timeout, `Connection: close`. It shares nothing with the lock
+//! service's port, so a scraper cannot disturb lock traffic beyond reading counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::Shared;
+
+/// Largest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long a scraper may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Buckets of the wait-time histogram, in seconds.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+];
+
+/// Serves `GET /metrics` on `listener` until `stop` changes.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &shared).await {
+                debug!(%peer, error = %e, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(complete, Ok(Ok(()))) {
+        return Ok(());
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(b"");
+    let (status, kind, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics\r" {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(shared),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "try GET /metrics\n".to_string(),
+        )
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The exposition text.
+pub fn render(shared: &Shared) -> String {
+    let e = shared.store.table().stats();
+    let net = &shared.stats;
+    let mut s = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = write!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    for (name, help, v) in [
+        (
+            "turnstile_acquires_total",
+            "ACQUIRE commands applied.",
+            e.acquires,
+        ),
+        (
+            "turnstile_grants_total",
+            "Holds granted, at once or from the queue.",
+            e.grants,
+        ),
+        (
+            "turnstile_reentrant_acquires_total",
+            "Reentrant re-acquires.",
+            e.reentrant,
+        ),
+        ("turnstile_queued_total", "Requests that queued.", e.queued),
+        (
+            "turnstile_would_block_total",
+            "Try-locks that found the key busy.",
+            e.would_block,
+        ),
+        (
+            "turnstile_releases_total",
+            "RELEASE commands that released something.",
+            e.releases,
+        ),
+        ("turnstile_renewals_total", "Lease renewals.", e.renews),
+        (
+            "turnstile_expiries_total",
+            "Holds lost to lease expiry.",
+            e.expiries,
+        ),
+        (
+            "turnstile_wait_timeouts_total",
+            "Queued requests whose WAIT ran out.",
+            e.timeouts,
+        ),
+        (
+            "turnstile_cancels_total",
+            "Queued requests cancelled.",
+            e.cancels,
+        ),
+        (
+            "turnstile_session_releases_total",
+            "Holds released because their session ended.",
+            e.session_releases,
+        ),
+        (
+            "turnstile_deadlocks_total",
+            "Requests refused with DEADLOCK.",
+            e.deadlocks,
+        ),
+        (
+            "turnstile_wrongtype_total",
+            "Requests refused with WRONGTYPE.",
+            e.wrongtype,
+        ),
+        (
+            "turnstile_limit_refusals_total",
+            "Requests refused with LIMIT.",
+            e.limits,
+        ),
+        (
+            "turnstile_commands_total",
+            "Commands processed.",
+            net.commands.load(Ordering::Relaxed),
+        ),
+        (
+            "turnstile_protocol_errors_total",
+            "Connections closed for unframeable input.",
+            net.protocol_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "turnstile_connections_accepted_total",
+            "Connections accepted.",
+            net.total_connections.load(Ordering::Relaxed),
+        ),
+        (
+            "turnstile_connections_rejected_total",
+            "Connections refused by the connection limit.",
+            net.rejected_connections.load(Ordering::Relaxed),
+        ),
+    ] {
+        metric(name, "counter", help, v as f64);
+    }
+    for (name, help, v) in [
+        ("turnstile_holds", "Holds now.", e.holds),
+        ("turnstile_waiters", "Queued requests now.", e.waiters),
+        (
+            "turnstile_keys",
+            "Keys with holders or waiters now.",
+            e.keys,
+        ),
+        (
+            "turnstile_connections",
+            "Open connections.",
+            net.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "turnstile_binary_sessions",
+            "Binary-protocol sessions (attached or detached).",
+            shared.sessions.len() as u64,
+        ),
+    ] {
+        metric(name, "gauge", help, v as f64);
+    }
+    if let Some(p) = shared.store.persistence() {
+        for (name, help, v) in [
+            (
+                "turnstile_log_last_index",
+                "Last log index assigned.",
+                p.last_index,
+            ),
+            (
+                "turnstile_log_durable_index",
+                "Last log index durable.",
+                p.durable_index,
+            ),
+            (
+                "turnstile_log_first_index",
+                "First log index still in the segment files.",
+                p.first_index,
+            ),
+            (
+                "turnstile_snapshot_last_index",
+                "Last log index of the newest snapshot.",
+                p.snapshot_index,
+            ),
+            (
+                "turnstile_epoch",
+                "Starts of this data directory (tokens are above epoch << 40).",
+                p.epoch,
+            ),
+        ] {
+            metric(name, "gauge", help, v as f64);
+        }
+        metric(
+            "turnstile_snapshots_total",
+            "counter",
+            "Snapshots saved since start.",
+            p.snapshots_saved as f64,
+        );
+    }
+    // Wait time of queued ACQUIREs until their grant, as a histogram in seconds.
+    let h = shared.stats.wait_histogram();
+    let name = "turnstile_wait_seconds";
+    let _ = write!(
+        s,
+        "# HELP {name} How long queued ACQUIREs waited until granted.\n# TYPE {name} histogram\n"
+    );
+    for le in WAIT_BUCKETS {
+        let us = (le * 1e6) as u64;
+        let count = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, us)
+        };
+        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let _ = writeln!(s, "{name}_sum {}", h.mean() * h.len() as f64 / 1e6);
+    let _ = writeln!(s, "{name}_count {}", h.len());
+    s
+}

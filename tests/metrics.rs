@@ -1,0 +1,116 @@
+//! `--metrics-addr`: the Prometheus endpoint, scraped over a real socket and read with a
+//! real Prometheus text-format parser (the `prometheus-parse` crate).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turnstile::Config;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .expect("answer within 5 s")
+        .unwrap();
+    let (head, body) = body.split_once("\r\n\r\n").expect("a head");
+    (head.to_string(), body.to_string())
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    let maddr = free_port();
+    let server = Server::start_with(Config {
+        metrics_addr: Some(maddr),
+        ..Config::default()
+    })
+    .await;
+    let mut a = server.redis().await;
+    let mut b = server.redis().await;
+    acquire(&mut a, "m1", &["TTL", "60000"]).await;
+    acquire(&mut a, "m2", &["TTL", "60000"]).await;
+    let _: i64 = ok(&mut a, &["RELEASE", "m2"]).await;
+    // A queued wait, so the wait histogram has one observation.
+    let mut w = server.raw().await;
+    w.send_words(&["ACQUIRE", "m1", "WAIT", "5000"]).await;
+    wait_for_waiters(&mut b, "m1", 1).await;
+    let _: i64 = ok(&mut a, &["RELEASE", "m1"]).await;
+    let _ = w.reply().await;
+
+    let (head, body) = eventually_get(maddr).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text format");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
+    };
+    assert_eq!(value("turnstile_grants_total"), 3.0);
+    assert_eq!(value("turnstile_releases_total"), 2.0);
+    assert_eq!(value("turnstile_queued_total"), 1.0);
+    assert_eq!(value("turnstile_holds"), 1.0);
+    assert_eq!(value("turnstile_keys"), 1.0);
+    assert!(value("turnstile_connections") >= 3.0);
+    for name in [
+        "turnstile_expiries_total",
+        "turnstile_deadlocks_total",
+        "turnstile_wait_timeouts_total",
+        "turnstile_cancels_total",
+        "turnstile_waiters",
+    ] {
+        assert_eq!(value(name), 0.0, "{name}");
+    }
+    let hist = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "turnstile_wait_seconds")
+        .expect("the wait histogram");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+            assert_eq!(inf.count, 1.0);
+            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    let docs = &scrape.docs;
+    assert!(docs.contains_key("turnstile_grants_total"));
+
+    let (head, _) = get(maddr, "/").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    server.stop().await;
+}
+
+/// The endpoint starts with the server; the first scrape may race it.
+async fn eventually_get(addr: std::net::SocketAddr) -> (String, String) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return get(addr, "/metrics").await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no metrics endpoint on {addr}");
+}
