@@ -196,7 +196,10 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
             }
         }
         AcquireOutcome::WouldBlock => ctx.out.null(),
-        AcquireOutcome::Deadlock(cycle) => ctx.out.error(&deadlock_message(&cycle)),
+        AcquireOutcome::Deadlock(cycle) => {
+            log_deadlock(&cycle);
+            ctx.out.error(&deadlock_message(&cycle))
+        }
         AcquireOutcome::WrongType { current } => ctx.out.error(&wrongtype_message(current)),
         AcquireOutcome::Limit(limit) => ctx.out.error(&format!("LIMIT {}", limit.describe())),
     }
@@ -225,6 +228,16 @@ pub(crate) fn wrongtype_message(current: Kind) -> String {
             format!("WRONGTYPE key is held as a semaphore with limit {limit}")
         }
     }
+}
+
+/// A refused deadlock at info, with the cycle: operators want to know who waits for whom.
+pub(crate) fn log_deadlock(cycle: &crate::engine::Cycle) {
+    let keys: Vec<String> = cycle
+        .keys
+        .iter()
+        .map(|k| super::printable(k.as_bytes()))
+        .collect();
+    tracing::info!(sessions = ?cycle.sessions.iter().map(|s| s.0).collect::<Vec<_>>(), ?keys, "deadlock refused");
 }
 
 #[cfg(test)]

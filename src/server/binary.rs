@@ -614,7 +614,10 @@ impl Served {
                 }
             }
             AcquireOutcome::WouldBlock => self.reply(id, Response::Busy),
-            AcquireOutcome::Deadlock(cycle) => self.error(id, deadlock_error(&cycle)),
+            AcquireOutcome::Deadlock(cycle) => {
+                cmd::acquire::log_deadlock(&cycle);
+                self.error(id, deadlock_error(&cycle))
+            }
             AcquireOutcome::WrongType { current } => self.error(id, wrongtype_error(current)),
             AcquireOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
         }

@@ -23,6 +23,7 @@ pub async fn run(shared: Arc<Shared>, notify: Arc<Notify>, mut shutdown: watch::
         // Nobody may wait for these records (an expiry nobody is told of): send them to
         // the log now rather than with the next batch.
         shared.store.flush();
+        log_contended_expiries(&events);
         if !events.is_empty() {
             shared.router.route(&mut events);
         }
@@ -49,6 +50,42 @@ pub async fn run(shared: Arc<Shared>, notify: Arc<Notify>, mut shutdown: watch::
                     _ = shutdown.changed() => return,
                 }
             }
+        }
+    }
+}
+
+/// A lease that ran out while others queued for the key is worth an operator's eye (a
+/// holder that stopped renewing, or a TTL too short): info, with who lost it and who got
+/// it next.
+fn log_contended_expiries(events: &[crate::engine::Event]) {
+    use crate::engine::Event;
+    for (i, e) in events.iter().enumerate() {
+        let Event::Expired {
+            session,
+            key,
+            token,
+        } = e
+        else {
+            continue;
+        };
+        let next = events[i + 1..].iter().find_map(|g| match g {
+            Event::Granted {
+                session: s,
+                key: k,
+                token: t,
+                ..
+            } if k == key => Some((s.0, t.0)),
+            _ => None,
+        });
+        if let Some((to, new_token)) = next {
+            tracing::info!(
+                key = %crate::cmd::printable(key.as_bytes()),
+                session = session.0,
+                token = token.0,
+                granted_to = to,
+                new_token,
+                "lease expired on a contended key; handed over"
+            );
         }
     }
 }
