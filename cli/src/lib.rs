@@ -25,6 +25,7 @@ mod format;
 mod resp;
 mod shell;
 mod split;
+mod stat;
 
 use std::io::{self, IsTerminal};
 
@@ -69,6 +70,19 @@ pub struct CliArgs {
     #[arg(long)]
     pub no_raw: bool,
 
+    /// A live view instead of a shell: keys, holds, waiters, connections and rates of
+    /// commands, grants, expiries and deadlocks, one line per --interval.
+    #[arg(long)]
+    pub stat: bool,
+
+    /// Seconds between --stat lines.
+    #[arg(short = 'i', long, default_value_t = 1.0, requires = "stat")]
+    pub interval: f64,
+
+    /// With --stat: print this many lines, then exit.
+    #[arg(long, requires = "stat")]
+    pub count: Option<u64>,
+
     /// A command to run once, then exit (`ACQUIRE k TTL 5000`). Without one, a shell.
     #[arg(
         value_name = "COMMAND",
@@ -83,6 +97,21 @@ pub struct CliArgs {
 /// Returns the process exit code: 0 ok, 1 when a one-shot command (or any line read from
 /// stdin) got an error reply, or the server could not be reached.
 pub fn run(args: CliArgs) -> anyhow::Result<i32> {
+    if args.stat {
+        let interval = std::time::Duration::try_from_secs_f64(args.interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("--interval must be a positive number of seconds"))?;
+        let opts = stat::StatOptions {
+            host: args.host,
+            port: args.port,
+            user: args.user,
+            pass: args.pass,
+            interval,
+            count: args.count,
+        };
+        return stat::run(&opts, &mut io::stdout());
+    }
     let stdout_is_tty = io::stdout().is_terminal();
     // redis-cli's rule: formatted for people on a terminal, raw for pipes and files.
     let output = if args.raw {

@@ -286,6 +286,9 @@ fn connection_refused_exits_1() {
         resp3: false,
         raw: false,
         no_raw: false,
+        stat: false,
+        interval: 1.0,
+        count: None,
         command: vec!["PING".into()],
     };
     assert_eq!(turnstile_cli::run(args).expect("no I/O failure"), 1);
