@@ -32,6 +32,9 @@ enum Command {
         /// Log filter (error, warn, info, debug, trace, or a tracing directive).
         #[arg(long, env = "TURNSTILE_LOG", default_value = "info")]
         log_level: String,
+        /// Log as JSON lines (for log shippers) instead of human-readable text.
+        #[arg(long, env = "TURNSTILE_LOG_JSON")]
+        log_json: bool,
     },
     /// An interactive shell (or one-shot command) against a server, like redis-cli.
     Cli(turnstile_cli::CliArgs),
@@ -64,7 +67,11 @@ fn parse_time(s: &str) -> Result<u64, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, log_level } => serve(config, &log_level),
+        Command::Serve {
+            config,
+            log_level,
+            log_json,
+        } => serve(config, &log_level, log_json),
         Command::Audit {
             data_dir,
             key,
@@ -91,10 +98,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(config: Config, log_level: &str) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(log_level).context("invalid --log-level")?)
-        .init();
+fn serve(config: Config, log_level: &str, log_json: bool) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(log_level).context("invalid --log-level")?;
+    if log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {

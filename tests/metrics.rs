@@ -75,6 +75,7 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     assert_eq!(value("turnstile_keys"), 1.0);
     assert!(value("turnstile_connections") >= 3.0);
     for name in [
+        "turnstile_notheld_total",
         "turnstile_expiries_total",
         "turnstile_deadlocks_total",
         "turnstile_wait_timeouts_total",
@@ -98,6 +99,23 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     }
     let docs = &scrape.docs;
     assert!(docs.contains_key("turnstile_grants_total"));
+    // Every metric the example alerting rules use is served (durability ones need a
+    // data directory, checked by name only against the renderer's text).
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/prometheus-alerts.yml"
+    ))
+    .unwrap();
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(name) = word.strip_prefix("turnstile_") {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            let durable = base.starts_with("log_") || base.starts_with("snapshot");
+            assert!(
+                durable || docs.contains_key(&format!("turnstile_{base}")),
+                "alert rule uses turnstile_{base}, which /metrics does not serve"
+            );
+        }
+    }
 
     let (head, _) = get(maddr, "/").await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");

@@ -20,7 +20,13 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     ctx.ticket = ticket;
     match result {
         Ok(()) => ctx.out.integer(1),
-        Err(_) => ctx.out.error(NOTHELD),
+        Err(_) => {
+            ctx.shared
+                .stats
+                .notheld
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.out.error(NOTHELD)
+        }
     }
 }
 

@@ -439,7 +439,10 @@ impl Served {
                     self.ticket = self.ticket.max(ticket);
                     match result {
                         Ok(()) => self.reply(id, Response::Ok),
-                        Err(_) => self.error(id, error_from_text(cmd::release::NOTHELD)),
+                        Err(_) => {
+                            self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
+                            self.error(id, error_from_text(cmd::release::NOTHELD))
+                        }
                     }
                 }
             }
@@ -466,7 +469,10 @@ impl Served {
                             ttl_ms: u32::try_from(left).unwrap_or(u32::MAX),
                         },
                     ),
-                    Err(_) => self.error(id, error_from_text(cmd::release::NOTHELD)),
+                    Err(_) => {
+                        self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
+                        self.error(id, error_from_text(cmd::release::NOTHELD))
+                    }
                 }
             }
             Request::Cancel { target } => self.cancel(core, id, target, now),

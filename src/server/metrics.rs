@@ -166,6 +166,11 @@ pub fn render(shared: &Shared) -> String {
             net.commands.load(Ordering::Relaxed),
         ),
         (
+            "turnstile_notheld_total",
+            "RELEASE and RENEW answered NOTHELD (the lease had run out).",
+            net.notheld.load(Ordering::Relaxed),
+        ),
+        (
             "turnstile_protocol_errors_total",
             "Connections closed for unframeable input.",
             net.protocol_errors.load(Ordering::Relaxed),

@@ -18,6 +18,9 @@ pub struct ServerStats {
     pub commands: AtomicU64,
     /// Connections closed for input that could not be framed.
     pub protocol_errors: AtomicU64,
+    /// RELEASE and RENEW answered NOTHELD: usually a lease that ran out before its
+    /// holder was done (a TTL too short, a paused holder).
+    pub notheld: AtomicU64,
     /// How long queued ACQUIREs waited until granted, in microseconds (sharded so that
     /// recording never contends).
     waits: Box<[CachePadded<Mutex<Histogram<u64>>>]>,
@@ -32,6 +35,7 @@ impl ServerStats {
             rejected_connections: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            notheld: AtomicU64::new(0),
             waits: (0..8)
                 .map(|_| {
                     CachePadded::new(Mutex::new(
