@@ -99,6 +99,18 @@ pub struct Config {
     /// for a resume); a HELLO that would create one more gets `LIMIT`.
     #[arg(long, env = "TURNSTILE_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
+    /// Connections from one IP address at most (more are refused with `-LIMIT`).
+    #[arg(
+        long,
+        env = "TURNSTILE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 10_000
+    )]
+    pub max_connections_per_ip: usize,
+    /// How long a connection may stay without sending its first bytes, without
+    /// completing the binary handshake, or (with --requirepass) without authenticating,
+    /// in milliseconds; then it is closed.
+    #[arg(long, env = "TURNSTILE_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub auth_timeout_ms: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this address (none by default).
     #[arg(long, env = "TURNSTILE_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -237,6 +249,12 @@ impl Config {
                 "--max-in-flight must be between 1 and {}",
                 u32::MAX
             ));
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("--max-connections-per-ip must be at least 1".into());
+        }
+        if self.auth_timeout_ms == 0 {
+            return Err("--auth-timeout-ms must be at least 1".into());
         }
         if self.snapshot_every == 0 {
             return Err("--snapshot-every must be at least 1".into());

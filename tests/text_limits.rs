@@ -259,3 +259,65 @@ async fn a_refused_client_that_already_sent_a_command_still_reads_limit() {
     }
     assert_eq!(first.cmd(&["PING"]).await, Reply::Simple("PONG".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited() {
+    let server = Server::start_with(Config {
+        max_connections_per_ip: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut a = server.raw().await;
+    let mut b = server.raw().await;
+    assert_eq!(a.cmd(&["PING"]).await, Reply::Simple("PONG".into()));
+    assert_eq!(b.cmd(&["PING"]).await, Reply::Simple("PONG".into()));
+    let mut c = server.raw().await;
+    let refused = c.closed().await;
+    assert_eq!(
+        refused,
+        b"-LIMIT max number of clients from this address reached\r\n"
+    );
+    // A slot comes back when a connection goes.
+    drop(a);
+    let mut ok = None;
+    for _ in 0..100 {
+        let mut d = server.raw().await;
+        d.send_words(&["PING"]).await;
+        if let Some(r) = d.reply_within(std::time::Duration::from_millis(200)).await {
+            if r == Reply::Simple("PONG".into()) {
+                ok = Some(r);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(ok, Some(Reply::Simple("PONG".into())));
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unauthenticated_connections_are_closed_after_the_auth_timeout() {
+    let server = Server::start_with(Config {
+        auth_timeout_ms: 300,
+        requirepass: Some("s3cret".into()),
+        ..Config::default()
+    })
+    .await;
+    // Says nothing at all.
+    let mut silent = server.raw().await;
+    let started = std::time::Instant::now();
+    assert_eq!(silent.closed().await, b"");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // Talks but never authenticates.
+    let mut chatty = server.raw().await;
+    assert!(matches!(chatty.cmd(&["LOCKS"]).await, Reply::Error(_)));
+    assert_eq!(chatty.closed().await, b"-ERR authentication timeout\r\n");
+    // Authenticated connections are not affected.
+    let mut authed = server.raw().await;
+    assert_eq!(
+        authed.cmd(&["AUTH", "s3cret"]).await,
+        Reply::Simple("OK".into())
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(authed.cmd(&["PING"]).await, Reply::Simple("PONG".into()));
+}

@@ -35,9 +35,6 @@ use crate::protocol::binary::{
 };
 use crate::protocol::{Proto, ReplyWriter};
 
-/// How long a client has to send the magic and HELLO.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The longest client name.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -93,7 +90,7 @@ async fn handshake(
     inbuf: &mut BytesMut,
     out: &mut BytesMut,
 ) -> Result<Attachment, ()> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let deadline = Instant::now() + Duration::from_millis(shared.config.auth_timeout_ms);
     let header = loop {
         let n = inbuf.len().min(MAGIC.len());
         if inbuf[..n] != MAGIC[..n] {

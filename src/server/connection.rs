@@ -22,6 +22,15 @@ use crate::protocol::binary::MAGIC;
 use crate::protocol::resp::{arg, parse_command, Parsed};
 use crate::protocol::{Proto, ReplyWriter};
 
+/// Refuses a connection over a limit: one error line, then close.
+pub(super) async fn refuse(shared: &Shared, mut stream: TcpStream, line: &[u8]) {
+    shared
+        .stats
+        .rejected_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = stream.write_all(line).await;
+}
+
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(
     shared: Arc<Shared>,
@@ -31,13 +40,7 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let Some(_permit) = permit else {
-        shared
-            .stats
-            .rejected_connections
-            .fetch_add(1, Ordering::Relaxed);
-        let _ = stream
-            .write_all(b"-LIMIT max number of clients reached\r\n")
-            .await;
+        refuse(&shared, stream, b"-LIMIT max number of clients reached\r\n").await;
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -58,8 +61,11 @@ pub(super) async fn serve(
     // Protocol detection: the first byte of a binary client is MAGIC[0] (0xF5), which no
     // RESP array ('*') and no inline command typed as UTF-8 text can start with.
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let auth_timeout = std::time::Duration::from_millis(shared.config.auth_timeout_ms);
     let first = tokio::select! {
         read = stream.read_buf(&mut inbuf) => read,
+        // A connection that never says anything holds a slot for nothing.
+        _ = tokio::time::sleep(auth_timeout) => Ok(0),
         _ = stop.changed() => Ok(0),
     };
     if matches!(first, Ok(0) | Err(_)) {
@@ -100,6 +106,8 @@ async fn serve_text(
 
     // The log index the replies in `outbuf` wait for.
     let mut ticket: Ticket = 0;
+    let auth_deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(shared.config.auth_timeout_ms);
     // Set when the server stops: with a log the session then outlives this process (it
     // comes back after the restart and ends after the session timeout).
     let mut stopping = false;
@@ -223,6 +231,11 @@ async fn serve_text(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
+            // Until it authenticates, a connection gets --auth-timeout-ms in all.
+            _ = tokio::time::sleep_until(auth_deadline), if !conn.authed => {
+                let _ = stream.write_all(b"-ERR authentication timeout\r\n").await;
+                break;
+            }
             _ = stop.changed() => { stopping = true; break }
         }
     }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub addr: std::net::SocketAddr,
     /// Binary sessions (which outlive their connections).
     pub sessions: Sessions,
+    /// Open connections per peer address (for `--max-connections-per-ip`).
+    per_ip: parking_lot::Mutex<hashbrown::HashMap<std::net::IpAddr, usize>>,
     next_request: AtomicU64,
 }
 
@@ -78,6 +80,7 @@ pub async fn run(
         started: SystemTime::now(),
         addr,
         sessions: Sessions::new(),
+        per_ip: parking_lot::Mutex::new(hashbrown::HashMap::new()),
         next_request: AtomicU64::new(next_counter),
         config,
     });
@@ -137,7 +140,16 @@ pub async fn run(
         let shared = shared.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            connection::serve(shared, stream, peer, permit, stop).await;
+            let Some(_slot) = IpSlot::take(&shared, peer.ip()) else {
+                connection::refuse(
+                    &shared,
+                    stream,
+                    b"-LIMIT max number of clients from this address reached\r\n",
+                )
+                .await;
+                return;
+            };
+            connection::serve(shared.clone(), stream, peer, permit, stop).await;
         });
     }
     info!("shutting down");
@@ -243,5 +255,38 @@ fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, SessionKind)
                 }
             }
         });
+    }
+}
+
+/// One connection's place in the per-address count; given back when dropped.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut map = shared.per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= shared.config.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
