@@ -85,6 +85,8 @@ pub enum Corruption {
     UnknownType(u8),
     /// An entry whose index does not continue the log.
     IndexGap { expected: u64, found: u64 },
+    /// An entry at index `u64::MAX`: no record could ever follow it.
+    IndexOverflow { found: u64 },
     /// A snapshot or vote whose length disagrees with its file.
     LengthMismatch { header: u64, file: u64 },
 }
@@ -118,6 +120,9 @@ impl fmt::Display for Corruption {
             Corruption::UnknownType(t) => write!(f, "unknown record type {t}"),
             Corruption::IndexGap { expected, found } => {
                 write!(f, "index gap (expected {expected}, found {found})")
+            }
+            Corruption::IndexOverflow { found } => {
+                write!(f, "entry index {found} leaves no room for another")
             }
             Corruption::LengthMismatch { header, file } => {
                 write!(

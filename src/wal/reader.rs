@@ -320,9 +320,16 @@ fn scan_frames(seg: Scanned, first_index: u64, bytes: &[u8]) -> (Segment, Option
                     });
                     break;
                 }
+                let Some(after) = next.checked_add(1) else {
+                    damage = Some(Damage {
+                        offset: at as u64,
+                        kind: Corruption::IndexOverflow { found: index },
+                    });
+                    break;
+                };
                 offsets.push(u32::try_from(at).expect("segments are smaller than 4 GiB"));
                 at += FRAME_HEADER_LEN + frame.payload.len();
-                next += 1;
+                next = after;
             }
             Err(kind) => {
                 damage = Some(Damage {

@@ -1199,3 +1199,50 @@ fn a_panicking_callback_does_not_stop_the_writer() {
     append_each(&wal, 2, 2);
     assert_log(&wal, 1, 4);
 }
+
+/// Regression (found by the `wal_records` fuzz target): an entry at index `u64::MAX`
+/// overflowed the reader's next index; now it is corruption, reported, not a panic.
+#[test]
+fn an_entry_at_the_last_possible_index_is_corruption_not_a_panic() {
+    let dir = TestDir::new("index-max");
+    let mut bytes = super::format::SegmentHeader {
+        first_index: u64::MAX,
+        flags: 0,
+    }
+    .encode()
+    .to_vec();
+    super::format::encode_entry(&mut bytes, u64::MAX, b"x");
+    std::fs::write(dir.path().join(segment_file_name(u64::MAX)), &bytes).unwrap();
+    let mut o = opts(dir.path());
+    o.recovery = RecoveryMode::AbsoluteConsistency;
+    match Wal::open(o) {
+        Err(WalError::Corrupt { kind, .. }) => {
+            assert_eq!(kind, Corruption::IndexOverflow { found: u64::MAX })
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // The default mode cuts it as a torn tail and carries on; appends are refused
+    // cleanly, since no index is left.
+    let (wal, report) = Wal::open(opts(dir.path())).expect("tail cut");
+    assert!(report.cut.is_some());
+    assert!(matches!(
+        wal.append(vec![b"y".to_vec()]).wait(),
+        Err(WalError::OutOfRange { .. })
+    ));
+    assert!(wal.fatal_error().is_none(), "the writer carries on");
+}
+
+/// Regression (found by the `wal_records` fuzz target): a purge to the end of the index
+/// space left the next index at `u64::MAX`, and the next append panicked the writer.
+#[test]
+fn appending_past_the_index_space_is_refused_not_fatal() {
+    let dir = TestDir::new("purge-max");
+    let (wal, _) = Wal::open(opts(dir.path())).unwrap();
+    wal.purge(u64::MAX - 1).wait().unwrap();
+    assert!(matches!(
+        wal.append(vec![b"x".to_vec()]).wait(),
+        Err(WalError::OutOfRange { .. })
+    ));
+    assert!(wal.fatal_error().is_none(), "the writer carries on");
+    wal.sync().wait().expect("still serving");
+}

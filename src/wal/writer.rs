@@ -381,7 +381,18 @@ impl Writer {
         // The reply joins the group before any I/O, so that if a rollover fails it is
         // still owned by `process` and fails with the fatal cause.
         let start = self.next_index;
-        group.push(Pending::Done(reply, start..start + records.len() as u64));
+        let Some(end) = start.checked_add(records.len() as u64) else {
+            // Only a purge to the very end of the index space gets here: refuse rather
+            // than wrap (the next index must stay above every index in the log).
+            let err = WalError::OutOfRange {
+                index: start,
+                first: self.shared.index.read().first_index,
+                next: start,
+            };
+            group.push(Pending::Refused(reply, err));
+            return Ok(Flow::Continue);
+        };
+        group.push(Pending::Done(reply, start..end));
         for data in &records {
             let frame_len = entry_frame_len(data.len()) as u64;
             let end = self.active_len + self.buf.len() as u64 + frame_len;
