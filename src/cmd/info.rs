@@ -136,11 +136,16 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                             p.snapshots_saved,
                             u8::from(p.snapshot_in_progress),
                         );
-                    for kv in p.recovery.split(' ') {
-                        if let Some((k, v)) = kv.split_once('=') {
-                            let _ = write!(s, "recovery_{k}:{v}\r\n");
-                        }
-                    }
+                    let r = p.recovery;
+                    let _ = write!(
+                        s,
+                        "recovery_snapshot_index:{}\r\nrecovery_replayed_records:{}\r\nrecovery_restored_holds:{}\r\nrecovery_restored_sessions:{}\r\nrecovery_elapsed_ms:{}\r\n",
+                        r.snapshot_index,
+                        r.replayed_records,
+                        r.restored_holds,
+                        r.restored_sessions,
+                        r.elapsed_ms,
+                    );
                 }
             },
             "replication" => {

@@ -19,9 +19,10 @@ use super::command::{apply, Command, Entry, Fired};
 use super::image_codec;
 use crate::engine::{Key, Limits, LockTable, SessionId};
 use crate::wal::format::{
-    decode_frame, parse_segment_file_name, parse_snapshot_file_name, split_entry, SegmentHeader,
-    SnapshotHeader, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SNAPSHOT_HEADER_LEN,
+    decode_frame, parse_segment_file_name, split_entry, SegmentHeader, FRAME_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
+use crate::wal::{SnapshotStore, WalError};
 
 /// What to look for.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +43,9 @@ pub enum AuditError {
     /// Reading the directory or a file failed.
     #[error("reading {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// Reading the snapshots failed.
+    #[error(transparent)]
+    Snapshot(#[from] WalError),
     /// A snapshot or record passed its checksum but does not decode.
     #[error("{0} does not decode: {1}")]
     Decode(String, super::DecodeError),
@@ -67,7 +71,13 @@ pub struct Change {
 /// Replays the data directory in `dir` and writes every matching change to `out`, one
 /// line each; returns them too.
 pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Change>, AuditError> {
-    let (table, mut index) = match latest_snapshot(&dir.join("snapshots"))? {
+    let snapshots = dir.join("snapshots");
+    let latest = if snapshots.is_dir() {
+        SnapshotStore::open_read_only(snapshots).load_latest()?
+    } else {
+        None
+    };
+    let (table, mut index) = match latest.map(|s| (s.last_index, s.data)) {
         Some((last, data)) => {
             let state = image_codec::decode(&data)
                 .map_err(|e| AuditError::Decode(format!("snapshot at index {last}"), e))?;
@@ -231,29 +241,6 @@ fn holders(table: &LockTable, key: &Key) -> Vec<(SessionId, u64)> {
         .inspect(key.as_bytes(), 0)
         .map(|i| i.holders.iter().map(|h| (h.session, h.token.0)).collect())
         .unwrap_or_default()
-}
-
-/// The newest snapshot file that checks out, read without touching the directory.
-fn latest_snapshot(dir: &Path) -> Result<Option<(u64, Vec<u8>)>, AuditError> {
-    let mut names: Vec<(u64, PathBuf)> = list(dir)?
-        .into_iter()
-        .filter_map(|(name, path)| parse_snapshot_file_name(&name).map(|i| (i, path)))
-        .collect();
-    names.sort();
-    for (last, path) in names.into_iter().rev() {
-        let bytes = std::fs::read(&path).map_err(|e| AuditError::Io(path.clone(), e))?;
-        let Ok(header) = SnapshotHeader::decode(&bytes) else {
-            continue;
-        };
-        let data = &bytes[SNAPSHOT_HEADER_LEN.min(bytes.len())..];
-        if header.last_index == last
-            && header.len == data.len() as u64
-            && header.data_crc == crc32c::crc32c(data)
-        {
-            return Ok(Some((last, data.to_vec())));
-        }
-    }
-    Ok(None)
 }
 
 /// Segment files in index order, with their first index, read whole.

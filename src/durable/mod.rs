@@ -25,7 +25,7 @@ pub mod watermark;
 pub use codec::DecodeError;
 pub use command::{Command, Entry, SessionKind, EPOCH_SHIFT};
 pub use recovery::{open, open_with_io, Options, Recovered, RecoveryError};
-pub use store::{request_id, PersistenceInfo, Store, Ticket};
+pub use store::{request_id, PersistenceInfo, RecoverySummary, Store, Ticket};
 pub use watermark::LogFailed;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::codec::DecodeError;
 use super::command::{apply, Command, Entry, SessionKind};
 use super::image_codec;
-use super::store::{JournalStart, Store};
+use super::store::{JournalStart, RecoverySummary, Store};
 use crate::engine::{Limits, LockTable, SessionId};
 use std::sync::Arc;
 
@@ -247,14 +247,13 @@ pub fn open_with_io(
         elapsed: began.elapsed(),
         epoch,
     };
-    store.set_recovery(format!(
-        "snapshot_index={} replayed_records={} restored_holds={} restored_sessions={} elapsed_ms={}",
-        snapshot_index.unwrap_or(0),
-        replayed,
-        holds,
-        recovered.sessions.len(),
-        recovered.elapsed.as_millis()
-    ));
+    store.set_recovery(RecoverySummary {
+        snapshot_index: snapshot_index.unwrap_or(0),
+        replayed_records: replayed,
+        restored_holds: holds,
+        restored_sessions: recovered.sessions.len() as u64,
+        elapsed_ms: recovered.elapsed.as_millis() as u64,
+    });
     info!(
         dir = %opts.dir.display(),
         snapshot = ?recovered.snapshot_index,

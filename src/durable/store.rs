@@ -72,7 +72,22 @@ pub(super) struct Journal {
     snapshots_saved: Arc<AtomicU64>,
     fsync: crate::wal::FsyncMode,
     /// What recovery did at startup, for INFO.
-    pub(super) recovery: parking_lot::Mutex<String>,
+    recovery: std::sync::OnceLock<RecoverySummary>,
+}
+
+/// What recovery did at startup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Last index of the snapshot loaded (0: none).
+    pub snapshot_index: u64,
+    /// Log records replayed after it.
+    pub replayed_records: u64,
+    /// Holds restored.
+    pub restored_holds: u64,
+    /// Sessions restored.
+    pub restored_sessions: u64,
+    /// How long recovery took.
+    pub elapsed_ms: u64,
 }
 
 /// What INFO's persistence section shows.
@@ -97,7 +112,7 @@ pub struct PersistenceInfo {
     /// Whether a snapshot is being written.
     pub snapshot_in_progress: bool,
     /// What recovery did.
-    pub recovery: String,
+    pub recovery: RecoverySummary,
 }
 
 /// See the module docs.
@@ -154,7 +169,7 @@ impl Store {
                 snapshot_index: Arc::new(AtomicU64::new(start.snapshot_index)),
                 snapshots_saved: Arc::new(AtomicU64::new(0)),
                 fsync: start.fsync,
-                recovery: parking_lot::Mutex::new(String::new()),
+                recovery: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -243,13 +258,13 @@ impl Store {
             snapshot_index: j.snapshot_index.load(Ordering::Relaxed),
             snapshots_saved: j.snapshots_saved.load(Ordering::Relaxed),
             snapshot_in_progress: j.snapshotting.load(Ordering::Relaxed),
-            recovery: j.recovery.lock().clone(),
+            recovery: j.recovery.get().copied().unwrap_or_default(),
         })
     }
 
-    pub(super) fn set_recovery(&self, text: String) {
+    pub(super) fn set_recovery(&self, summary: RecoverySummary) {
         if let Some(j) = &self.journal {
-            *j.recovery.lock() = text;
+            let _ = j.recovery.set(summary);
         }
     }
 
@@ -304,28 +319,15 @@ impl Store {
         req: &AcquireRequest,
         now: u64,
     ) -> (AcquireOutcome, Ticket) {
-        let Some(j) = &self.journal else {
-            return (self.table.acquire(session, key, req, now), 0);
+        let command = Command::Acquire {
+            session,
+            key,
+            req: *req,
         };
-        let mut seq = j.seq.lock();
-        let entry = Entry {
-            now: seq.now(now),
-            command: Command::Acquire {
-                session,
-                key,
-                req: *req,
-            },
-        };
-        let Applied::Acquire(outcome) = apply(&self.table, &entry, &mut Vec::new()) else {
-            unreachable!("an acquire applies as one")
-        };
-        let t = if matches!(outcome, AcquireOutcome::Granted(_) | AcquireOutcome::Queued) {
-            seq.max_request = seq.max_request.max(req.id.0);
-            self.commit(j, &mut seq, &entry)
-        } else {
-            seq.next - 1
-        };
-        (outcome, t)
+        match self.run(now, command, &mut Vec::new()) {
+            (Applied::Acquire(outcome), t) => (outcome, t),
+            _ => unreachable!("an acquire applies as one"),
+        }
     }
 
     /// RELEASE.
@@ -336,20 +338,10 @@ impl Store {
         now: u64,
         events: &mut Vec<Event>,
     ) -> (Result<(), NotHeld>, Ticket) {
-        let Some(j) = &self.journal else {
-            return (self.table.release(session, key, now, events), 0);
-        };
-        let mut seq = j.seq.lock();
-        let entry = Entry {
-            now: seq.now(now),
-            command: Command::Release { session, key },
-        };
-        let applied = apply(&self.table, &entry, events);
-        let t = self.commit_if(j, &mut seq, &entry, &applied);
-        let Applied::Release(r) = applied else {
-            unreachable!("a release applies as one")
-        };
-        (r, t)
+        match self.run(now, Command::Release { session, key }, events) {
+            (Applied::Release(result), t) => (result, t),
+            _ => unreachable!("a release applies as one"),
+        }
     }
 
     /// Cancels a queued request.
@@ -360,17 +352,32 @@ impl Store {
         now: u64,
         events: &mut Vec<Event>,
     ) -> (bool, Ticket) {
+        let (applied, t) = self.run(now, Command::Cancel { session, key }, events);
+        (matches!(applied, Applied::Cancel(true)), t)
+    }
+
+    /// Applies `command` (the one path for the commands whose outcome is the table's)
+    /// and, with a log, appends its record if it changed anything. Without a log the
+    /// table is called directly through the same `apply`.
+    fn run(&self, now: u64, command: Command<'_>, events: &mut Vec<Event>) -> (Applied, Ticket) {
         let Some(j) = &self.journal else {
-            return (self.table.cancel(session, key, now, events), 0);
+            return (apply(&self.table, &Entry { now, command }, events), 0);
         };
         let mut seq = j.seq.lock();
         let entry = Entry {
             now: seq.now(now),
-            command: Command::Cancel { session, key },
+            command,
         };
         let applied = apply(&self.table, &entry, events);
-        let t = self.commit_if(j, &mut seq, &entry, &applied);
-        (matches!(applied, Applied::Cancel(true)), t)
+        let t = if applied.changed() {
+            if let Command::Acquire { req, .. } = &entry.command {
+                seq.max_request = seq.max_request.max(req.id.0);
+            }
+            self.commit(j, &mut seq, &entry)
+        } else {
+            seq.next - 1
+        };
+        (applied, t)
     }
 
     /// RENEW. Not logged (see [`super::command`]); its ticket covers the state it saw.
@@ -428,13 +435,7 @@ impl Store {
 
     /// Logs the wall clock against the table clock (see [`Command::Clock`]).
     pub(super) fn log_clock(&self, unix_ms: u64, now: u64) {
-        let Some(j) = &self.journal else { return };
-        let mut seq = j.seq.lock();
-        let entry = Entry {
-            now: seq.now(now),
-            command: Command::Clock { unix_ms },
-        };
-        self.commit(j, &mut seq, &entry);
+        self.run(now, Command::Clock { unix_ms }, &mut Vec::new());
     }
 
     /// The WAL, for recovery's final sync and for shutdown.
@@ -471,20 +472,6 @@ impl Store {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         true
-    }
-
-    fn commit_if(
-        &self,
-        j: &Journal,
-        seq: &mut Seq,
-        entry: &Entry<'_>,
-        applied: &Applied,
-    ) -> Ticket {
-        if applied.changed() {
-            self.commit(j, seq, entry)
-        } else {
-            seq.next - 1
-        }
     }
 
     /// Appends the record of an applied command; called with the sequencer held, so the

@@ -56,12 +56,7 @@ impl Watermark {
     /// Waits until `index` is durable.
     pub async fn wait(&self, index: u64) -> Result<(), LogFailed> {
         loop {
-            if self.get() >= index {
-                return Ok(());
-            }
-            if let Some(e) = self.failure() {
-                return Err(e);
-            }
+            // Registered before the check, so a completion in between is not missed.
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

@@ -831,7 +831,6 @@ impl Shard {
 
     /// Replays a lease expiry that the timer driver decided (and logged): drops
     /// `session`'s hold on `key` as [`Self::advance`] did. False if there was none.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn expire(
         &mut self,
         session: SessionId,

@@ -151,33 +151,26 @@ impl Sessions {
             },
             shared.clock.now_ms(),
         );
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link::default());
-        link.attach();
-        shared.router.register_binary(id, tx, link.clone());
-        let core = Arc::new(tokio::sync::Mutex::new(Core {
-            rx,
-            queued: Default::default(),
-            by_client: Default::default(),
-            name,
-        }));
-        let guard = core
-            .clone()
-            .try_lock_owned()
-            .expect("a new session's core is free");
-        let session = Arc::new(Session {
+        let session = Session::register(
+            shared,
             id,
             secret,
             timeout,
-            link,
-            core,
-            state: Mutex::new(State {
+            name,
+            Vec::new(),
+            State {
                 owner: conn,
                 epoch: 1,
                 ended: false,
                 kick: Some(kick_tx),
-            }),
-        });
+            },
+        );
+        session.link.attach();
+        let guard = session
+            .core
+            .clone()
+            .try_lock_owned()
+            .expect("a new session's core is free");
         map.insert(secret, session.clone());
         drop(map);
         debug!(session = %id, "binary session created");
@@ -281,40 +274,20 @@ impl Sessions {
         timeout: Duration,
         queued: Vec<(RequestId, Key)>,
     ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link::default());
-        shared.router.register_binary(id, tx, link.clone());
-        let mut core = Core {
-            rx,
-            queued: Default::default(),
-            by_client: Default::default(),
-            name: Vec::new(),
-        };
-        for (request, key) in queued {
-            let client_id = request.0 as u32;
-            core.queued.insert(
-                request,
-                Queued {
-                    client_id,
-                    key,
-                    since: std::time::Instant::now(),
-                },
-            );
-            core.by_client.insert(client_id, request);
-        }
-        let session = Arc::new(Session {
+        let session = Session::register(
+            shared,
             id,
             secret,
             timeout,
-            link,
-            core: Arc::new(tokio::sync::Mutex::new(core)),
-            state: Mutex::new(State {
+            Vec::new(),
+            queued,
+            State {
                 owner: 0,
                 epoch: 1,
                 ended: false,
                 kick: None,
-            }),
-        });
+            },
+        );
         self.by_secret.lock().insert(secret, session.clone());
         end_after(shared, &session, 1, Instant::now() + timeout);
     }
@@ -351,6 +324,52 @@ impl Sessions {
         for s in all {
             self.end(shared, &s);
         }
+    }
+}
+
+impl Session {
+    /// A session's state, registered in the router for its whole life (events that come
+    /// while no connection serves it wait in its channel). `queued` are queued requests
+    /// it already has (a session restored after a restart): the low 32 bits of each
+    /// request id are the client's request id.
+    fn register(
+        shared: &Shared,
+        id: SessionId,
+        secret: Secret,
+        timeout: Duration,
+        name: Vec<u8>,
+        queued: Vec<(RequestId, Key)>,
+        state: State,
+    ) -> Arc<Session> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link::default());
+        shared.router.register_binary(id, tx, link.clone());
+        let mut core = Core {
+            rx,
+            queued: Default::default(),
+            by_client: Default::default(),
+            name,
+        };
+        for (request, key) in queued {
+            let client_id = request.0 as u32;
+            core.queued.insert(
+                request,
+                Queued {
+                    client_id,
+                    key,
+                    since: std::time::Instant::now(),
+                },
+            );
+            core.by_client.insert(client_id, request);
+        }
+        Arc::new(Session {
+            id,
+            secret,
+            timeout,
+            link,
+            core: Arc::new(tokio::sync::Mutex::new(core)),
+            state: Mutex::new(state),
+        })
     }
 }
 

@@ -73,6 +73,17 @@ impl SnapshotStore {
         Ok(SnapshotStore { io, dir, retain: 2 })
     }
 
+    /// Opens a snapshot directory on the real file system only to read it: nothing is
+    /// created or removed, so a server may be using the directory meanwhile (`turnstile
+    /// audit`). Reading works as usual; do not save through it.
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> SnapshotStore {
+        SnapshotStore {
+            io: Arc::new(FsIo::new()),
+            dir: dir.into(),
+            retain: usize::MAX,
+        }
+    }
+
     /// Keeps the newest `retain` snapshots (at least one) after each save.
     pub fn with_retain(mut self, retain: usize) -> SnapshotStore {
         self.retain = retain.max(1);

@@ -44,11 +44,7 @@ impl Server {
 
     /// A server with `config` (its bind address and port are ignored: the listener is
     /// bound to `127.0.0.1:0`).
-    pub async fn start_with(mut config: Config) -> Server {
-        // Tests run in memory unless they name a data directory of their own.
-        if config.data_dir == std::path::Path::new("turnstile-data") {
-            config.in_memory = true;
-        }
+    pub async fn start_with(config: Config) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -56,10 +52,7 @@ impl Server {
     }
 
     /// A server listening on `addr` again (after a restart), bound with bounded retries.
-    pub async fn start_at(mut config: Config, addr: SocketAddr) -> Server {
-        if config.data_dir == std::path::Path::new("turnstile-data") {
-            config.in_memory = true;
-        }
+    pub async fn start_at(config: Config, addr: SocketAddr) -> Server {
         for _ in 0..100 {
             if let Ok(listener) = TcpListener::bind(addr).await {
                 return Server::serve(listener, config);
@@ -69,7 +62,11 @@ impl Server {
         panic!("could not bind {addr} again");
     }
 
-    fn serve(listener: TcpListener, config: Config) -> Server {
+    fn serve(listener: TcpListener, mut config: Config) -> Server {
+        // Tests run in memory unless they name a data directory of their own.
+        if config.data_dir == std::path::Path::new("turnstile-data") {
+            config.in_memory = true;
+        }
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(turnstile::server::run(listener, config, async move {

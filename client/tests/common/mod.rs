@@ -55,11 +55,7 @@ impl Server {
         Server::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> Server {
-        // Tests run in memory unless they name a data directory of their own.
-        if config.data_dir == std::path::Path::new("turnstile-data") {
-            config.in_memory = true;
-        }
+    pub async fn start_with(config: Config) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Server::serve(listener, config)
     }
@@ -87,7 +83,11 @@ impl Server {
             .expect("server::run returns Ok");
     }
 
-    fn serve(listener: TcpListener, config: Config) -> Server {
+    fn serve(listener: TcpListener, mut config: Config) -> Server {
+        // Tests run in memory unless they name a data directory of their own.
+        if config.data_dir == std::path::Path::new("turnstile-data") {
+            config.in_memory = true;
+        }
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(turnstile::server::run(listener, config, async move {
