@@ -138,6 +138,66 @@ pub struct Config {
     /// Size of one log segment file in bytes.
     #[arg(long, env = "TURNSTILE_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub wal_segment_bytes: u64,
+    /// Run as node N of a replicated cluster (see docs/cluster.md). Needs a data
+    /// directory.
+    #[arg(long, env = "TURNSTILE_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster mode: where this node listens for its peers (default: the client port +
+    /// 10000 on --bind).
+    #[arg(long, env = "TURNSTILE_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+    /// Cluster mode: the client address other nodes name in NOTLEADER redirects
+    /// (default: --bind:--port).
+    #[arg(long, env = "TURNSTILE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Cluster mode: the voters of a new cluster, `ID=RAFT_ADDR/CLIENT_ADDR,...`. On its
+    /// first start the node with the lowest id listed initialises the cluster with them;
+    /// ignored once the data directory has a log.
+    #[arg(long, env = "TURNSTILE_CLUSTER", value_parser = parse_members)]
+    pub cluster: Option<Members>,
+    /// Cluster mode: the password nodes authenticate each other with (default:
+    /// --requirepass).
+    #[arg(long, env = "TURNSTILE_CLUSTER_PASSWORD", hide_env_values = true)]
+    pub cluster_password: Option<String>,
+    /// Cluster mode: the leader's heartbeat interval in milliseconds.
+    #[arg(long, env = "TURNSTILE_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Cluster mode: the lower bound of the randomised election timeout in milliseconds
+    /// (the upper bound is twice it). A new leader adds the upper bound to every lease.
+    #[arg(long, env = "TURNSTILE_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    pub election_timeout_ms: u64,
+    /// Cluster mode: INSPECT and LOCKS on a follower: `redirect` (NOTLEADER) or `stale`
+    /// (answered from the follower's own, possibly older, state).
+    #[arg(long, env = "TURNSTILE_FOLLOWER_READS", default_value = "redirect", value_parser = ["redirect", "stale"])]
+    pub follower_reads: String,
+}
+
+/// The voters named by `--cluster`: id -> (raft address, client address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Members(pub std::collections::BTreeMap<u64, (String, String)>);
+
+/// Parses `--cluster`: `ID=RAFT_ADDR/CLIENT_ADDR` entries separated by commas.
+pub fn parse_members(s: &str) -> Result<Members, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("'{part}' is not ID=RAFT_ADDR/CLIENT_ADDR");
+        let (id, addrs) = part.split_once('=').ok_or_else(bad)?;
+        let (raft, client) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        if id == 0 || raft.is_empty() || client.is_empty() {
+            return Err(bad());
+        }
+        if out
+            .insert(id, (raft.to_string(), client.to_string()))
+            .is_some()
+        {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("--cluster names no node".into());
+    }
+    Ok(Members(out))
 }
 
 /// Parses `--fsync`: `always`, `never` or `interval:MS`.
@@ -219,6 +279,22 @@ impl Config {
         }
         if self.shards == 0 || self.shards > 65_536 {
             return Err("--shards must be between 1 and 65536".into());
+        }
+        if let Some(id) = self.node_id {
+            if id == 0 {
+                return Err("--node-id must be at least 1".into());
+            }
+            if self.in_memory {
+                return Err("--node-id needs a data directory; drop --in-memory".into());
+            }
+            if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
+                return Err("--election-timeout-ms must be above --heartbeat-ms (> 0)".into());
+            }
+            if let Some(m) = &self.cluster {
+                if !m.0.contains_key(&id) {
+                    return Err(format!("--cluster does not name this node ({id})"));
+                }
+            }
         }
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());

@@ -38,6 +38,21 @@ enum Command {
     },
     /// An interactive shell (or one-shot command) against a server, like redis-cli.
     Cli(turnstile_cli::CliArgs),
+    /// Cluster membership: `status`, `init ID=RAFT/CLIENT...`, `add-learner ID RAFT
+    /// CLIENT`, `promote ID`, `remove ID` (sent as CLUSTER commands to --addr; see
+    /// docs/cluster.md).
+    Cluster {
+        /// A node's client address (changes must go to the leader; a follower's
+        /// NOTLEADER redirect is followed).
+        #[arg(long, default_value = "127.0.0.1:7379")]
+        addr: String,
+        /// Password, if the server requires one.
+        #[arg(long, env = "TURNSTILE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// The subcommand and its arguments.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
     /// Who held what, and when: the grants and ends of holds recorded in a data directory
     /// (read only; safe while a server runs on it).
     Audit {
@@ -91,6 +106,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{} changes", changes.len());
             Ok(())
         }
+        Command::Cluster {
+            addr,
+            password,
+            args,
+        } => cluster_command(&addr, password.as_deref(), &args),
         Command::Cli(args) => {
             let code = turnstile_cli::run(args)?;
             std::process::exit(code);
@@ -151,4 +171,66 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// `turnstile cluster`: sends `CLUSTER args...` to `addr`, following one NOTLEADER
+/// redirect, and prints the reply.
+fn cluster_command(addr: &str, password: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+    let mut words = vec!["CLUSTER".to_string()];
+    words.extend(args.iter().cloned());
+    let mut target = addr.to_string();
+    for _ in 0..3 {
+        let mut conn = std::net::TcpStream::connect(&target)
+            .with_context(|| format!("connecting to {target}"))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        if let Some(p) = password {
+            let reply = resp_call(&mut conn, &["AUTH".to_string(), p.to_string()])?;
+            if let Some(e) = reply.strip_prefix('-') {
+                anyhow::bail!("{e}");
+            }
+        }
+        let reply = resp_call(&mut conn, &words)?;
+        if let Some(rest) = reply.strip_prefix("-NOTLEADER ") {
+            if let Some(leader) = rest.split_whitespace().next() {
+                eprintln!("redirected to the leader at {leader}");
+                target = leader.to_string();
+                continue;
+            }
+        }
+        if let Some(e) = reply.strip_prefix('-') {
+            anyhow::bail!("{e}");
+        }
+        println!("{}", reply.trim_start_matches(['+', ':']));
+        return Ok(());
+    }
+    anyhow::bail!("too many redirects")
+}
+
+/// One RESP request and its reply as text (simple strings, errors, integers and bulk
+/// strings: what CLUSTER and AUTH answer).
+fn resp_call(conn: &mut std::net::TcpStream, words: &[String]) -> anyhow::Result<String> {
+    use std::io::{BufRead, Read, Write};
+    let mut req = format!("*{}\r\n", words.len());
+    for w in words {
+        req.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+    }
+    conn.write_all(req.as_bytes())?;
+    let mut reader = std::io::BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end().to_string();
+    if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.parse().context("bad bulk length")?;
+        if len < 0 {
+            return Ok(String::new());
+        }
+        let mut buf = vec![0u8; len as usize + 2];
+        reader.read_exact(&mut buf)?;
+        buf.truncate(len as usize);
+        return Ok(String::from_utf8_lossy(&buf).replace("\r\n", "\n"));
+    }
+    if line.is_empty() {
+        anyhow::bail!("the server closed the connection");
+    }
+    Ok(line)
 }

@@ -182,11 +182,26 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         ttl_ms: spec.ttl_ms,
         wait_ms: spec.wait_ms,
     };
+    if ctx.shared.cluster.is_some() {
+        return Flow::Replicate(super::Op::Acquire {
+            key: key.to_vec(),
+            req,
+        });
+    }
     let (outcome, ticket) = ctx
         .shared
         .store
         .acquire(ctx.conn.session, key, &req, ctx.now);
     ctx.ticket = ticket;
+    reply(ctx, request, outcome)
+}
+
+/// The reply to an ACQUIRE that applied with `outcome` (standalone or replicated).
+pub(crate) fn reply(
+    ctx: &mut Ctx,
+    request: crate::engine::RequestId,
+    outcome: AcquireOutcome,
+) -> Flow {
     match outcome {
         AcquireOutcome::Granted(token) => ctx.out.integer(token.0 as i64),
         AcquireOutcome::Queued => {

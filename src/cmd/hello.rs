@@ -67,10 +67,15 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     out.integer(if proto == Proto::Resp3 { 3 } else { 2 });
     out.bulk(b"id");
     out.integer(ctx.conn.session.0 as i64);
+    let cluster = ctx.shared.cluster.as_deref();
     out.bulk(b"mode");
-    out.bulk(b"standalone");
+    out.bulk(if cluster.is_some() {
+        b"cluster"
+    } else {
+        b"standalone"
+    });
     out.bulk(b"role");
-    out.bulk(b"leader");
+    out.bulk(crate::server::cluster::role_name(cluster).as_bytes());
     out.bulk(b"modules");
     out.array(0);
 }

@@ -45,7 +45,13 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
 fn render(ctx: &Ctx, wanted: &[&str]) -> String {
     let shared = ctx.shared;
     let cfg = &shared.config;
-    let engine = shared.store.table().stats();
+    let table = shared.table();
+    let engine = table.stats();
+    let mode = if shared.cluster.is_some() {
+        "cluster"
+    } else {
+        "standalone"
+    };
     let net = &shared.stats;
     let mut s = String::new();
     for (i, section) in wanted.iter().enumerate() {
@@ -57,13 +63,13 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                 let uptime = shared.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
                 let _ = write!(
                     s,
-                    "# Server\r\nserver:turnstile\r\nturnstile_version:{}\r\nmode:standalone\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nshards:{}\r\ndefault_ttl_ms:{}\r\nmax_ttl_ms:{}\r\n",
+                    "# Server\r\nserver:turnstile\r\nturnstile_version:{}\r\nmode:{mode}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nshards:{}\r\ndefault_ttl_ms:{}\r\nmax_ttl_ms:{}\r\n",
                     env!("CARGO_PKG_VERSION"),
                     std::process::id(),
                     shared.addr.port(),
                     uptime,
                     uptime / 86_400,
-                    shared.store.table().shard_count(),
+                    table.shard_count(),
                     cfg.default_ttl_ms,
                     cfg.max_ttl_ms,
                 );
@@ -148,13 +154,50 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                     );
                 }
             },
-            "replication" => {
-                s.push_str(
+            "replication" => match &shared.cluster {
+                None => s.push_str(
                     "# Replication\r\nrole:leader\r\nmode:standalone\r\nconnected_followers:0\r\n",
-                );
-            }
+                ),
+                Some(c) => replication(&mut s, c),
+            },
             _ => {}
         }
     }
     s
+}
+
+/// INFO replication in cluster mode: this node's part, the leader, the log positions and,
+/// on the leader, how far each follower is behind.
+pub(crate) fn replication(s: &mut String, c: &crate::server::cluster::Cluster) {
+    let m = c.metrics();
+    let opt = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let _ = write!(
+        s,
+        "# Replication\r\nrole:{}\r\nmode:cluster\r\nnode_id:{}\r\nraft_role:{}\r\nterm:{}\r\nleader_id:{}\r\nleader_addr:{}\r\nlast_log_index:{}\r\ncommit_index:{}\r\napplied_index:{}\r\nsnapshot_index:{}\r\nvoters:{}\r\nlearners:{}\r\nconnected_followers:{}\r\nmillis_since_quorum_ack:{}\r\n",
+        crate::server::cluster::role_name(Some(c)),
+        m.id,
+        m.role.name(),
+        m.term,
+        opt(m.leader),
+        m.leader_addr.as_ref().map_or("", |a| a.client.as_str()),
+        opt(m.last_log_index),
+        opt(m.commit_index),
+        opt(m.applied_index),
+        opt(m.snapshot_index),
+        ids(&m.voters),
+        ids(&m.learners),
+        m.replication.len(),
+        opt(m.millis_since_quorum_ack),
+    );
+    for p in &m.replication {
+        let _ = write!(
+            s,
+            "follower_{}_matched:{}\r\nfollower_{}_lag:{}\r\n",
+            p.id,
+            opt(p.matched),
+            p.id,
+            p.lag
+        );
+    }
 }

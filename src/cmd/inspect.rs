@@ -19,7 +19,7 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
         return;
     }
     ctx.ticket = ctx.shared.store.read_ticket();
-    let Some(info) = ctx.shared.store.table().inspect(key, ctx.now) else {
+    let Some(info) = ctx.shared.table().inspect(key, ctx.now) else {
         return ctx.out.array(0);
     };
     let out = &mut ctx.out;

@@ -30,7 +30,7 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
         i += 2;
     }
     ctx.ticket = ctx.shared.store.read_ticket();
-    let keys = ctx.shared.store.table().keys(
+    let keys = ctx.shared.table().keys(
         |k| pattern.is_none_or(|p| glob_match(p, k)),
         count.unwrap_or(usize::MAX),
     );

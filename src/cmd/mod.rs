@@ -7,19 +7,20 @@
 pub(crate) mod acquire;
 pub(crate) mod auth;
 pub(crate) mod client;
+pub mod cluster;
 mod compat;
 mod hello;
-mod info;
+pub(crate) mod info;
 mod inspect;
 mod locks;
 mod ping;
 pub(crate) mod release;
-mod renew;
+pub(crate) mod renew;
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::engine::{Event, RequestId, SessionId};
+use crate::engine::{AcquireRequest, Event, RequestId, SessionId};
 use crate::protocol::{Proto, ReplyWriter};
 use crate::server::Shared;
 
@@ -72,6 +73,39 @@ pub enum Flow {
         /// When it queued.
         since: Instant,
     },
+    /// Cluster mode: the command needs the cluster (a proposal or a read index) before
+    /// it can answer; the connection does that and replies (see
+    /// `crate::server::connection`).
+    Replicate(Op),
+}
+
+/// What a command asks of the cluster (cluster mode only).
+#[derive(Debug)]
+pub enum Op {
+    /// Propose this ACQUIRE.
+    Acquire {
+        /// The key.
+        key: Vec<u8>,
+        /// The request, with its id.
+        req: AcquireRequest,
+    },
+    /// Propose this RELEASE.
+    Release {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Renew after a read index (a deposed leader must not extend a lease).
+    Renew {
+        /// The key.
+        key: Vec<u8>,
+        /// The new TTL, if given.
+        ttl: Option<u64>,
+    },
+    /// A CLUSTER membership change.
+    Cluster(cluster::Admin),
+    /// INSPECT or LOCKS on the leader: run the command again once a read index confirmed
+    /// the leadership (with [`Ctx::read_ok`] set).
+    Read,
 }
 
 /// What a command runs with.
@@ -89,6 +123,9 @@ pub struct Ctx<'a> {
     /// The log index the reply must wait for (set by commands that touch the table; see
     /// [`crate::durable::Store`]).
     pub ticket: crate::durable::Ticket,
+    /// Cluster mode: a read index has just confirmed this node leads (INSPECT and LOCKS
+    /// may read).
+    pub read_ok: bool,
 }
 
 /// Whether `word` is `keyword` in any letter case. `keyword` must be upper-case ASCII
@@ -111,10 +148,21 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         return Flow::Continue;
     }
     let a = &args[1..];
+    if let Some(c) = &ctx.shared.cluster {
+        if (is("INSPECT") || is("LOCKS")) && !ctx.read_ok {
+            if c.is_leading() {
+                return Flow::Replicate(Op::Read);
+            }
+            if !c.stale_reads() {
+                ctx.out.error(&c.not_leader().text());
+                return Flow::Continue;
+            }
+        }
+    }
     match name.len() {
         7 if is("ACQUIRE") => return acquire::run(ctx, a),
-        7 if is("RELEASE") => release::run(ctx, a),
-        5 if is("RENEW") => renew::run(ctx, a),
+        7 if is("RELEASE") => return release::run(ctx, a),
+        5 if is("RENEW") => return renew::run(ctx, a),
         4 if is("PING") => ping::run(ctx, a),
         7 if is("INSPECT") => inspect::run(ctx, a),
         5 if is("LOCKS") => locks::run(ctx, a),
@@ -122,6 +170,7 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         4 if is("AUTH") => auth::run(ctx, a),
         5 if is("HELLO") => hello::run(ctx, a),
         6 if is("CLIENT") => client::run(ctx, a),
+        7 if is("CLUSTER") => return cluster::run(ctx, a),
         4 if is("QUIT") => {
             ctx.out.simple("OK");
             return Flow::Close;

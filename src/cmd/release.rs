@@ -4,20 +4,31 @@
 //! `RELEASE key` -> `:1` | `-NOTHELD ...` (the session holds nothing on the key, e.g. the
 //! lease ran out). Releasing grants the next compatible waiters at once.
 
-use super::{key_ok, wrong_args, Ctx};
+use super::{key_ok, wrong_args, Ctx, Flow, Op};
+use crate::engine::NotHeld;
 
-pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     let [key] = args else {
-        return wrong_args(ctx, "release");
+        wrong_args(ctx, "release");
+        return Flow::Continue;
     };
     if !key_ok(ctx, key) {
-        return;
+        return Flow::Continue;
+    }
+    if ctx.shared.cluster.is_some() {
+        return Flow::Replicate(Op::Release { key: key.to_vec() });
     }
     let (result, ticket) = ctx
         .shared
         .store
         .release(ctx.conn.session, key, ctx.now, ctx.events);
     ctx.ticket = ticket;
+    reply(ctx, result);
+    Flow::Continue
+}
+
+/// The reply to a RELEASE that applied with `result`.
+pub(crate) fn reply(ctx: &mut Ctx, result: Result<(), NotHeld>) {
     match result {
         Ok(()) => ctx.out.integer(1),
         Err(_) => {

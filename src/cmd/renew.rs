@@ -6,28 +6,49 @@
 
 use super::acquire::validate_ttl;
 use super::release::NOTHELD;
-use super::{key_ok, parse_u64, Ctx};
+use super::{key_ok, parse_u64, Ctx, Flow, Op};
+use crate::engine::NotHeld;
 
-pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
+pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     let (key, ttl) = match args {
         [key] => (*key, None),
         [key, word, ttl] if word.eq_ignore_ascii_case(b"TTL") => {
             let Some(ttl) = parse_u64(ttl) else {
-                return super::not_an_integer(ctx, "TTL");
+                super::not_an_integer(ctx, "TTL");
+                return Flow::Continue;
             };
             if let Err(msg) = validate_ttl(ttl, ctx.shared.config.max_ttl_ms) {
-                return ctx.out.error(&msg);
+                ctx.out.error(&msg);
+                return Flow::Continue;
             }
             (*key, Some(ttl))
         }
-        [] => return super::wrong_args(ctx, "renew"),
-        _ => return ctx.out.error("ERR syntax error"),
+        [] => {
+            super::wrong_args(ctx, "renew");
+            return Flow::Continue;
+        }
+        _ => {
+            ctx.out.error("ERR syntax error");
+            return Flow::Continue;
+        }
     };
     if !key_ok(ctx, key) {
-        return;
+        return Flow::Continue;
+    }
+    if ctx.shared.cluster.is_some() {
+        return Flow::Replicate(Op::Renew {
+            key: key.to_vec(),
+            ttl,
+        });
     }
     let (result, ticket) = ctx.shared.store.renew(ctx.conn.session, key, ttl, ctx.now);
     ctx.ticket = ticket;
+    reply(ctx, result);
+    Flow::Continue
+}
+
+/// The reply to a RENEW that ran with `result`.
+pub(crate) fn reply(ctx: &mut Ctx, result: Result<u64, NotHeld>) {
     match result {
         Ok(left) => ctx.out.integer(left as i64),
         Err(_) => {

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 pub use image::{HoldImage, LockImage, SessionImage, ShardImage, TableImage, WaiterImage};
 pub use key::Key;
 pub use types::{
-    AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
+    AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
 };
 
@@ -349,6 +349,16 @@ impl LockTable {
         for shard in self.shards.iter() {
             shard.lock().advance(now, &ctx, events);
         }
+    }
+
+    /// What [`Self::advance`] would end at `now`, shard by shard, without ending it (see
+    /// `Shard::due`): a cluster leader proposes these as a Tick entry.
+    pub fn due(&self, now: u64) -> Vec<Due> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            shard.lock().due(now, &mut out);
+        }
+        out
     }
 
     /// Replays a lease expiry the timer driver decided: as [`Self::advance`] did when it

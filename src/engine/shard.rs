@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use super::image::{HoldImage, LockImage, SessionImage, ShardImage, WaiterImage};
 use super::types::{
-    AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, KeyInfo, Kind,
+    AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
 };
 use super::{Key, Limits, Stats};
@@ -711,6 +711,11 @@ impl Shard {
         let lock = self.lock(idx);
         let pos = lock.holder(session).ok_or(NotHeld)?;
         let old = lock.holders[pos].timer;
+        // A lease whose timer fired is over, even if its end is not applied yet (a
+        // cluster leader's expiry on its way through the log).
+        if self.wheel.deadline(old).is_none() {
+            return Err(NotHeld);
+        }
         let ttl = ttl_ms.map_or(lock.holders[pos].ttl_ms, |t| {
             u32::try_from(t).unwrap_or(u32::MAX).max(1)
         });
@@ -824,6 +829,55 @@ impl Shard {
                     continue;
                 };
                 self.end_lease(idx, pos, None, now, ctx, events);
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// What [`Self::advance`] would end at `now`, without ending it: the due timers are
+    /// taken off the wheel (so they are not reported twice, and RENEW no longer extends
+    /// those holds) but holds and waiters stay until the decision comes back as a
+    /// replicated Tick and [`Self::expire`] / [`Self::time_out`] apply it. A cluster
+    /// leader's timer driver uses this: only applied log entries may change the table.
+    /// Same order as `advance`.
+    pub(crate) fn due(&mut self, now: u64, out: &mut Vec<Due>) {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.wheel.advance(now, &mut fired);
+        if fired.len() > 1 {
+            let locks = &self.locks;
+            fired.sort_by_cached_key(|&(deadline, t)| {
+                let key = locks[t.index() as usize].as_ref().map(|l| l.key.clone());
+                (deadline, key, t.is_wait(), t.session)
+            });
+        }
+        for &(_, timer) in &fired {
+            let Some(lock) = self.locks[timer.index() as usize].as_ref() else {
+                continue;
+            };
+            let wheel = &self.wheel;
+            if timer.is_wait() {
+                let waiter = lock.queue.as_ref().and_then(|q| {
+                    q.iter().find(|w| {
+                        timer.names(w.session)
+                            && w.timer.is_some_and(|t| wheel.deadline(t).is_none())
+                    })
+                });
+                if let Some(w) = waiter {
+                    out.push(Due::Wait {
+                        session: w.session,
+                        key: lock.key.clone(),
+                    });
+                }
+            } else if let Some(h) = lock
+                .holders
+                .iter()
+                .find(|h| timer.names(h.session) && wheel.deadline(h.timer).is_none())
+            {
+                out.push(Due::Lease {
+                    session: h.session,
+                    key: lock.key.clone(),
+                });
             }
         }
         self.fired = fired;

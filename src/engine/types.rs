@@ -274,3 +274,23 @@ pub struct KeyInfo {
     /// Waiters in queue order.
     pub waiters: Vec<WaiterInfo>,
 }
+
+/// A timer that is due: what [`crate::engine::LockTable::due`] reports for a cluster
+/// leader to propose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// `session`'s lease on `key` ran out.
+    Lease {
+        /// Whose.
+        session: SessionId,
+        /// On which key.
+        key: Key,
+    },
+    /// `session`'s WAIT on `key` ran out.
+    Wait {
+        /// Whose.
+        session: SessionId,
+        /// On which key.
+        key: Key,
+    },
+}

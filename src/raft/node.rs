@@ -420,6 +420,19 @@ impl RaftNode {
         Ok(r.log_id.index)
     }
 
+    /// Removes learner `id` from the cluster. Returns the membership entry's index.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<u64, ClusterError> {
+        let r = self
+            .raft
+            .change_membership(
+                openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                false,
+            )
+            .await
+            .map_err(write_error)?;
+        Ok(r.log_id.index)
+    }
+
     /// Proposes one encoded [`crate::durable::command::Entry`] record and waits until it is
     /// committed and applied. On a follower: [`ClusterError::NotLeader`], naming the
     /// leader when known. The record is checked before it is proposed

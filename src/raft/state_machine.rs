@@ -84,7 +84,14 @@ struct Shared {
     shards: usize,
     limits: Limits,
     snapshot_seq: AtomicU64,
+    /// Where the events of applied entries go (the server's router), if anywhere;
+    /// without a sink they are returned in each [`Response`].
+    sink: std::sync::OnceLock<EventSink>,
 }
+
+/// Receives the events applying an entry caused (grants to queued requests, expiries,
+/// timeouts), on every node: a follower may still have a client parked on a grant.
+pub type EventSink = Box<dyn Fn(&mut Vec<crate::engine::Event>) + Send + Sync>;
 
 /// What the log has done to the machine besides the table.
 #[derive(Clone, Debug, Default)]
@@ -148,6 +155,7 @@ impl StateMachine {
                 shards,
                 limits,
                 snapshot_seq: AtomicU64::new(0),
+                sink: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -157,6 +165,12 @@ impl StateMachine {
     /// across awaits.
     pub fn table(&self) -> Arc<LockTable> {
         self.shared.table.read().clone()
+    }
+
+    /// Sends the events of every entry applied from now on to `sink` instead of the
+    /// responses. Set once.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.shared.sink.set(sink);
     }
 
     /// The last applied log id.
@@ -244,7 +258,14 @@ impl StateMachine {
                     Response::default()
                 }
                 EntryPayload::Normal(Request(bytes)) => {
-                    apply_command(&table, &mut st, log_id, &bytes)?
+                    let mut r = apply_command(&table, &mut st, log_id, &bytes)?;
+                    if let Some(sink) = self.shared.sink.get() {
+                        if !r.events.is_empty() {
+                            sink(&mut r.events);
+                            r.events.clear();
+                        }
+                    }
+                    r
                 }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(log_id), m);
@@ -338,7 +359,14 @@ fn apply_command(
         Command::Acquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
         _ => {}
     }
+    // The table's time never goes back: entries proposed concurrently by a leader's
+    // connections may carry times slightly out of log order. Deterministic: `st.now` is
+    // replicated state.
     st.now = st.now.max(entry.now);
+    let entry = CommandEntry {
+        now: st.now,
+        command: entry.command,
+    };
     let mut events = Vec::new();
     let applied = apply(table, &entry, &mut events);
     Ok(Response {

@@ -21,11 +21,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::cluster::Refusal;
 use super::router::Delivery;
 use super::sessions::{Attachment, Core, Queued, ResumeError, Session};
 use super::Shared;
 use crate::cmd::{self, ConnState};
-use crate::durable::Ticket;
+use crate::durable::command::{Applied, Command};
+use crate::durable::{SessionKind, Ticket};
 use crate::engine::{AcquireOutcome, AcquireRequest, Event, Key, SessionId};
 use crate::protocol::binary::{
     deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
@@ -168,6 +170,25 @@ fn refuse(out: &mut BytesMut, id: u32, e: ErrorReply) {
     Response::Error(e).encode(id, out);
 }
 
+/// A cluster refusal as an ERROR frame: NOTLEADER with the leader's address (empty when
+/// unknown), or ERR.
+fn refusal_error(r: &Refusal) -> ErrorReply {
+    match r {
+        Refusal::NotLeader(addr) => {
+            let mut e = ErrorReply::new(
+                ErrorCode::NotLeader,
+                match addr {
+                    Some(a) => a.clone(),
+                    None => "no leader known yet; retry".to_string(),
+                },
+            );
+            e.detail = ErrorDetail::NotLeader(Bytes::from(addr.clone().unwrap_or_default()));
+            e
+        }
+        other => err(other.text().trim_start_matches("ERR ").to_string()),
+    }
+}
+
 /// Checks the HELLO and attaches a session: a new one, or the one it resumes.
 async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, u16), ErrorReply> {
     let cfg = &shared.config;
@@ -206,6 +227,39 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
         return Err(err(format!(
             "Client names cannot contain spaces, newlines or special characters, and have at most {MAX_NAME_LEN} bytes."
         )));
+    }
+    if let Some(c) = &shared.cluster {
+        // Sessions live where changes are served: on the leader.
+        if !c.is_leading() {
+            return Err(refusal_error(&c.not_leader()));
+        }
+        if hello.resume.is_none() {
+            let timeout = cfg.session_timeout(hello.session_timeout_ms);
+            if shared.sessions.full(shared) {
+                return Err(limit_error(
+                    LimitKind::Sessions,
+                    format!("too many sessions (the maximum is {})", cfg.max_sessions),
+                ));
+            }
+            let id = c.node().table().open_session();
+            let secret = super::sessions::new_secret();
+            let command = Command::OpenSession {
+                session: id,
+                kind: SessionKind::Binary {
+                    secret,
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+            };
+            // HELLO_OK hands out the secret only once the session is committed.
+            c.propose(shared.clock.now_ms(), command)
+                .await
+                .map_err(|r| refusal_error(&r))?;
+            let att =
+                shared
+                    .sessions
+                    .create_replicated(shared, id, secret, timeout, hello.name.to_vec());
+            return Ok((att, high));
+        }
     }
     let att = match &hello.resume {
         Some(secret) => match shared.sessions.resume(shared, secret).await {
@@ -266,7 +320,14 @@ enum Exit {
 /// What a request does to the connection.
 enum Flow {
     Continue,
-    Bye { end: bool },
+    Bye {
+        end: bool,
+    },
+    /// Cluster mode: the request needs the cluster ([`Served::replicated`]).
+    Replicate,
+    /// Cluster mode: an outcome is unknown; the connection closes (the session stays, to
+    /// be resumed on the leader).
+    Close,
 }
 
 /// The connection's state besides the session core.
@@ -328,6 +389,9 @@ impl Served {
                 processed += 1;
                 let payload = &inbuf[HEADER_LEN..header.frame_len()];
                 flow = self.handle(&mut att.core, &header, payload, now);
+                if let Flow::Replicate = flow {
+                    flow = self.replicated(&mut att.core, &header, payload).await;
+                }
                 inbuf.advance(header.frame_len());
                 if !self.events.is_empty() {
                     self.shared.router.route(&mut self.events);
@@ -359,6 +423,9 @@ impl Served {
             }
             if let Flow::Bye { end } = flow {
                 break Exit::Bye { end };
+            }
+            if let Flow::Close = flow {
+                break Exit::Closed;
             }
             if inbuf.is_empty() && inbuf.capacity() > 1024 * 1024 {
                 inbuf = BytesMut::with_capacity(16 * 1024);
@@ -422,6 +489,19 @@ impl Served {
                 return Flow::Continue;
             }
         };
+        if self.shared.cluster.is_some()
+            && matches!(
+                req,
+                Request::Acquire(_)
+                    | Request::Release { .. }
+                    | Request::Renew { .. }
+                    | Request::Cancel { .. }
+                    | Request::Inspect { .. }
+                    | Request::Locks { .. }
+            )
+        {
+            return Flow::Replicate;
+        }
         match req {
             Request::Hello(_) => self.error(id, err("HELLO is only valid as the first frame")),
             Request::Ping(p) => self.reply(id, Response::Pong(Bytes::copy_from_slice(p))),
@@ -434,74 +514,27 @@ impl Served {
                             .store
                             .release(self.session, key, now, &mut self.events);
                     self.ticket = self.ticket.max(ticket);
-                    match result {
-                        Ok(()) => self.reply(id, Response::Ok),
-                        Err(_) => {
-                            self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
-                            self.error(id, error_from_text(cmd::release::NOTHELD))
-                        }
-                    }
+                    self.released(id, result);
                 }
             }
             Request::Renew { key, ttl_ms } => {
-                if !self.key_ok(id, key) {
+                let Some(ttl) = self.renew_ttl(id, key, ttl_ms) else {
                     return Flow::Continue;
-                }
-                let ttl = if ttl_ms == 0 {
-                    None
-                } else {
-                    let max = self.shared.config.max_ttl_ms;
-                    if let Err(msg) = cmd::acquire::validate_ttl(u64::from(ttl_ms), max) {
-                        self.error(id, error_from_text(&msg));
-                        return Flow::Continue;
-                    }
-                    Some(u64::from(ttl_ms))
                 };
                 let (result, ticket) = self.shared.store.renew(self.session, key, ttl, now);
                 self.ticket = self.ticket.max(ticket);
-                match result {
-                    Ok(left) => self.reply(
-                        id,
-                        Response::Renewed {
-                            ttl_ms: u32::try_from(left).unwrap_or(u32::MAX),
-                        },
-                    ),
-                    Err(_) => {
-                        self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
-                        self.error(id, error_from_text(cmd::release::NOTHELD))
-                    }
-                }
+                self.renewed(id, result);
             }
             Request::Cancel { target } => self.cancel(core, id, target, now),
             Request::Inspect { key } => {
                 if self.key_ok(id, key) {
                     self.ticket = self.ticket.max(self.shared.store.read_ticket());
-                    let info = self.shared.store.table().inspect(key, now);
-                    self.reply(id, Response::Inspect(info.as_ref().map(key_state)));
+                    self.inspect(id, key, now);
                 }
             }
             Request::Locks { pattern, count } => {
-                let limit = if count == 0 {
-                    usize::MAX
-                } else {
-                    count as usize
-                };
                 self.ticket = self.ticket.max(self.shared.store.read_ticket());
-                let keys = self.shared.store.table().keys(
-                    |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)),
-                    limit,
-                );
-                let keys = keys
-                    .iter()
-                    .map(|k| Bytes::copy_from_slice(k.as_bytes()))
-                    .collect();
-                self.reply(
-                    id,
-                    Response::Locks {
-                        keys,
-                        truncated: false,
-                    },
-                );
+                self.locks(id, pattern, count);
             }
             Request::Info { section } => {
                 let text = self.info(section, now);
@@ -521,8 +554,23 @@ impl Served {
     }
 
     fn acquire(&mut self, core: &mut Core, id: u32, a: &Acquire<'_>, now: u64) {
-        if !self.key_ok(id, a.key) {
+        let Some(req) = self.prepare_acquire(core, id, a) else {
             return;
+        };
+        let (outcome, ticket) = self.shared.store.acquire(self.session, a.key, &req, now);
+        self.ticket = self.ticket.max(ticket);
+        self.acquired(core, id, a.key, &req, outcome, now);
+    }
+
+    /// Checks an ACQUIRE and gives it a request id; None: the error reply is written.
+    fn prepare_acquire(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        a: &Acquire<'_>,
+    ) -> Option<AcquireRequest> {
+        if !self.key_ok(id, a.key) {
+            return None;
         }
         let cfg = &self.shared.config;
         if let Mode::Semaphore { limit, permits } = a.mode {
@@ -546,7 +594,8 @@ impl Served {
                 None
             };
             if let Some(e) = problem {
-                return self.error(id, e);
+                self.error(id, e);
+                return None;
             }
         }
         let ttl_ms = if a.ttl_ms == 0 {
@@ -555,12 +604,13 @@ impl Served {
             u64::from(a.ttl_ms)
         };
         if let Err(msg) = cmd::acquire::validate_ttl(ttl_ms, cfg.max_ttl_ms) {
-            return self.error(id, error_from_text(&msg));
+            self.error(id, error_from_text(&msg));
+            return None;
         }
         let may_queue = a.wait_ms != Some(0);
         if may_queue {
             if core.queued.len() >= cfg.max_in_flight {
-                return self.error(
+                self.error(
                     id,
                     limit_error(
                         LimitKind::InFlight,
@@ -570,14 +620,16 @@ impl Served {
                         ),
                     ),
                 );
+                return None;
             }
             if core.by_client.contains_key(&id) {
-                return self.error(
+                self.error(
                     id,
                     err(format!(
                         "request id {id} already names a queued ACQUIRE of this session"
                     )),
                 );
+                return None;
             }
         }
         let mode = mode_from_wire(a.mode);
@@ -589,12 +641,25 @@ impl Served {
             ttl_ms,
             wait_ms: a.wait_ms.map(u64::from),
         };
-        let (outcome, ticket) = self.shared.store.acquire(self.session, a.key, &req, now);
-        self.ticket = self.ticket.max(ticket);
+        Some(req)
+    }
+
+    /// Replies to an ACQUIRE that applied with `outcome` (standalone or replicated).
+    fn acquired(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        key: &[u8],
+        req: &AcquireRequest,
+        outcome: AcquireOutcome,
+        now: u64,
+    ) {
+        let (request, mode) = (req.id, req.mode);
         match outcome {
             AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
             AcquireOutcome::Queued => {
-                let key = Key::new(a.key);
+                let key_bytes = key;
+                let key = Key::new(key_bytes);
                 core.queued.insert(
                     request,
                     Queued {
@@ -606,7 +671,7 @@ impl Served {
                 core.by_client.insert(id, request);
                 self.reply(id, Response::Queued);
                 // Tell the holders that someone waits (they may hand over early).
-                if let Some(info) = self.shared.store.table().inspect(a.key, now) {
+                if let Some(info) = self.shared.table().inspect(key_bytes, now) {
                     for h in &info.holders {
                         if h.session != self.session {
                             self.shared
@@ -626,6 +691,224 @@ impl Served {
         }
     }
 
+    /// RENEW's TTL (None: the hold's last one); the outer None: the error is written.
+    fn renew_ttl(&mut self, id: u32, key: &[u8], ttl_ms: u32) -> Option<Option<u64>> {
+        if !self.key_ok(id, key) {
+            return None;
+        }
+        if ttl_ms == 0 {
+            return Some(None);
+        }
+        let max = self.shared.config.max_ttl_ms;
+        if let Err(msg) = cmd::acquire::validate_ttl(u64::from(ttl_ms), max) {
+            self.error(id, error_from_text(&msg));
+            return None;
+        }
+        Some(Some(u64::from(ttl_ms)))
+    }
+
+    fn renewed(&mut self, id: u32, result: Result<u64, crate::engine::NotHeld>) {
+        match result {
+            Ok(left) => self.reply(
+                id,
+                Response::Renewed {
+                    ttl_ms: u32::try_from(left).unwrap_or(u32::MAX),
+                },
+            ),
+            Err(_) => {
+                self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
+                self.error(id, error_from_text(cmd::release::NOTHELD))
+            }
+        }
+    }
+
+    fn released(&mut self, id: u32, result: Result<(), crate::engine::NotHeld>) {
+        match result {
+            Ok(()) => self.reply(id, Response::Ok),
+            Err(_) => {
+                self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
+                self.error(id, error_from_text(cmd::release::NOTHELD))
+            }
+        }
+    }
+
+    fn inspect(&mut self, id: u32, key: &[u8], now: u64) {
+        let info = self.shared.table().inspect(key, now);
+        self.reply(id, Response::Inspect(info.as_ref().map(key_state)));
+    }
+
+    fn locks(&mut self, id: u32, pattern: Option<&[u8]>, count: u32) {
+        let limit = if count == 0 {
+            usize::MAX
+        } else {
+            count as usize
+        };
+        let keys = self.shared.table().keys(
+            |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)),
+            limit,
+        );
+        let keys = keys
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+            .collect();
+        self.reply(
+            id,
+            Response::Locks {
+                keys,
+                truncated: false,
+            },
+        );
+    }
+
+    /// Cluster mode: a request that needs the cluster (a proposal, or a read index
+    /// before reading). Runs to its reply before the next frame, so a connection's
+    /// changes apply in the order it sent them.
+    async fn replicated(&mut self, core: &mut Core, h: &Header, payload: &[u8]) -> Flow {
+        let id = h.request_id;
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return Flow::Continue;
+        };
+        let Ok(req) = Request::decode(h, payload) else {
+            return Flow::Continue;
+        };
+        let shared = self.shared.clone();
+        let clock = || shared.clock.now_ms();
+        let reads = || async {
+            if cluster.is_leading() {
+                cluster.read_barrier().await
+            } else if cluster.stale_reads() {
+                Ok(())
+            } else {
+                Err(cluster.not_leader())
+            }
+        };
+        let result: Result<(), Refusal> = match req {
+            Request::Acquire(a) => match self.prepare_acquire(core, id, &a) {
+                None => Ok(()),
+                Some(r) => {
+                    let command = Command::Acquire {
+                        session: self.session,
+                        key: a.key,
+                        req: r,
+                    };
+                    match cluster.propose(clock(), command).await {
+                        Ok(Applied::Acquire(outcome)) => {
+                            let now = self.shared.clock.now_ms();
+                            self.acquired(core, id, a.key, &r, outcome, now);
+                            Ok(())
+                        }
+                        Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+            Request::Release { key } => {
+                if !self.key_ok(id, key) {
+                    return Flow::Continue;
+                }
+                let command = Command::Release {
+                    session: self.session,
+                    key,
+                };
+                match cluster.propose(clock(), command).await {
+                    Ok(Applied::Release(result)) => {
+                        self.released(id, result);
+                        Ok(())
+                    }
+                    Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Renew { key, ttl_ms } => match self.renew_ttl(id, key, ttl_ms) {
+                None => Ok(()),
+                Some(ttl) => match cluster.read_barrier().await {
+                    Ok(()) => {
+                        let now = self.shared.clock.now_ms();
+                        let result = cluster.node().table().renew(self.session, key, ttl, now);
+                        self.renewed(id, result);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+            },
+            Request::Cancel { target } => self.cancel_replicated(core, id, target).await,
+            Request::Inspect { key } => {
+                if !self.key_ok(id, key) {
+                    return Flow::Continue;
+                }
+                match reads().await {
+                    Ok(()) => {
+                        self.inspect(id, key, self.shared.clock.now_ms());
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Locks { pattern, count } => match reads().await {
+                Ok(()) => {
+                    self.locks(id, pattern, count);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(r) => {
+                self.error(id, refusal_error(&r));
+                if matches!(r, Refusal::Uncertain(_)) {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                }
+            }
+        }
+    }
+
+    /// CANCEL in cluster mode: as [`Self::cancel`], with the cancel proposed.
+    async fn cancel_replicated(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        target: u32,
+    ) -> Result<(), Refusal> {
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return Ok(());
+        };
+        let now = self.shared.clock.now_ms();
+        let mut cancelled = false;
+        let queued = core
+            .by_client
+            .get(&target)
+            .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())));
+        if let Some((request, key)) = queued {
+            let still_queued = self
+                .shared
+                .table()
+                .inspect(key.as_bytes(), now)
+                .is_some_and(|i| {
+                    i.waiters
+                        .iter()
+                        .any(|w| w.session == self.session && w.request == request)
+                });
+            if still_queued {
+                let command = Command::Cancel {
+                    session: self.session,
+                    key: key.as_bytes(),
+                };
+                if let Applied::Cancel(true) = cluster.propose(now, command).await? {
+                    core.queued.remove(&request);
+                    core.by_client.remove(&target);
+                    Push::Cancelled.encode(target, &mut self.out);
+                    cancelled = true;
+                }
+            }
+        }
+        self.reply(id, Response::CancelResult { cancelled });
+        Ok(())
+    }
+
     fn cancel(&mut self, core: &mut Core, id: u32, target: u32, now: u64) {
         let mut cancelled = false;
         let queued = core
@@ -638,7 +921,6 @@ impl Served {
             // have queued for the same key.
             let still_queued = self
                 .shared
-                .store
                 .table()
                 .inspect(key.as_bytes(), now)
                 .is_some_and(|i| {
@@ -679,6 +961,7 @@ impl Served {
             },
             events: &mut events,
             ticket: 0,
+            read_ok: true,
         };
         let name: &[u8] = b"INFO";
         let args: Vec<&[u8]> = if section.is_empty() {
@@ -717,7 +1000,7 @@ impl Served {
                     .record_wait(self.session.0, q.since.elapsed().as_micros() as u64);
                 // Someone queued behind this grant was announced to the previous holder:
                 // tell the new one.
-                if let Some(info) = self.shared.store.table().inspect(key.as_bytes(), now) {
+                if let Some(info) = self.shared.table().inspect(key.as_bytes(), now) {
                     if let Some(w) = info.waiters.first() {
                         Push::Waiting {
                             session: w.session.0,

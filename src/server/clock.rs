@@ -1,12 +1,14 @@
 //! The server's clock: monotonic milliseconds since start, the `now` the engine is given.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the server started, from a monotonic clock.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Clock {
     start: Instant,
-    base: u64,
+    /// What the clock read at `start`; only ever raised (see [`Clock::advance_to`]).
+    base: AtomicU64,
 }
 
 impl Clock {
@@ -20,18 +22,26 @@ impl Clock {
     pub fn starting_at(base: u64) -> Self {
         Clock {
             start: Instant::now(),
-            base,
+            base: AtomicU64::new(base),
         }
     }
 
     /// Milliseconds since start.
     pub fn now_ms(&self) -> u64 {
-        self.base + self.start.elapsed().as_millis() as u64
+        self.base.load(Ordering::Acquire) + self.start.elapsed().as_millis() as u64
+    }
+
+    /// Moves the clock forward so that it reads at least `ms` now (a new cluster leader
+    /// continues the replicated table's time). Never moves it back.
+    pub fn advance_to(&self, ms: u64) {
+        let elapsed = self.start.elapsed().as_millis() as u64;
+        self.base
+            .fetch_max(ms.saturating_sub(elapsed), Ordering::AcqRel);
     }
 
     /// The instant at `ms` milliseconds since start.
     pub fn instant(&self, ms: u64) -> Instant {
-        self.start + Duration::from_millis(ms.saturating_sub(self.base))
+        self.start + Duration::from_millis(ms.saturating_sub(self.base.load(Ordering::Acquire)))
     }
 }
 

@@ -14,10 +14,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::debug;
 
+use super::cluster::{Cluster, Refusal};
 use super::Shared;
 use crate::cmd::{self, ConnState, Flow};
+use crate::durable::command::{Applied, Command};
 use crate::durable::{SessionKind, Ticket};
-use crate::engine::{Event, SessionId};
+use crate::engine::{Event, NotHeld, SessionId};
 use crate::protocol::binary::MAGIC;
 use crate::protocol::resp::{arg, parse_command, Parsed};
 use crate::protocol::{Proto, ReplyWriter};
@@ -88,11 +90,18 @@ async fn serve_text(
     mut stop: watch::Receiver<bool>,
     mut inbuf: BytesMut,
 ) {
-    let (session, _) = shared
-        .store
-        .open_session(SessionKind::Text, shared.clock.now_ms());
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    shared.router.register(session, tx, false);
+    // In cluster mode the session is opened (proposed) with the first state change:
+    // until then the connection has none (id 0), and a follower never opens one.
+    let session = if shared.cluster.is_some() {
+        SessionId(0)
+    } else {
+        let (session, _) = shared
+            .store
+            .open_session(SessionKind::Text, shared.clock.now_ms());
+        shared.router.register(session, tx.clone(), false);
+        session
+    };
     debug!(%peer, %session, "connection opened");
 
     let mut conn = ConnState::new(session, peer, shared.config.requirepass.is_none());
@@ -149,18 +158,30 @@ async fn serve_text(
                     },
                     events: &mut events,
                     ticket: 0,
+                    read_ok: false,
                 };
                 ctx.out.proto = ctx.conn.proto;
                 let flow = cmd::dispatch(&mut ctx, &argv);
                 ticket = ticket.max(ctx.ticket);
-                flow
+                match flow {
+                    Flow::Replicate(op) => {
+                        let mut io = Io {
+                            conn: &mut conn,
+                            out: &mut outbuf,
+                            events: &mut events,
+                            tx: &tx,
+                        };
+                        replicate(&shared, &mut io, op, &argv, now).await
+                    }
+                    flow => flow,
+                }
             };
             inbuf.advance(len);
             if !events.is_empty() {
                 shared.router.route(&mut events);
             }
             match flow {
-                Flow::Continue => {}
+                Flow::Continue | Flow::Replicate(_) => {}
                 Flow::Close => {
                     if durable(&shared, ticket, &mut outbuf, conn.proto).await {
                         let _ = stream.write_all(&outbuf).await;
@@ -202,7 +223,7 @@ async fn serve_text(
                             w.integer(token.0 as i64);
                             shared
                                 .stats
-                                .record_wait(session.0, since.elapsed().as_micros() as u64);
+                                .record_wait(conn.session.0, since.elapsed().as_micros() as u64);
                         }
                         None => w.null(),
                     }
@@ -240,12 +261,166 @@ async fn serve_text(
         }
     }
 
+    let session = conn.session;
     shared.router.unregister(session);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     debug!(%peer, %session, "connection closed");
-    if !(stopping && shared.store.is_durable()) {
+    if !(stopping && shared.sessions_persist()) && session.0 != 0 {
         end_session(shared, session).await;
     }
+}
+
+/// What [`replicate`] writes to and may open a session in.
+struct Io<'a> {
+    conn: &'a mut ConnState,
+    out: &'a mut BytesMut,
+    events: &'a mut Vec<Event>,
+    tx: &'a mpsc::UnboundedSender<Event>,
+}
+
+impl Io<'_> {
+    /// Runs `f` with a command context over this connection.
+    fn with_ctx<T>(&mut self, shared: &Shared, now: u64, f: impl FnOnce(&mut cmd::Ctx) -> T) -> T {
+        let proto = self.conn.proto;
+        let mut ctx = cmd::Ctx {
+            shared,
+            conn: self.conn,
+            now,
+            out: ReplyWriter {
+                out: self.out,
+                proto,
+            },
+            events: self.events,
+            ticket: 0,
+            read_ok: true,
+        };
+        f(&mut ctx)
+    }
+}
+
+/// Cluster mode: does what `op` asks of the cluster and writes the command's reply.
+/// A refusal is the reply; an uncertain outcome closes the connection (the client must
+/// not go on as if it knew what its session holds).
+async fn replicate(
+    shared: &Arc<Shared>,
+    io: &mut Io<'_>,
+    op: cmd::Op,
+    argv: &[&[u8]],
+    now: u64,
+) -> Flow {
+    let Some(cluster) = shared.cluster.as_ref() else {
+        return Flow::Continue;
+    };
+    let result: Result<Flow, Refusal> = async {
+        match op {
+            cmd::Op::Cluster(admin) => {
+                let reply = super::cluster::admin(cluster, admin).await?;
+                let mut w = ReplyWriter {
+                    out: io.out,
+                    proto: io.conn.proto,
+                };
+                match reply {
+                    Some(index) => w.integer(index as i64),
+                    None => w.simple("OK"),
+                }
+                Ok(Flow::Continue)
+            }
+            cmd::Op::Read => {
+                cluster.read_barrier().await?;
+                let now = shared.clock.now_ms();
+                Ok(io.with_ctx(shared, now, |ctx| cmd::dispatch(ctx, argv)))
+            }
+            cmd::Op::Acquire { key, req } => {
+                let session = open_session(shared, cluster, io).await?;
+                let command = Command::Acquire {
+                    session,
+                    key: &key,
+                    req,
+                };
+                match cluster.propose(shared.clock.now_ms(), command).await? {
+                    Applied::Acquire(outcome) => {
+                        Ok(io
+                            .with_ctx(shared, now, |ctx| cmd::acquire::reply(ctx, req.id, outcome)))
+                    }
+                    other => Err(Refusal::Failed(format!("unexpected outcome {other:?}"))),
+                }
+            }
+            cmd::Op::Release { key } => {
+                let result = if io.conn.session.0 == 0 {
+                    if !cluster.is_leading() {
+                        return Err(cluster.not_leader());
+                    }
+                    Err(NotHeld)
+                } else {
+                    let command = Command::Release {
+                        session: io.conn.session,
+                        key: &key,
+                    };
+                    match cluster.propose(shared.clock.now_ms(), command).await? {
+                        Applied::Release(r) => r,
+                        other => {
+                            return Err(Refusal::Failed(format!("unexpected outcome {other:?}")))
+                        }
+                    }
+                };
+                io.with_ctx(shared, now, |ctx| cmd::release::reply(ctx, result));
+                Ok(Flow::Continue)
+            }
+            cmd::Op::Renew { key, ttl } => {
+                cluster.read_barrier().await?;
+                let now = shared.clock.now_ms();
+                let result = if io.conn.session.0 == 0 {
+                    Err(NotHeld)
+                } else {
+                    cluster
+                        .node()
+                        .table()
+                        .renew(io.conn.session, &key, ttl, now)
+                };
+                io.with_ctx(shared, now, |ctx| cmd::renew::reply(ctx, result));
+                Ok(Flow::Continue)
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(flow) => flow,
+        Err(refusal) => {
+            ReplyWriter {
+                out: io.out,
+                proto: io.conn.proto,
+            }
+            .error(&refusal.text());
+            if matches!(refusal, Refusal::Uncertain(_)) {
+                Flow::Close
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+}
+
+/// Cluster mode: the connection's session, opened (proposed) now if it has none yet.
+async fn open_session(
+    shared: &Shared,
+    cluster: &Cluster,
+    io: &mut Io<'_>,
+) -> Result<SessionId, Refusal> {
+    if io.conn.session.0 != 0 {
+        return Ok(io.conn.session);
+    }
+    if !cluster.is_leading() {
+        return Err(cluster.not_leader());
+    }
+    let session = cluster.node().table().open_session();
+    let command = Command::OpenSession {
+        session,
+        kind: SessionKind::Text,
+    };
+    cluster.propose(shared.clock.now_ms(), command).await?;
+    shared.router.register(session, io.tx.clone(), false);
+    io.conn.session = session;
+    Ok(session)
 }
 
 /// Waits until the log holds everything the replies in `out` depend on. If the log
@@ -263,7 +438,24 @@ async fn durable(shared: &Shared, ticket: Ticket, out: &mut BytesMut, proto: Pro
 }
 
 /// Ends `session` now: queued requests cancelled, holds released, grants delivered.
+/// In cluster mode the end is proposed (by the leader only: elsewhere the new leader
+/// ends the session after its timeout).
 pub(super) fn close_session(shared: &Shared, session: SessionId) {
+    if let Some(cluster) = shared.cluster.clone() {
+        if !cluster.is_leading() {
+            return;
+        }
+        let now = shared.clock.now_ms();
+        tokio::spawn(async move {
+            if let Err(e) = cluster
+                .propose(now, Command::CloseSession { session })
+                .await
+            {
+                debug!(%session, error = %e.text(), "ending a session");
+            }
+        });
+        return;
+    }
     let mut events = Vec::new();
     shared
         .store

@@ -88,7 +88,7 @@ async fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 
 /// The exposition text.
 pub fn render(shared: &Shared) -> String {
-    let e = shared.store.table().stats();
+    let e = shared.table().stats();
     let net = &shared.stats;
     let mut s = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
@@ -245,6 +245,52 @@ pub fn render(shared: &Shared) -> String {
             "Snapshots saved since start.",
             p.snapshots_saved as f64,
         );
+    }
+    if let Some(c) = &shared.cluster {
+        let m = c.metrics();
+        for (name, help, v) in [
+            (
+                "turnstile_raft_is_leader",
+                "1 if this node leads the cluster and serves changes.",
+                u64::from(c.is_leading()),
+            ),
+            ("turnstile_raft_term", "The current Raft term.", m.term),
+            (
+                "turnstile_raft_leader_id",
+                "The leader this node knows of (0: none).",
+                m.leader.unwrap_or(0),
+            ),
+            (
+                "turnstile_raft_last_log_index",
+                "Last index in this node's log.",
+                m.last_log_index.unwrap_or(0),
+            ),
+            (
+                "turnstile_raft_commit_index",
+                "Last index this node knows committed.",
+                m.commit_index.unwrap_or(0),
+            ),
+            (
+                "turnstile_raft_applied_index",
+                "Last index applied to the lock table.",
+                m.applied_index.unwrap_or(0),
+            ),
+            (
+                "turnstile_raft_voters",
+                "Voting members.",
+                m.voters.len() as u64,
+            ),
+        ] {
+            metric(name, "gauge", help, v as f64);
+        }
+        let name = "turnstile_raft_follower_lag";
+        let _ = write!(
+            s,
+            "# HELP {name} Entries the leader has that a follower is not known to have.\n# TYPE {name} gauge\n"
+        );
+        for p in &m.replication {
+            let _ = writeln!(s, "{name}{{follower=\"{}\"}} {}", p.id, p.lag);
+        }
     }
     // Wait time of queued ACQUIREs until their grant, as a histogram in seconds.
     let h = shared.stats.wait_histogram();

@@ -6,6 +6,7 @@
 
 mod binary;
 mod clock;
+pub mod cluster;
 mod connection;
 mod io;
 pub mod metrics;
@@ -52,7 +53,29 @@ pub struct Shared {
     pub sessions: Sessions,
     /// Open connections per peer address (for `--max-connections-per-ip`).
     per_ip: parking_lot::Mutex<hashbrown::HashMap<std::net::IpAddr, usize>>,
-    next_request: AtomicU64,
+    pub(crate) next_request: AtomicU64,
+    /// The cluster node in cluster mode (`--node-id`); then the table is the replicated
+    /// state machine's and `store` is unused.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+}
+
+/// The lock table a reader sees: the store's, or the cluster state machine's (which a
+/// snapshot install replaces, so it is fetched per use).
+pub enum TableRef<'a> {
+    /// Standalone.
+    Local(&'a LockTable),
+    /// Cluster mode.
+    Replicated(Arc<LockTable>),
+}
+
+impl std::ops::Deref for TableRef<'_> {
+    type Target = LockTable;
+    fn deref(&self) -> &LockTable {
+        match self {
+            TableRef::Local(t) => t,
+            TableRef::Replicated(t) => t,
+        }
+    }
 }
 
 impl Shared {
@@ -60,6 +83,19 @@ impl Shared {
     /// [`durable::request_id`]).
     pub fn next_request(&self, client_id: u32) -> RequestId {
         request_id(self.next_request.fetch_add(1, Ordering::Relaxed), client_id)
+    }
+
+    /// The lock table, for reads.
+    pub fn table(&self) -> TableRef<'_> {
+        match &self.cluster {
+            Some(c) => TableRef::Replicated(c.node().table()),
+            None => TableRef::Local(self.store.table()),
+        }
+    }
+
+    /// Whether sessions outlive this process (a log or a cluster keeps them).
+    pub fn sessions_persist(&self) -> bool {
+        self.store.is_durable() || self.cluster.is_some()
     }
 }
 
@@ -70,8 +106,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let (store, clock, restored, next_counter) = open_store(&config)?;
     let addr = listener.local_addr()?;
+    let (store, clock, restored, next_counter, cluster) = if config.node_id.is_some() {
+        let advertise = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        let cluster = cluster::Cluster::start(&config, advertise).await?;
+        let sm = cluster.node().state_machine();
+        let clock = Clock::starting_at(sm.last_now());
+        // Unused in cluster mode (the state machine's table serves).
+        let store = Store::in_memory(LockTable::new(1, config.engine_limits(), 0));
+        let next = (sm.max_request() >> 32) + 1;
+        (store, clock, Vec::new(), next, Some(Arc::new(cluster)))
+    } else {
+        let (store, clock, restored, next) = open_store(&config)?;
+        (store, clock, restored, next, None)
+    };
     let shared = Arc::new(Shared {
         store,
         clock,
@@ -82,6 +133,7 @@ pub async fn run(
         sessions: Sessions::new(),
         per_ip: parking_lot::Mutex::new(hashbrown::HashMap::new()),
         next_request: AtomicU64::new(next_counter),
+        cluster,
         config,
     });
     restore_sessions(&shared, restored);
@@ -96,16 +148,33 @@ pub async fn run(
             }
         }
     };
-    let notify = Arc::new(Notify::new());
-    {
-        let notify = notify.clone();
-        shared
-            .store
-            .table()
-            .set_waker(Box::new(move || notify.notify_one()));
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let timer = tokio::spawn(timers::run(shared.clone(), notify, stop_rx.clone()));
+    let timer = match &shared.cluster {
+        Some(c) => {
+            // Events of applied entries (grants, expiries, timeouts) reach the parked
+            // connections of this node, whatever its role.
+            let weak = Arc::downgrade(&shared);
+            c.node()
+                .state_machine()
+                .set_event_sink(Box::new(move |events| {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.router.route(events);
+                    }
+                }));
+            tokio::spawn(cluster::drive(shared.clone(), stop_rx.clone()))
+        }
+        None => {
+            let notify = Arc::new(Notify::new());
+            {
+                let notify = notify.clone();
+                shared
+                    .store
+                    .table()
+                    .set_waker(Box::new(move || notify.notify_one()));
+            }
+            tokio::spawn(timers::run(shared.clone(), notify, stop_rx.clone()))
+        }
+    };
     if let Some(addr) = shared.config.metrics_addr {
         let metrics = TcpListener::bind(addr).await?;
         info!(addr = %metrics.local_addr()?, "metrics on GET /metrics");
@@ -159,7 +228,9 @@ pub async fn run(
     let _ =
         tokio::time::timeout(std::time::Duration::from_secs(5), permits.acquire_many(all)).await;
     // Binary sessions waiting for a resume end with the server.
-    if shared.store.is_durable() {
+    if shared.cluster.is_some() {
+        // Sessions are replicated: the cluster keeps them.
+    } else if shared.store.is_durable() {
         // Sessions outlive a restart: they come back from the log. Only make sure
         // everything written is on disk.
         if let Err(e) = shared.store.sync() {
@@ -169,6 +240,12 @@ pub async fn run(
         shared.sessions.end_all(&shared);
     }
     let _ = timer.await;
+    if let Some(c) = &shared.cluster {
+        // Connections and tasks may still hold the Arc; stop the node through it.
+        if let Err(e) = c.node().raft().shutdown().await {
+            warn!(error = %e, "stopping the cluster node");
+        }
+    }
     match failure {
         Some(e) => Err(std::io::Error::other(e)),
         None => Ok(()),
@@ -208,21 +285,18 @@ fn open_store(
 /// ending after their timeout unless a client resumes them), text ones end after the
 /// session timeout. Until then their holds stay, so locks do not vanish the moment the
 /// server restarts.
-fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, SessionKind)>) {
+pub(crate) fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, SessionKind)>) {
     if restored.is_empty() {
         return;
     }
     let mut waiters: hashbrown::HashMap<SessionId, Vec<(RequestId, crate::engine::Key)>> =
         hashbrown::HashMap::new();
-    shared
-        .store
-        .table()
-        .for_each_waiter(|key, session, request| {
-            waiters
-                .entry(session)
-                .or_default()
-                .push((request, key.clone()));
-        });
+    shared.table().for_each_waiter(|key, session, request| {
+        waiters
+            .entry(session)
+            .or_default()
+            .push((request, key.clone()));
+    });
     let text_timeout = std::time::Duration::from_millis(shared.config.session_timeout_ms);
     let mut text = Vec::new();
     for (id, kind) in restored {

@@ -132,6 +132,14 @@ impl Router {
             .insert(session, Route::Binary { tx, link });
     }
 
+    /// Whether a text connection of this process serves `session`.
+    pub fn has(&self, session: SessionId) -> bool {
+        matches!(
+            self.shard(session).lock().get(&session),
+            Some(Route::Text { .. })
+        )
+    }
+
     /// Stops routing `session`'s events.
     pub fn unregister(&self, session: SessionId) {
         self.shard(session).lock().remove(&session);

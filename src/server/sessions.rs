@@ -138,9 +138,7 @@ impl Sessions {
     /// maximum of sessions is reached.
     pub fn create(&self, shared: &Shared, timeout: Duration, name: Vec<u8>) -> Option<Attachment> {
         let secret = new_secret();
-        let conn = self.conn_id();
-        let (kick_tx, kick_rx) = oneshot::channel();
-        let mut map = self.by_secret.lock();
+        let map = self.by_secret.lock();
         if map.len() >= shared.config.max_sessions {
             return None;
         }
@@ -151,6 +149,39 @@ impl Sessions {
             },
             shared.clock.now_ms(),
         );
+        Some(self.attach_new(shared, map, id, secret, timeout, name))
+    }
+
+    /// Whether one more session would pass `--max-sessions`.
+    pub fn full(&self, shared: &Shared) -> bool {
+        self.by_secret.lock().len() >= shared.config.max_sessions
+    }
+
+    /// Attaches the calling connection to a session the cluster has just opened with
+    /// `id` and `secret` (cluster mode: the open was proposed and committed first).
+    pub fn create_replicated(
+        &self,
+        shared: &Shared,
+        id: SessionId,
+        secret: Secret,
+        timeout: Duration,
+        name: Vec<u8>,
+    ) -> Attachment {
+        let map = self.by_secret.lock();
+        self.attach_new(shared, map, id, secret, timeout, name)
+    }
+
+    fn attach_new(
+        &self,
+        shared: &Shared,
+        mut map: parking_lot::MutexGuard<'_, HashMap<Secret, Arc<Session>>>,
+        id: SessionId,
+        secret: Secret,
+        timeout: Duration,
+        name: Vec<u8>,
+    ) -> Attachment {
+        let conn = self.conn_id();
+        let (kick_tx, kick_rx) = oneshot::channel();
         let session = Session::register(
             shared,
             id,
@@ -174,13 +205,13 @@ impl Sessions {
         map.insert(secret, session.clone());
         drop(map);
         debug!(session = %id, "binary session created");
-        Some(Attachment {
+        Attachment {
             session,
             core: guard,
             kicked: kick_rx,
             resumed: false,
             conn,
-        })
+        }
     }
 
     /// Attaches the calling connection to the session named by `secret`, taking it over
@@ -318,6 +349,23 @@ impl Sessions {
         true
     }
 
+    /// Forgets every session without ending it (a cluster node that stops leading: the
+    /// sessions live on in the replicated state, and their clients resume them on the
+    /// new leader). Attached connections are closed.
+    pub fn forget_all(&self, shared: &Shared) {
+        let all: Vec<Arc<Session>> = self.by_secret.lock().drain().map(|(_, s)| s).collect();
+        for session in all {
+            {
+                let mut st = session.state.lock();
+                st.ended = true;
+                if let Some(kick) = st.kick.take() {
+                    let _ = kick.send(());
+                }
+            }
+            shared.router.unregister(session.id);
+        }
+    }
+
     /// Ends every session (server shutdown).
     pub fn end_all(&self, shared: &Shared) {
         let all: Vec<Arc<Session>> = self.by_secret.lock().values().cloned().collect();
@@ -397,7 +445,7 @@ fn end_after(shared: &Arc<Shared>, session: &Arc<Session>, epoch: u64, deadline:
     });
 }
 
-fn new_secret() -> Secret {
+pub fn new_secret() -> Secret {
     let mut secret = [0u8; SECRET_LEN];
     // Without a working random source, a guessable secret would let anyone take over
     // sessions: refuse to run rather than fall back to something weaker.

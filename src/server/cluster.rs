@@ -1,0 +1,356 @@
+//! The server as a cluster node: the [`RaftNode`] behind the connections, the leader's
+//! duties, and what connections ask of it.
+//!
+//! In cluster mode nothing changes the lock table but applying committed log entries
+//! (the [`crate::raft::StateMachine`] does, on every node alike). A connection on the
+//! leader turns a state change into a [`Command`] record, proposes it and replies with
+//! what applying it did, once it is committed; on a follower it answers `NOTLEADER`.
+//!
+//! [`drive`] is the leader's side: it watches the node's role; when this node has become
+//! leader and applied everything from earlier terms it takes over (clock above the last
+//! applied time, every lease restarted with its TTL plus the election timeout, sessions
+//! restored, see docs/cluster.md), then runs the timer driver: it asks the table what is
+//! due ([`crate::engine::LockTable::due`]) and proposes that as a Tick entry. When the
+//! node loses leadership it stops, and forgets the sessions it served.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::cmd::cluster::Admin;
+use crate::config::Config;
+use crate::durable::command::{Applied, Command, Entry, Fired};
+use crate::durable::SessionKind;
+use crate::engine::{Due, SessionId};
+use crate::raft::{ClusterError, ClusterMetrics, NodeAddr, RaftNode, RaftOptions, Role};
+
+/// Why a cluster request got no outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node does not lead (or has not taken over yet): the leader's client address
+    /// when known. Nothing was proposed.
+    NotLeader(Option<String>),
+    /// Proposed, but leadership was lost before the outcome was known: the change may or
+    /// may not have been made.
+    Uncertain(String),
+    /// Refused before anything was proposed (a bad record, a stopped node).
+    Failed(String),
+}
+
+impl Refusal {
+    /// The text-mode error (without the leading `-`).
+    pub fn text(&self) -> String {
+        match self {
+            Refusal::NotLeader(Some(addr)) => format!("NOTLEADER {addr}"),
+            Refusal::NotLeader(None) => "NOTLEADER".to_string(),
+            Refusal::Uncertain(why) => format!(
+                "ERR UNCERTAIN leadership was lost before the outcome was known ({why}); \
+                 the request may or may not have taken effect"
+            ),
+            Refusal::Failed(why) => format!("ERR cluster: {why}"),
+        }
+    }
+}
+
+/// A cluster node as the server uses it.
+pub struct Cluster {
+    node: RaftNode,
+    /// The term this node took over as leader in; 0 while it does not lead.
+    leading: AtomicU64,
+    /// `--follower-reads stale`.
+    stale_reads: bool,
+}
+
+impl Cluster {
+    /// Starts the node (recovering its data directory) and, on the first start of the
+    /// lowest id named by `--cluster`, initialises the cluster.
+    pub async fn start(config: &Config, client_addr: String) -> std::io::Result<Cluster> {
+        let id = config.node_id.expect("cluster mode has a node id");
+        let listen = match &config.raft_addr {
+            Some(a) => a.clone(),
+            None => format!("{}:{}", config.bind, config.port.saturating_add(10_000)),
+        };
+        let mut opts = RaftOptions::new(id, config.data_dir.clone());
+        opts.listen = listen;
+        opts.client_addr = client_addr;
+        opts.password = config
+            .cluster_password
+            .clone()
+            .or_else(|| config.requirepass.clone());
+        opts.shards = config.shards;
+        opts.limits = config.engine_limits();
+        opts.heartbeat = Duration::from_millis(config.heartbeat_ms);
+        opts.election_timeout_min = Duration::from_millis(config.election_timeout_ms);
+        opts.election_timeout_max = Duration::from_millis(config.election_timeout_ms * 2);
+        opts.fsync = config.fsync;
+        opts.segment_size = config.wal_segment_bytes;
+        opts.snapshot_every = config.snapshot_every.clamp(1_000, 1_000_000);
+        let node = RaftNode::start(opts)
+            .await
+            .map_err(|e| std::io::Error::other(format!("starting cluster node {id}: {e}")))?;
+        let cluster = Cluster {
+            node,
+            leading: AtomicU64::new(0),
+            stale_reads: config.follower_reads == "stale",
+        };
+        if let Some(members) = &config.cluster {
+            let lowest = members.0.keys().next().copied();
+            let initialized = cluster.node.raft().is_initialized().await.unwrap_or(true);
+            if lowest == Some(id) && !initialized {
+                let map = members
+                    .0
+                    .iter()
+                    .map(|(&i, (raft, client))| (i, NodeAddr::new(raft.clone(), client.clone())))
+                    .collect();
+                match cluster.node.initialize(map).await {
+                    Ok(()) => info!(id, "initialised a new cluster"),
+                    Err(e) => warn!(error = %e, "initialising the cluster"),
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The raft node.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Whether this node leads and has taken over (state changes are served).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether INSPECT and LOCKS may answer from this follower's own state.
+    pub fn stale_reads(&self) -> bool {
+        self.stale_reads
+    }
+
+    /// The refusal for a request this node cannot serve: where the leader is, if known
+    /// and not this node (a leader that has not taken over yet names nobody: retry).
+    pub fn not_leader(&self) -> Refusal {
+        let m = self.node.metrics();
+        let addr = match m.leader {
+            Some(l) if l != m.id => m.leader_addr.map(|a| a.client),
+            _ => None,
+        };
+        Refusal::NotLeader(addr)
+    }
+
+    /// The node's metrics (INFO replication, /metrics).
+    pub fn metrics(&self) -> ClusterMetrics {
+        self.node.metrics()
+    }
+
+    /// Proposes `command`, stamped `now` on the leader's clock, and waits until it is
+    /// committed and applied: what applying it did. The events it caused are routed by
+    /// the state machine's sink.
+    pub async fn propose(&self, now: u64, command: Command<'_>) -> Result<Applied, Refusal> {
+        if !self.is_leading() {
+            return Err(self.not_leader());
+        }
+        let entry = Entry { now, command };
+        match self.node.client_write(entry.to_vec()).await {
+            Ok(w) => Ok(w.applied),
+            Err(ClusterError::Invalid(e)) => Err(Refusal::Failed(e.to_string())),
+            Err(e @ ClusterError::NotLeader { .. }) | Err(e @ ClusterError::Stopped(_)) => {
+                Err(Refusal::Uncertain(e.to_string()))
+            }
+            Err(e) => Err(Refusal::Uncertain(e.to_string())),
+        }
+    }
+
+    /// Read index: returns once this node has confirmed with a quorum that it still
+    /// leads and has applied everything committed before the call. A read of the table
+    /// after it is linearizable; so is a RENEW (a deposed leader cannot extend a lease).
+    pub async fn read_barrier(&self) -> Result<(), Refusal> {
+        if !self.is_leading() {
+            return Err(self.not_leader());
+        }
+        match self.node.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(ClusterError::NotLeader { .. }) => Err(self.not_leader()),
+            Err(e) => {
+                // No quorum confirmed this node: as good as not leading, for now.
+                warn!(error = %e, "read index failed");
+                Err(Refusal::NotLeader(None))
+            }
+        }
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.node.shutdown().await {
+            warn!(error = %e, "stopping the cluster node");
+        }
+    }
+}
+
+/// The leader's side (see the module docs). Runs until `stop` changes.
+pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    let mut metrics = cluster.node.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ready = cluster.node.leader_ready();
+        let leading = cluster.leading.load(Ordering::Acquire);
+        match ready {
+            Some(term) if term != leading => take_over(&shared, &cluster, term),
+            None if leading != 0 => step_down(&shared, &cluster),
+            _ => {}
+        }
+        if cluster.is_leading() {
+            fire_due(&shared, &cluster).await;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// This node leads term `term` and has applied everything before it: make the table
+/// its own (see [`crate::raft::StateMachine::take_over`] for why leases restart with
+/// their TTL plus the election timeout), then serve.
+fn take_over(shared: &Arc<Shared>, cluster: &Cluster, term: u64) {
+    let sm = cluster.node.state_machine();
+    shared.clock.advance_to(sm.last_now().saturating_add(1));
+    let now = shared.clock.now_ms();
+    sm.take_over(now, cluster.node.election_timeout());
+    shared
+        .next_request
+        .fetch_max((sm.max_request() >> 32) + 1, Ordering::AcqRel);
+    // Sessions served here in an earlier term are forgotten; the replicated ones come
+    // back as after a restart, except text sessions whose connection is still here.
+    shared.sessions.forget_all(shared);
+    let restored: Vec<(SessionId, SessionKind)> = sm
+        .sessions()
+        .into_iter()
+        .filter(|(id, kind)| !(matches!(kind, SessionKind::Text) && shared.router.has(*id)))
+        .collect();
+    let count = restored.len();
+    cluster.leading.store(term, Ordering::Release);
+    super::restore_sessions(shared, restored);
+    info!(
+        term,
+        now,
+        sessions = count,
+        "leading: took over the lock table"
+    );
+}
+
+/// Lost leadership: stop serving changes; binary sessions go to the new leader.
+fn step_down(shared: &Arc<Shared>, cluster: &Cluster) {
+    cluster.leading.store(0, Ordering::Release);
+    shared.sessions.forget_all(shared);
+    let m = cluster.node.metrics();
+    info!(role = m.role.name(), leader = ?m.leader, term = m.term, "no longer leading");
+}
+
+/// Proposes what is due now as one Tick entry.
+async fn fire_due(shared: &Shared, cluster: &Cluster) {
+    let now = shared.clock.now_ms();
+    let due = cluster.node.table().due(now);
+    if due.is_empty() {
+        return;
+    }
+    let fired: Vec<Fired> = due
+        .into_iter()
+        .map(|d| match d {
+            Due::Lease { session, key } => Fired::Expired { session, key },
+            Due::Wait { session, key } => Fired::TimedOut { session, key },
+        })
+        .collect();
+    let n = fired.len();
+    // The Tick applies at its own `now` (at least this one): holds renewed meanwhile
+    // cannot be, their timers are off the wheel (RENEW answers NOTHELD).
+    if let Err(e) = cluster.propose(now, Command::Tick { fired }).await {
+        // Not leading any more, or the outcome is unknown: a new leader restarts every
+        // lease and decides again.
+        warn!(expiries = n, error = %e.text(), "proposing expiries failed");
+    }
+}
+
+/// Runs a CLUSTER membership command: the log index of the membership change, or None
+/// for INIT.
+pub async fn admin(cluster: &Cluster, admin: Admin) -> Result<Option<u64>, Refusal> {
+    let node = &cluster.node;
+    let refused = |e: ClusterError| match e {
+        ClusterError::NotLeader { leader, .. } => Refusal::NotLeader(leader.map(|a| a.client)),
+        other => Refusal::Failed(other.to_string()),
+    };
+    match admin {
+        Admin::Init(members) => {
+            let map = members
+                .into_iter()
+                .map(|(i, (raft, client))| (i, NodeAddr::new(raft, client)))
+                .collect();
+            node.initialize(map).await.map_err(refused)?;
+            Ok(None)
+        }
+        Admin::AddLearner { id, raft, client } => {
+            info!(id, %raft, %client, "adding a learner");
+            let index = node
+                .add_learner(id, NodeAddr::new(raft, client), true)
+                .await
+                .map_err(refused)?;
+            Ok(Some(index))
+        }
+        Admin::Promote(id) => {
+            let m = node.metrics();
+            if !m.learners.contains(&id) && !m.voters.contains(&id) {
+                return Err(Refusal::Failed(format!(
+                    "node {id} is not a member; add it as a learner first"
+                )));
+            }
+            let mut voters: BTreeSet<u64> = m.voters.into_iter().collect();
+            voters.insert(id);
+            info!(id, ?voters, "promoting a learner");
+            Ok(Some(
+                node.change_membership(voters, true)
+                    .await
+                    .map_err(refused)?,
+            ))
+        }
+        Admin::Remove(id) => {
+            let m = node.metrics();
+            info!(id, "removing a node");
+            if m.voters.contains(&id) {
+                let voters: BTreeSet<u64> = m.voters.into_iter().filter(|&v| v != id).collect();
+                if voters.is_empty() {
+                    return Err(Refusal::Failed("cannot remove the last voter".into()));
+                }
+                Ok(Some(
+                    node.change_membership(voters, false)
+                        .await
+                        .map_err(refused)?,
+                ))
+            } else if m.learners.contains(&id) {
+                Ok(Some(node.remove_learner(id).await.map_err(refused)?))
+            } else {
+                Err(Refusal::Failed(format!("node {id} is not a member")))
+            }
+        }
+    }
+}
+
+/// The role for INFO and HELLO.
+pub fn role_name(cluster: Option<&Cluster>) -> &'static str {
+    match cluster {
+        None => "leader",
+        Some(c) if c.is_leading() => "leader",
+        Some(c) => match c.metrics().role {
+            Role::Leader => "leader",
+            other => other.name(),
+        },
+    }
+}
