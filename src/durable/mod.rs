@@ -15,7 +15,7 @@
 //! the snapshot container) is [`crate::wal`].
 
 pub mod audit;
-mod codec;
+pub(crate) mod codec;
 pub mod command;
 pub mod image_codec;
 pub mod recovery;

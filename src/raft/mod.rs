@@ -31,6 +31,7 @@
 //!   -> the leader's caller gets the Applied outcome, the events and the log index
 //! ```
 
+pub mod batch;
 pub mod error;
 pub mod log_store;
 pub mod network;
@@ -40,7 +41,7 @@ pub mod types;
 
 pub use error::ClusterError;
 pub use log_store::{LogOptions, LogPositions, LogStore};
-pub use node::{ClusterMetrics, PeerLag, RaftNode, RaftOptions, Role, Written};
+pub use node::{ClusterMetrics, PeerLag, RaftNode, RaftOptions, Role, Submitted, Written};
 pub use state_machine::StateMachine;
 pub use types::{NodeAddr, NodeId, Request, Response, TypeConfig};
 

@@ -142,6 +142,28 @@ pub struct Written {
     pub events: Vec<Event>,
 }
 
+/// An entry handed to openraft by [`RaftNode::submit`].
+pub struct Submitted {
+    rx: <openraft::impls::OneshotResponder<super::types::TypeConfig> as openraft::raft::responder::Responder<
+        super::types::TypeConfig,
+    >>::Receiver,
+}
+
+impl Submitted {
+    /// Waits until the entry is committed and applied: what applying it did. An error
+    /// leaves the outcome open unless it is `NotLeader` raised before appending, which
+    /// this API cannot tell apart: callers treat every error as "unknown".
+    pub async fn outcome(self) -> Result<super::Response, ClusterError> {
+        match self.rx.await {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
+            Err(_) => Err(ClusterError::Stopped(
+                "the raft core dropped the request".into(),
+            )),
+        }
+    }
+}
+
 /// A node's part in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -458,6 +480,18 @@ impl RaftNode {
             applied,
             events: r.data.events,
         })
+    }
+
+    /// Submits one entry (a command record or a [`super::batch`]) without waiting for
+    /// it: entries submitted one after another are appended in that order. Await the
+    /// returned [`Submitted`] for what applying it did.
+    pub async fn submit(&self, entry: Vec<u8>) -> Result<Submitted, ClusterError> {
+        let rx = self
+            .raft
+            .client_write_ff(Request(entry))
+            .await
+            .map_err(|f| ClusterError::Stopped(f.to_string()))?;
+        Ok(Submitted { rx })
     }
 
     /// Read index: confirms with a quorum that this node is still the leader and waits

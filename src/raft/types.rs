@@ -78,6 +78,9 @@ pub struct Response {
     /// What the command caused for other sessions (grants to queued requests, expiries,
     /// timeouts), in the order the engine produced them.
     pub events: Vec<Event>,
+    /// For a batch entry ([`super::batch`]): each record's outcome, in order (`applied`
+    /// is then `None`).
+    pub batch: Vec<Option<Applied>>,
 }
 
 openraft::declare_raft_types!(
@@ -161,6 +164,7 @@ mod wire {
     pub(super) struct ResponseWire {
         applied: Option<AppliedWire>,
         events: Vec<EventWire>,
+        batch: Vec<Option<AppliedWire>>,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -215,6 +219,11 @@ mod wire {
             ResponseWire {
                 applied: r.applied.as_ref().map(AppliedWire::from),
                 events: r.events.iter().map(EventWire::from).collect(),
+                batch: r
+                    .batch
+                    .iter()
+                    .map(|a| a.as_ref().map(AppliedWire::from))
+                    .collect(),
             }
         }
     }
@@ -224,6 +233,7 @@ mod wire {
             Response {
                 applied: w.applied.map(Applied::from),
                 events: w.events.into_iter().map(Event::from).collect(),
+                batch: w.batch.into_iter().map(|a| a.map(Applied::from)).collect(),
             }
         }
     }
@@ -399,6 +409,7 @@ mod tests {
                 key: Key::from("k"),
                 token: FencingToken(77),
             }],
+            batch: vec![Some(Applied::Release(Ok(()))), None, Some(Applied::Done)],
         };
         let bytes = postcard::to_allocvec(&r).expect("encodes");
         let back: Response = postcard::from_bytes(&bytes).expect("decodes");

@@ -622,7 +622,13 @@ impl Served {
                 );
                 return None;
             }
-            if core.by_client.contains_key(&id) {
+            if let Some(q) = core.by_client.get(&id).and_then(|r| core.queued.get(r)) {
+                // A client retrying after a reconnect or a failover: the request is still
+                // queued (its push will come), it must not queue twice.
+                if q.key.as_bytes() == a.key {
+                    self.reply(id, Response::Queued);
+                    return None;
+                }
                 self.error(
                     id,
                     err(format!(

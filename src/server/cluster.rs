@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::Shared;
@@ -57,9 +57,21 @@ impl Refusal {
     }
 }
 
+/// A command waiting for the proposer, and where its outcome goes.
+struct Proposal {
+    record: Vec<u8>,
+    reply: oneshot::Sender<Result<Applied, Refusal>>,
+}
+
+/// Most commands packed into one log entry.
+const MAX_BATCH: usize = 1024;
+
 /// A cluster node as the server uses it.
 pub struct Cluster {
     node: RaftNode,
+    proposals: mpsc::UnboundedSender<Proposal>,
+    /// Taken by the proposer task when [`drive`] starts it.
+    proposals_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Proposal>>>,
     /// The term this node took over as leader in; 0 while it does not lead.
     leading: AtomicU64,
     /// `--follower-reads stale`.
@@ -93,8 +105,11 @@ impl Cluster {
         let node = RaftNode::start(opts)
             .await
             .map_err(|e| std::io::Error::other(format!("starting cluster node {id}: {e}")))?;
+        let (proposals, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             node,
+            proposals,
+            proposals_rx: parking_lot::Mutex::new(Some(rx)),
             leading: AtomicU64::new(0),
             stale_reads: config.follower_reads == "stale",
         };
@@ -154,15 +169,13 @@ impl Cluster {
         if !self.is_leading() {
             return Err(self.not_leader());
         }
-        let entry = Entry { now, command };
-        match self.node.client_write(entry.to_vec()).await {
-            Ok(w) => Ok(w.applied),
-            Err(ClusterError::Invalid(e)) => Err(Refusal::Failed(e.to_string())),
-            Err(e @ ClusterError::NotLeader { .. }) | Err(e @ ClusterError::Stopped(_)) => {
-                Err(Refusal::Uncertain(e.to_string()))
-            }
-            Err(e) => Err(Refusal::Uncertain(e.to_string())),
+        let record = Entry { now, command }.to_vec();
+        let (reply, rx) = oneshot::channel();
+        if self.proposals.send(Proposal { record, reply }).is_err() {
+            return Err(Refusal::Failed("the node is stopping".into()));
         }
+        rx.await
+            .unwrap_or_else(|_| Err(Refusal::Uncertain("the proposer stopped".into())))
     }
 
     /// Read index: returns once this node has confirmed with a quorum that it still
@@ -191,12 +204,79 @@ impl Cluster {
     }
 }
 
+/// Hands the commands connections propose to openraft: every command waiting at that
+/// moment goes into one entry (see [`crate::raft::batch`] for why), entries one after
+/// another without waiting for the previous one, so the log order is the order the
+/// commands reached the proposer.
+async fn run_proposer(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let mut batch: Vec<Proposal> = Vec::new();
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        batch.push(first);
+        // Connections ready on this worker add theirs first.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (mut records, replies): (Vec<Vec<u8>>, Vec<_>) =
+            batch.drain(..).map(|p| (p.record, p.reply)).unzip();
+        let entry = if records.len() == 1 {
+            records.pop().expect("one record")
+        } else {
+            crate::raft::batch::encode(&records)
+        };
+        let single = replies.len() == 1;
+        match cluster.node.submit(entry).await {
+            Ok(submitted) => {
+                tokio::spawn(async move {
+                    match submitted.outcome().await {
+                        Ok(mut r) => {
+                            let mut outcomes = if single {
+                                vec![r.applied.take()]
+                            } else {
+                                std::mem::take(&mut r.batch)
+                            };
+                            outcomes.resize(replies.len(), None);
+                            for (reply, applied) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(applied.ok_or_else(|| {
+                                    Refusal::Failed("the record did not apply".into())
+                                }));
+                            }
+                        }
+                        Err(e) => {
+                            // Proposed, then leadership changed (or the node stopped):
+                            // the entry may still commit under the next leader.
+                            let why = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(Refusal::Uncertain(why.clone())));
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(Refusal::Failed(why.clone())));
+                }
+            }
+        }
+    }
+}
+
 /// The leader's side (see the module docs). Runs until `stop` changes.
 pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let Some(cluster) = shared.cluster.clone() else {
         return;
     };
-    let mut metrics = cluster.node.subscribe();
+    if let Some(rx) = cluster.proposals_rx.lock().take() {
+        tokio::spawn(run_proposer(cluster.clone(), rx));
+    }
+    // Role changes are noticed within a tick; waking on every metrics change (each
+    // commit) would cost more than it saves.
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -212,7 +292,6 @@ pub async fn drive(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tick.tick() => {}
-            changed = metrics.changed() => if changed.is_err() { return },
             _ = stop.changed() => return,
         }
     }
