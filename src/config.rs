@@ -170,6 +170,11 @@ pub struct Config {
     /// (answered from the follower's own, possibly older, state).
     #[arg(long, env = "TURNSTILE_FOLLOWER_READS", default_value = "redirect", value_parser = ["redirect", "stale"])]
     pub follower_reads: String,
+    /// The shortest lease an ACQUIRE or RENEW may ask for, in milliseconds (shorter gets
+    /// `-LIMIT`). Default: 1 standalone; in cluster mode four election timeouts (1600 ms
+    /// by default), because a failover may lengthen a lease by up to the election timeout.
+    #[arg(long, env = "TURNSTILE_MIN_TTL_MS")]
+    pub min_ttl_ms: Option<u64>,
 }
 
 /// The voters named by `--cluster`: id -> (raft address, client address).
@@ -233,6 +238,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The shortest lease accepted (see `--min-ttl-ms`).
+    pub fn min_ttl(&self) -> u64 {
+        match (self.min_ttl_ms, self.node_id) {
+            (Some(ms), _) => ms.max(1),
+            (None, Some(_)) => self.election_timeout_ms.saturating_mul(4),
+            (None, None) => 1,
+        }
+    }
+
     /// The limits the lock table enforces.
     pub fn engine_limits(&self) -> Limits {
         Limits {
@@ -279,6 +293,12 @@ impl Config {
         }
         if self.shards == 0 || self.shards > 65_536 {
             return Err("--shards must be between 1 and 65536".into());
+        }
+        if self.min_ttl() > self.max_ttl_ms || self.min_ttl() > self.default_ttl_ms {
+            return Err(format!(
+                "the minimum TTL ({} ms) is above --default-ttl-ms or --max-ttl-ms",
+                self.min_ttl()
+            ));
         }
         if let Some(id) = self.node_id {
             if id == 0 {

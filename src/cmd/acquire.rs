@@ -145,6 +145,18 @@ pub(crate) fn parse(
     })
 }
 
+/// A lease must not be shorter than the configured minimum (`--min-ttl-ms`; in cluster
+/// mode a failover may lengthen a lease by up to the election timeout, so short leases
+/// would mean little).
+pub(crate) fn validate_min_ttl(ttl_ms: u64, min_ttl: u64) -> Result<(), String> {
+    if ttl_ms < min_ttl {
+        return Err(format!(
+            "LIMIT TTL {ttl_ms} ms is below the minimum of {min_ttl} ms"
+        ));
+    }
+    Ok(())
+}
+
 /// A lease must be at least 1 ms and at most the configured maximum.
 pub(crate) fn validate_ttl(ttl_ms: u64, max_ttl: u64) -> Result<(), String> {
     if ttl_ms == 0 {
@@ -174,6 +186,10 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
             return Flow::Continue;
         }
     };
+    if let Err(msg) = validate_min_ttl(spec.ttl_ms, cfg.min_ttl()) {
+        ctx.out.error(&msg);
+        return Flow::Continue;
+    }
     let request = ctx.shared.next_request(0);
     let req = AcquireRequest {
         id: request,

@@ -17,7 +17,10 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
                 super::not_an_integer(ctx, "TTL");
                 return Flow::Continue;
             };
-            if let Err(msg) = validate_ttl(ttl, ctx.shared.config.max_ttl_ms) {
+            let cfg = &ctx.shared.config;
+            if let Err(msg) = validate_ttl(ttl, cfg.max_ttl_ms)
+                .and_then(|()| super::acquire::validate_min_ttl(ttl, cfg.min_ttl()))
+            {
                 ctx.out.error(&msg);
                 return Flow::Continue;
             }

@@ -603,7 +603,9 @@ impl Served {
         } else {
             u64::from(a.ttl_ms)
         };
-        if let Err(msg) = cmd::acquire::validate_ttl(ttl_ms, cfg.max_ttl_ms) {
+        if let Err(msg) = cmd::acquire::validate_ttl(ttl_ms, cfg.max_ttl_ms)
+            .and_then(|()| cmd::acquire::validate_min_ttl(ttl_ms, cfg.min_ttl()))
+        {
             self.error(id, error_from_text(&msg));
             return None;
         }
@@ -706,7 +708,9 @@ impl Served {
             return Some(None);
         }
         let max = self.shared.config.max_ttl_ms;
-        if let Err(msg) = cmd::acquire::validate_ttl(u64::from(ttl_ms), max) {
+        if let Err(msg) = cmd::acquire::validate_ttl(u64::from(ttl_ms), max).and_then(|()| {
+            cmd::acquire::validate_min_ttl(u64::from(ttl_ms), self.shared.config.min_ttl())
+        }) {
             self.error(id, error_from_text(&msg));
             return None;
         }
