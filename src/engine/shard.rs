@@ -790,9 +790,10 @@ impl Shard {
         self.sessions.remove(&session);
     }
 
-    /// Fires every lease and wait timer due at `now`, in the order (deadline, key, leases
-    /// before waits, session), so the outcome never depends on the wheel's internals.
-    pub(crate) fn advance(&mut self, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+    /// Takes the timers due at `now` off the wheel, in the order (deadline, key, leases
+    /// before waits, session), so outcomes never depend on the wheel's internals. Give
+    /// the vector back to `self.fired` when done (it is reused).
+    fn take_due(&mut self, now: u64) -> Vec<(u64, TimerRef)> {
         let mut fired = std::mem::take(&mut self.fired);
         fired.clear();
         self.wheel.advance(now, &mut fired);
@@ -803,6 +804,13 @@ impl Shard {
                 (deadline, key, t.is_wait(), t.session)
             });
         }
+        fired
+    }
+
+    /// Fires every lease and wait timer due at `now`, in the order (deadline, key, leases
+    /// before waits, session), so the outcome never depends on the wheel's internals.
+    pub(crate) fn advance(&mut self, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+        let fired = self.take_due(now);
         for &(_, timer) in &fired {
             let idx = timer.index();
             let Some(lock) = self.locks[idx as usize].as_ref() else {
@@ -841,16 +849,7 @@ impl Shard {
     /// leader's timer driver uses this: only applied log entries may change the table.
     /// Same order as `advance`.
     pub(crate) fn due(&mut self, now: u64, out: &mut Vec<Due>) {
-        let mut fired = std::mem::take(&mut self.fired);
-        fired.clear();
-        self.wheel.advance(now, &mut fired);
-        if fired.len() > 1 {
-            let locks = &self.locks;
-            fired.sort_by_cached_key(|&(deadline, t)| {
-                let key = locks[t.index() as usize].as_ref().map(|l| l.key.clone());
-                (deadline, key, t.is_wait(), t.session)
-            });
-        }
+        let fired = self.take_due(now);
         for &(_, timer) in &fired {
             let Some(lock) = self.locks[timer.index() as usize].as_ref() else {
                 continue;

@@ -876,6 +876,16 @@ impl Served {
         }
     }
 
+    /// Whether `request` of this session still waits on `key` (its grant or timeout may
+    /// have happened already, with the push on its way).
+    fn still_queued(&self, key: &[u8], request: crate::engine::RequestId, now: u64) -> bool {
+        self.shared.table().inspect(key, now).is_some_and(|i| {
+            i.waiters
+                .iter()
+                .any(|w| w.session == self.session && w.request == request)
+        })
+    }
+
     /// CANCEL in cluster mode: as [`Self::cancel`], with the cancel proposed.
     async fn cancel_replicated(
         &mut self,
@@ -893,16 +903,7 @@ impl Served {
             .get(&target)
             .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())));
         if let Some((request, key)) = queued {
-            let still_queued = self
-                .shared
-                .table()
-                .inspect(key.as_bytes(), now)
-                .is_some_and(|i| {
-                    i.waiters
-                        .iter()
-                        .any(|w| w.session == self.session && w.request == request)
-                });
-            if still_queued {
+            if self.still_queued(key.as_bytes(), request, now) {
                 let command = Command::Cancel {
                     session: self.session,
                     key: key.as_bytes(),
@@ -929,16 +930,7 @@ impl Served {
             // Only this very request: its grant or timeout may have happened already
             // (the push is on its way) and another request of the session may since
             // have queued for the same key.
-            let still_queued = self
-                .shared
-                .table()
-                .inspect(key.as_bytes(), now)
-                .is_some_and(|i| {
-                    i.waiters
-                        .iter()
-                        .any(|w| w.session == self.session && w.request == request)
-                });
-            let done = still_queued && {
+            let done = self.still_queued(key.as_bytes(), request, now) && {
                 let (done, ticket) =
                     self.shared
                         .store
