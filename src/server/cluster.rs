@@ -317,8 +317,10 @@ fn take_over(shared: &Arc<Shared>, cluster: &Cluster, term: u64) {
         .filter(|(id, kind)| !(matches!(kind, SessionKind::Text) && shared.router.has(*id)))
         .collect();
     let count = restored.len();
-    cluster.leading.store(term, Ordering::Release);
+    // Sessions first: a RESUME served the moment this node counts as leading must find
+    // its session.
     super::restore_sessions(shared, restored);
+    cluster.leading.store(term, Ordering::Release);
     info!(
         term,
         now,
