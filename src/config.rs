@@ -21,6 +21,11 @@ pub struct Config {
     /// Password that clients must give with AUTH before any lock command.
     #[arg(long, env = "TURNSTILE_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
+    /// Named users with passwords and permissions, one `user NAME rules...` line each
+    /// (docs/acl.md). Without a `user default` line the default user keeps
+    /// --requirepass (or needs no password).
+    #[arg(long, env = "TURNSTILE_USERS_FILE")]
+    pub users_file: Option<std::path::PathBuf>,
     /// Lease when ACQUIRE names no TTL, in milliseconds.
     #[arg(long, env = "TURNSTILE_DEFAULT_TTL_MS", default_value_t = 30_000)]
     pub default_ttl_ms: u64,

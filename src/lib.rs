@@ -9,12 +9,14 @@
 //! - [`lease`]: the hierarchical timer wheel behind leases and wait deadlines.
 //! - [`deadlock`]: the wait-for graph that refuses a wait which would close a cycle.
 //! - [`config`]: every setting and limit, with its default.
+//! - [`acl`]: named users, their passwords and permissions (`--users-file`).
 //! - [`durable`]: the log in front of the table: commands, the sequencer, snapshots of the
 //!   table, recovery.
 //! - [`raft`]: replication on openraft: log storage on the WAL, the lock table as the
 //!   state machine, peer transport, [`raft::RaftNode`] (not yet wired into the server).
 //! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots).
 
+pub mod acl;
 pub mod cmd;
 pub mod config;
 pub mod deadlock;

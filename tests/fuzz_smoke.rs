@@ -194,6 +194,7 @@ fn entry_seeds() -> Vec<Vec<u8>> {
             kind: SessionKind::Binary {
                 secret: [0xab; 16],
                 timeout_ms: 10_000,
+                user: None,
             },
         },
         Command::CloseSession {
@@ -223,6 +224,15 @@ fn entry_seeds() -> Vec<Vec<u8>> {
                     key: Key::from("b"),
                 },
             ],
+        },
+        // A binary session of a named user (kind 2).
+        Command::OpenSession {
+            session: SessionId(4),
+            kind: SessionKind::Binary {
+                secret: [0xcd; 16],
+                timeout_ms: 10_000,
+                user: Some("alice".into()),
+            },
         },
     ];
     commands
@@ -263,6 +273,7 @@ fn image_seed() -> Vec<u8> {
         SessionKind::Binary {
             secret: [7; 16],
             timeout_ms: 3000,
+            user: Some("alice".into()),
         },
     );
     image_codec::encode(&State {

@@ -69,7 +69,10 @@ pub enum Error {
         /// Highest version the server speaks.
         max: u16,
     },
-    /// `NOTLEADER`: the node is a follower.
+    /// `NOTLEADER`: the node is a follower. The client follows these redirects by itself;
+    /// this error reaches the caller only when no leader could be found: at connect,
+    /// after [`crate::Builder::leader_wait`], or for a request refused more than
+    /// [`crate::Builder::max_redirects`] times in a row.
     #[error("NOTLEADER {message}")]
     NotLeader {
         /// The server's message.
@@ -89,8 +92,10 @@ pub enum Error {
     /// The queued ACQUIRE was cancelled.
     #[error("the queued request was cancelled")]
     Cancelled,
-    /// The connection was lost while the request was in flight, or no connection came back
-    /// in time. The request holds nothing; it may be retried.
+    /// The connection was lost while the request was in flight (or, in a cluster, the
+    /// leader answered `ERR UNCERTAIN`: it lost its leadership before the outcome was
+    /// known), or no connection came back in time. An ACQUIRE failing with it holds
+    /// nothing and may be retried; another request may or may not have taken effect.
     #[error("disconnected from the server")]
     Disconnected,
     /// The session ended (its timeout passed with no connection): its holds were released
@@ -135,6 +140,14 @@ impl Error {
         })
     }
 
+    /// Whether this is a cluster leader's `ERR UNCERTAIN ...`: it lost its leadership
+    /// before the outcome of the request was known (it may or may not have taken effect).
+    /// The client handles it as a lost connection; requests report it as
+    /// [`Error::Disconnected`], except a handshake that found no other leader.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(self, Error::Server { message } if message.starts_with("UNCERTAIN"))
+    }
+
     /// Whether trying again later may succeed (the connection or session went away, a
     /// lock was busy, a follower answered).
     pub fn is_retryable(&self) -> bool {
@@ -146,7 +159,7 @@ impl Error {
                 | Error::NotLeader { .. }
                 | Error::Deadlock { .. }
                 | Error::Io(_)
-        )
+        ) || self.is_uncertain()
     }
 }
 
@@ -194,6 +207,10 @@ impl From<ErrorReply> for Error {
             (ErrorCode::WrongPass, _) => Error::WrongPass { message },
             (ErrorCode::NoSession, _) => Error::NoSession { message },
             (ErrorCode::Err, _) => Error::Server { message },
+            // ACL refusals (server `--users-file`): an ERR carrying the code's name.
+            (ErrorCode::NoPerm, _) => Error::Server {
+                message: format!("NOPERM {message}"),
+            },
         }
     }
 }

@@ -34,11 +34,13 @@ pub enum ErrorCode {
     Limit = 9,
     /// Binary only: the session to resume does not exist (never did, or it ended).
     NoSession = 10,
+    /// The authenticated user may not run this command or access this key (ACL).
+    NoPerm = 11,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Err,
         ErrorCode::WrongType,
         ErrorCode::Deadlock,
@@ -49,6 +51,7 @@ impl ErrorCode {
         ErrorCode::NotLeader,
         ErrorCode::Limit,
         ErrorCode::NoSession,
+        ErrorCode::NoPerm,
     ];
 
     /// The text-mode name: the first word of a `-` reply.
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::NotLeader => "NOTLEADER",
             ErrorCode::Limit => "LIMIT",
             ErrorCode::NoSession => "NOSESSION",
+            ErrorCode::NoPerm => "NOPERM",
         }
     }
 
@@ -134,7 +138,7 @@ impl LimitKind {
 /// The fields an error carries besides its message, by code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorDetail {
-    /// No fields (ERR, NOTHELD, NOAUTH, WRONGPASS, NOSESSION).
+    /// No fields (ERR, NOTHELD, NOAUTH, WRONGPASS, NOSESSION, NOPERM).
     None,
     /// DEADLOCK: the cycle, starting with the requester: `(session, key)` means that
     /// session waits for that key, held or requested ahead by the next session in the
@@ -235,7 +239,8 @@ impl ErrorReply {
             | ErrorCode::NotHeld
             | ErrorCode::NoAuth
             | ErrorCode::WrongPass
-            | ErrorCode::NoSession => {}
+            | ErrorCode::NoSession
+            | ErrorCode::NoPerm => {}
         }
     }
 
@@ -268,7 +273,8 @@ impl ErrorReply {
             | ErrorCode::NotHeld
             | ErrorCode::NoAuth
             | ErrorCode::WrongPass
-            | ErrorCode::NoSession => ErrorDetail::None,
+            | ErrorCode::NoSession
+            | ErrorCode::NoPerm => ErrorDetail::None,
         };
         Ok(ErrorReply {
             code,
@@ -296,7 +302,7 @@ mod tests {
             assert_eq!(ErrorCode::from_name(code.name()), Some(code));
         }
         assert_eq!(ErrorCode::from_u8(0), None);
-        assert_eq!(ErrorCode::from_u8(11), None);
+        assert_eq!(ErrorCode::from_u8(12), None);
     }
 
     #[test]

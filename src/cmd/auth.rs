@@ -1,19 +1,25 @@
-//! AUTH: prove the configured password.
+//! AUTH: become a user by proving its password.
 //!
 //! # Format
 //! `AUTH [username] password` -> `+OK` | `-WRONGPASS ...`
 //!
-//! The only user is `default` until ACLs exist. Passwords are compared in constant time.
+//! Without a username the user is `default`. The users are `default` and those of
+//! `--users-file` (docs/acl.md); passwords are compared as SHA-256 digests, in constant
+//! time. A failed AUTH leaves the connection as it was (still the user it was, or still
+//! unauthenticated), as in Redis.
 
 use super::{wrong_args, Ctx};
+
+/// Kept here for the cluster transport, which compares its password with it.
+pub(crate) use crate::acl::constant_time_eq;
 
 pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
     let (user, pass) = match args {
         [pass] => {
-            if ctx.shared.config.requirepass.is_none() {
+            if ctx.shared.acl.default_user().needs_no_auth() {
                 return ctx.out.error(NO_PASSWORD);
             }
-            (&b"default"[..], *pass)
+            (crate::acl::DEFAULT.as_bytes(), *pass)
         }
         [user, pass] => (*user, *pass),
         _ => return wrong_args(ctx, "auth"),
@@ -26,31 +32,20 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
 
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 
-/// Checks credentials and marks the connection authenticated; shared with HELLO's AUTH.
-/// Without a configured password the `default` user takes any password, as in Redis (whose
-/// default user is `nopass`), so clients configured with credentials still connect.
-pub(super) fn check(ctx: &mut Ctx, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
-    let Some(expected) = ctx.shared.config.requirepass.as_deref() else {
-        if user == b"default" {
-            ctx.conn.authed = true;
-            return Ok(());
-        }
-        return Err("WRONGPASS invalid username-password pair or user is disabled.");
-    };
-    let ok = user == b"default" && constant_time_eq(expected.as_bytes(), pass);
-    if ok {
-        ctx.conn.authed = true;
-        Ok(())
-    } else {
-        Err("WRONGPASS invalid username-password pair or user is disabled.")
-    }
-}
+/// The reply to credentials that open no user (Redis's words).
+pub(crate) const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
-/// Compares without an early exit, so the time taken says nothing about where two
-/// secrets first differ (the length may show; it is not the secret).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Checks credentials and, when they open a user, makes the connection that user;
+/// shared with HELLO's AUTH. A `nopass` user (the `default` user of a server without a
+/// password, as in Redis) takes any password, so clients configured with credentials
+/// still connect.
+pub(super) fn check(ctx: &mut Ctx, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
+    match ctx.shared.acl.authenticate(user, pass) {
+        Some(u) => {
+            ctx.conn.user = u;
+            ctx.conn.authed = true;
+            Ok(())
+        }
+        None => Err(WRONGPASS),
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

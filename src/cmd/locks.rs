@@ -3,6 +3,7 @@
 //! # Format
 //! `LOCKS [MATCH pattern] [COUNT n]` -> array of keys. The pattern is a Redis glob
 //! (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes); COUNT caps the number of keys returned.
+//! Only keys the connection's user may access are listed (docs/acl.md).
 
 use super::{parse_u64, Ctx};
 use crate::glob::glob_match;
@@ -30,8 +31,9 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) {
         i += 2;
     }
     ctx.ticket = ctx.shared.store.read_ticket();
+    let user = &ctx.conn.user;
     let keys = ctx.shared.table().keys(
-        |k| pattern.is_none_or(|p| glob_match(p, k)),
+        |k| pattern.is_none_or(|p| glob_match(p, k)) && user.may_access(k),
         count.unwrap_or(usize::MAX),
     );
     ctx.out.array(keys.len());

@@ -1,8 +1,9 @@
 //! Text-mode commands: one file per command, each with its grammar in a `# Format` block,
 //! parsing its arguments, applying them and encoding the reply.
 //!
-//! [`dispatch`] routes by name (case-insensitive) and enforces AUTH. Errors are replies:
-//! the connection goes on after any of them.
+//! [`dispatch`] routes by name (case-insensitive) and enforces AUTH and the user's ACL
+//! (`crate::acl`): a command or key the connection's user may not use gets `-NOPERM`.
+//! Errors are replies: the connection goes on after any of them.
 
 pub(crate) mod acquire;
 pub(crate) mod auth;
@@ -18,8 +19,10 @@ pub(crate) mod release;
 pub(crate) mod renew;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::acl::{self, User};
 use crate::engine::{AcquireRequest, Event, RequestId, SessionId};
 use crate::protocol::{Proto, ReplyWriter};
 use crate::server::Shared;
@@ -33,8 +36,11 @@ pub struct ConnState {
     pub peer: SocketAddr,
     /// Reply protocol (HELLO switches it).
     pub proto: Proto,
-    /// Whether AUTH succeeded (or no password is configured).
+    /// Whether AUTH succeeded (or the default user needs no password).
     pub authed: bool,
+    /// The user the connection is (`default` until an AUTH names another); its
+    /// permissions are checked for every command.
+    pub user: Arc<User>,
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
     /// CLIENT SETINFO LIB-NAME.
@@ -44,13 +50,14 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// A new connection's state.
-    pub fn new(session: SessionId, peer: SocketAddr, authed: bool) -> Self {
+    /// A new connection's state, as `user` (authenticated or not yet).
+    pub fn new(session: SessionId, peer: SocketAddr, user: Arc<User>, authed: bool) -> Self {
         ConnState {
             session,
             peer,
             proto: Proto::Resp2,
             authed,
+            user,
             name: None,
             lib_name: None,
             lib_ver: None,
@@ -148,6 +155,11 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         return Flow::Continue;
     }
     let a = &args[1..];
+    if let Some(c) = acl_command(name) {
+        if !permitted(ctx, c, a) {
+            return Flow::Continue;
+        }
+    }
     if let Some(c) = &ctx.shared.cluster {
         if (is("INSPECT") || is("LOCKS")) && !ctx.read_ok {
             if c.is_leading() {
@@ -182,6 +194,45 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         }
     }
     Flow::Continue
+}
+
+/// The ACL command `name` is, if it is one (the others are always allowed).
+#[inline]
+fn acl_command(name: &[u8]) -> Option<acl::Command> {
+    let is = |n: &str| word_eq(name, n);
+    Some(match name.len() {
+        7 if is("ACQUIRE") => acl::Command::Acquire,
+        7 if is("RELEASE") => acl::Command::Release,
+        5 if is("RENEW") => acl::Command::Renew,
+        7 if is("INSPECT") => acl::Command::Inspect,
+        5 if is("LOCKS") => acl::Command::Locks,
+        4 if is("INFO") => acl::Command::Info,
+        7 if is("CLUSTER") => acl::Command::Cluster,
+        _ => return None,
+    })
+}
+
+/// Whether the connection's user may run `cmd` with `args`; replies `-NOPERM` when not.
+/// For a user with every command and key (the default user without a users file) this
+/// is one AND and one compare.
+#[inline]
+fn permitted(ctx: &mut Ctx, cmd: acl::Command, args: &[&[u8]]) -> bool {
+    let user = &ctx.conn.user;
+    if !user.may_run(cmd) {
+        ctx.out
+            .error(&format!("NOPERM {}", acl::noperm_command(cmd)));
+        return false;
+    }
+    if cmd.takes_key() {
+        if let Some(key) = args.first() {
+            // A key over the maximum length gets the command's LIMIT instead.
+            if key.len() <= ctx.shared.config.max_key_len && !user.may_access(key) {
+                ctx.out.error(&format!("NOPERM {}", acl::noperm_key(key)));
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// `-ERR unknown command`, worded as Redis words it.

@@ -55,10 +55,19 @@ pub fn put_session_kind(out: &mut Vec<u8>, kind: &super::command::SessionKind) {
     use super::command::SessionKind;
     match kind {
         SessionKind::Text => out.push(0),
-        SessionKind::Binary { secret, timeout_ms } => {
-            out.push(1);
+        SessionKind::Binary {
+            secret,
+            timeout_ms,
+            user,
+        } => {
+            // Kind 1 (no user: `default`) is the layout logs had before users existed,
+            // so a log without named users reads the same in either version.
+            out.push(if user.is_some() { 2 } else { 1 });
             out.extend_from_slice(secret);
             put_u64(out, *timeout_ms);
+            if let Some(user) = user {
+                put_bytes(out, user.as_bytes());
+            }
         }
     }
 }
@@ -158,15 +167,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A session kind: `0` text, `1 secret:16 timeout_ms` binary.
+    /// A session kind: `0` text, `1 secret:16 timeout_ms` binary of the default user,
+    /// `2 secret:16 timeout_ms user` binary of a named user.
     pub fn session_kind(&mut self) -> Result<super::command::SessionKind, DecodeError> {
         use super::command::{SessionKind, SECRET_LEN};
         let at = self.pos;
         match self.u8()? {
             0 => Ok(SessionKind::Text),
-            1 => Ok(SessionKind::Binary {
+            tag @ (1 | 2) => Ok(SessionKind::Binary {
                 secret: self.take(SECRET_LEN)?.try_into().expect("16 bytes"),
                 timeout_ms: self.u64()?,
+                user: if tag == 2 {
+                    let name = std::str::from_utf8(self.bytes()?)
+                        .map_err(|_| DecodeError::Value("session user name is not UTF-8"))?;
+                    Some(name.to_string())
+                } else {
+                    None
+                },
             }),
             tag => Err(DecodeError::Tag {
                 what: "session kind",

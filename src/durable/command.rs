@@ -16,7 +16,8 @@
 //! ```text
 //! tag:u8  now  fields...
 //! 1 Start         epoch shards
-//! 2 OpenSession   session kind:u8 [secret:16 timeout_ms]   (kind 1 = binary)
+//! 2 OpenSession   session kind:u8 [secret:16 timeout_ms [user]]
+//!                 (kind 0 text; 1 binary of the default user; 2 binary of a named user)
 //! 3 CloseSession  session
 //! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms]  (flags: 1 reentrant, 2 has wait)
 //! 5 Release       session key
@@ -38,12 +39,16 @@ pub const SECRET_LEN: usize = 16;
 pub enum SessionKind {
     /// A text-mode connection's session (cannot be resumed).
     Text,
-    /// A binary-protocol session, resumable with its secret within its timeout.
+    /// A binary-protocol session, resumable with its secret within its timeout, by the
+    /// user that created it.
     Binary {
         /// The capability a client resumes it with.
         secret: [u8; SECRET_LEN],
         /// Its timeout in ms.
         timeout_ms: u64,
+        /// The user that created it (`--users-file`); None for `default` (and for every
+        /// session logged before users existed, when `default` was the only user).
+        user: Option<String>,
     },
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! version:u8 = 1
 //! epoch now next_request shards next_session
-//! sessions: count { session kind:u8 [secret:16 timeout_ms] }*
+//! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
 //! per shard: next_seq
 //!            locks: count { key kind:u8 [limit] last_token
 //!                           holders: count { session token ttl_ms count mode }*

@@ -241,6 +241,18 @@ fn every_command_round_trips() {
                 kind: SessionKind::Binary {
                     secret: [7; 16],
                     timeout_ms: 10_000,
+                    user: None,
+                },
+            },
+        },
+        Entry {
+            now: 5,
+            command: Command::OpenSession {
+                session: SessionId(10),
+                kind: SessionKind::Binary {
+                    secret: [8; 16],
+                    timeout_ms: 10_000,
+                    user: Some("alice".into()),
                 },
             },
         },
@@ -352,6 +364,40 @@ fn documented_example_bytes() {
     // Each record also carries the WAL frame (9 bytes) and its index (8 bytes).
     let on_disk = acquire.to_vec().len() + release.to_vec().len() + 2 * 17;
     assert_eq!(on_disk, 77);
+}
+
+/// docs/wal-format.md's OpenSession examples: a default-user binary session keeps the
+/// layout logs had before users existed (kind 1); a named user's is kind 2 with the name.
+#[test]
+fn documented_open_session_bytes() {
+    let open = |user: Option<&str>| {
+        Entry {
+            now: 10,
+            command: Command::OpenSession {
+                session: SessionId(5),
+                kind: SessionKind::Binary {
+                    secret: [0x11; 16],
+                    timeout_ms: 10_000,
+                    user: user.map(str::to_string),
+                },
+            },
+        }
+        .to_vec()
+    };
+    let mut expected = vec![0x02, 0x0a, 0x05, 0x01];
+    expected.extend_from_slice(&[0x11; 16]);
+    expected.extend_from_slice(&[0x90, 0x4e]);
+    assert_eq!(open(None), expected);
+    let mut expected = vec![0x02, 0x0a, 0x05, 0x02];
+    expected.extend_from_slice(&[0x11; 16]);
+    expected.extend_from_slice(&[0x90, 0x4e, 0x05]);
+    expected.extend_from_slice(b"alice");
+    assert_eq!(open(Some("alice")), expected);
+    for user in [None, Some("alice")] {
+        let bytes = open(user);
+        let back = Entry::decode(&bytes).expect("decodes");
+        assert_eq!(back.to_vec(), bytes);
+    }
 }
 
 /// A failed fsync reaches every waiting and later reply as an error, never as an

@@ -8,6 +8,10 @@
 //! session's core; its grant, timeout or cancellation comes later as a push with the same
 //! id. When the connection ends the session is detached, not ended: a client that comes
 //! back within the session timeout resumes it with its holds and queued requests.
+//!
+//! HELLO's credentials make the connection a user (`crate::acl`); every request is
+//! checked against that user's permissions (`NOPERM`), and a session can be resumed only
+//! by the user that created it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -23,8 +27,9 @@ use tracing::debug;
 
 use super::cluster::Refusal;
 use super::router::Delivery;
-use super::sessions::{Attachment, Core, Queued, ResumeError, Session};
+use super::sessions::{logged_user, Attachment, Core, Queued, ResumeError, Session};
 use super::Shared;
+use crate::acl::{self, User};
 use crate::cmd::{self, ConnState};
 use crate::durable::command::{Applied, Command};
 use crate::durable::{SessionKind, Ticket};
@@ -49,20 +54,22 @@ pub(super) async fn serve(
     mut inbuf: BytesMut,
 ) {
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
-    let att = match handshake(&shared, &mut stream, &mut stop, &mut inbuf, &mut outbuf).await {
-        Ok(att) => att,
-        Err(()) => {
-            if !outbuf.is_empty() {
-                let _ = stream.write_all(&outbuf).await;
+    let (att, user) =
+        match handshake(&shared, &mut stream, &mut stop, &mut inbuf, &mut outbuf).await {
+            Ok(attached) => attached,
+            Err(()) => {
+                if !outbuf.is_empty() {
+                    let _ = stream.write_all(&outbuf).await;
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     debug!(%peer, session = %att.session.id, "binary connection attached");
     let mut conn = Served {
         shared: shared.clone(),
         session: att.session.id,
         sess: att.session.clone(),
+        user,
         peer,
         out: outbuf,
         events: Vec::new(),
@@ -83,15 +90,16 @@ pub(super) async fn serve(
     }
 }
 
-/// Reads the magic and the HELLO frame and answers it. Err: the connection must close
-/// (after `out`, which may hold an error frame, is written).
+/// Reads the magic and the HELLO frame and answers it; Ok: the session attached and the
+/// user the connection is. Err: the connection must close (after `out`, which may hold
+/// an error frame, is written).
 async fn handshake(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
     stop: &mut watch::Receiver<bool>,
     inbuf: &mut BytesMut,
     out: &mut BytesMut,
-) -> Result<Attachment, ()> {
+) -> Result<(Attachment, Arc<User>), ()> {
     let deadline = Instant::now() + Duration::from_millis(shared.config.auth_timeout_ms);
     let header = loop {
         let n = inbuf.len().min(MAGIC.len());
@@ -141,7 +149,7 @@ async fn handshake(
     let result = accept(shared, &hello).await;
     inbuf.advance(hello_len);
     match result {
-        Ok((att, version)) => {
+        Ok((att, version, user)) => {
             let cfg = &shared.config;
             Response::HelloOk(HelloOk {
                 version,
@@ -157,7 +165,7 @@ async fn handshake(
                 server_version: Bytes::from_static(env!("CARGO_PKG_VERSION").as_bytes()),
             })
             .encode(id, out);
-            Ok(att)
+            Ok((att, user))
         }
         Err(e) => {
             refuse(out, id, e);
@@ -189,8 +197,12 @@ fn refusal_error(r: &Refusal) -> ErrorReply {
     }
 }
 
-/// Checks the HELLO and attaches a session: a new one, or the one it resumes.
-async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, u16), ErrorReply> {
+/// Checks the HELLO and attaches a session: a new one, or the one it resumes. Returns it
+/// with the version spoken and the user the credentials opened (`default` without any).
+async fn accept(
+    shared: &Arc<Shared>,
+    hello: &Hello<'_>,
+) -> Result<(Attachment, u16, Arc<User>), ErrorReply> {
     let cfg = &shared.config;
     let low = hello.min_version.max(MIN_VERSION);
     let high = hello.max_version.min(MAX_VERSION);
@@ -207,22 +219,19 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
         };
         return Err(e);
     }
-    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-    match (cfg.requirepass.as_deref(), hello.auth) {
-        (None, None) => {}
-        (None, Some((user, _))) => {
-            if user != b"default" {
-                return Err(error_from_text(WRONGPASS));
+    let user = match hello.auth {
+        Some((name, pass)) => shared
+            .acl
+            .authenticate(name, pass)
+            .ok_or_else(|| error_from_text(cmd::auth::WRONGPASS))?,
+        None => {
+            let default = shared.acl.default_user();
+            if !default.needs_no_auth() {
+                return Err(error_from_text("NOAUTH Authentication required."));
             }
+            default.clone()
         }
-        (Some(_), None) => return Err(error_from_text("NOAUTH Authentication required.")),
-        (Some(expected), Some((user, pass))) => {
-            let ok = cmd::auth::constant_time_eq(expected.as_bytes(), pass);
-            if !(ok && user == b"default") {
-                return Err(error_from_text(WRONGPASS));
-            }
-        }
-    }
+    };
     if hello.name.len() > MAX_NAME_LEN || !cmd::client::valid_name(hello.name) {
         return Err(err(format!(
             "Client names cannot contain spaces, newlines or special characters, and have at most {MAX_NAME_LEN} bytes."
@@ -248,22 +257,28 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
                 kind: SessionKind::Binary {
                     secret,
                     timeout_ms: timeout.as_millis() as u64,
+                    user: logged_user(user.name()),
                 },
             };
             // HELLO_OK hands out the secret only once the session is committed.
             c.propose(shared.clock.now_ms(), command)
                 .await
                 .map_err(|r| refusal_error(&r))?;
-            let att =
-                shared
-                    .sessions
-                    .create_replicated(shared, id, secret, timeout, hello.name.to_vec());
-            return Ok((att, high));
+            let att = shared.sessions.create_replicated(
+                shared,
+                id,
+                secret,
+                timeout,
+                hello.name.to_vec(),
+                user.name(),
+            );
+            return Ok((att, high, user));
         }
     }
     let att = match &hello.resume {
-        Some(secret) => match shared.sessions.resume(shared, secret).await {
+        Some(secret) => match shared.sessions.resume(shared, secret, user.name()).await {
             Ok(att) => att,
+            // Also a session of another user: it must not learn that the session exists.
             Err(ResumeError::Unknown) => {
                 return Err(ErrorReply::new(
                     ErrorCode::NoSession,
@@ -276,7 +291,10 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
         },
         None => {
             let timeout = cfg.session_timeout(hello.session_timeout_ms);
-            match shared.sessions.create(shared, timeout, hello.name.to_vec()) {
+            match shared
+                .sessions
+                .create(shared, timeout, hello.name.to_vec(), user.name())
+            {
                 Some(att) => {
                     // HELLO_OK hands out the secret: the session must survive a crash
                     // from then on, so its record is durable first.
@@ -295,7 +313,7 @@ async fn accept(shared: &Arc<Shared>, hello: &Hello<'_>) -> Result<(Attachment, 
             }
         }
     };
-    Ok((att, high))
+    Ok((att, high, user))
 }
 
 /// Why the connection loop ended.
@@ -335,6 +353,8 @@ struct Served {
     shared: Arc<Shared>,
     session: SessionId,
     sess: Arc<Session>,
+    /// The user the connection is: every request is checked against its permissions.
+    user: Arc<User>,
     peer: SocketAddr,
     out: BytesMut,
     events: Vec<Event>,
@@ -480,6 +500,37 @@ impl Served {
         true
     }
 
+    /// Whether the user may make `req`; writes NOPERM when not. A key over the maximum
+    /// length is left to [`Self::key_ok`] (LIMIT), which every key-bearing request runs
+    /// next.
+    #[inline]
+    fn permitted(&mut self, id: u32, req: &Request<'_>) -> bool {
+        let (cmd, key) = match req {
+            Request::Acquire(a) => (acl::Command::Acquire, Some(a.key)),
+            Request::Release { key } => (acl::Command::Release, Some(*key)),
+            Request::Renew { key, .. } => (acl::Command::Renew, Some(*key)),
+            Request::Cancel { .. } => (acl::Command::Cancel, None),
+            Request::Inspect { key } => (acl::Command::Inspect, Some(*key)),
+            Request::Locks { .. } => (acl::Command::Locks, None),
+            Request::Info { .. } => (acl::Command::Info, None),
+            Request::Hello(_) | Request::Ping(_) | Request::Bye { .. } => return true,
+        };
+        if !self.user.may_run(cmd) {
+            self.error(
+                id,
+                ErrorReply::new(ErrorCode::NoPerm, acl::noperm_command(cmd)),
+            );
+            return false;
+        }
+        if let Some(key) = key {
+            if key.len() <= self.shared.config.max_key_len && !self.user.may_access(key) {
+                self.error(id, ErrorReply::new(ErrorCode::NoPerm, acl::noperm_key(key)));
+                return false;
+            }
+        }
+        true
+    }
+
     fn handle(&mut self, core: &mut Core, h: &Header, payload: &[u8], now: u64) -> Flow {
         let id = h.request_id;
         let req = match Request::decode(h, payload) {
@@ -489,6 +540,9 @@ impl Served {
                 return Flow::Continue;
             }
         };
+        if !self.permitted(id, &req) {
+            return Flow::Continue;
+        }
         if self.shared.cluster.is_some()
             && matches!(
                 req,
@@ -753,8 +807,9 @@ impl Served {
         } else {
             count as usize
         };
+        let user = &self.user;
         let keys = self.shared.table().keys(
-            |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)),
+            |k| pattern.is_none_or(|p| crate::glob::glob_match(p, k)) && user.may_access(k),
             limit,
         );
         let keys = keys
@@ -950,7 +1005,7 @@ impl Served {
 
     /// INFO: text mode's INFO text, by running the text command.
     fn info(&mut self, section: &[u8], now: u64) -> Bytes {
-        let mut conn = ConnState::new(self.session, self.peer, true);
+        let mut conn = ConnState::new(self.session, self.peer, self.user.clone(), true);
         let mut buf = BytesMut::new();
         let mut events = Vec::new();
         let mut ctx = cmd::Ctx {

@@ -104,7 +104,10 @@ async fn serve_text(
     };
     debug!(%peer, %session, "connection opened");
 
-    let mut conn = ConnState::new(session, peer, shared.config.requirepass.is_none());
+    // The default user, authenticated already if it needs no password.
+    let user = shared.acl.default_user().clone();
+    let authed = user.needs_no_auth();
+    let mut conn = ConnState::new(session, peer, user, authed);
     let limits = shared.config.frame_limits();
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
     let mut args = Vec::with_capacity(16);

@@ -39,6 +39,8 @@ pub struct Shared {
     pub store: Store,
     /// The configuration in force.
     pub config: Config,
+    /// The users and their permissions (`--users-file`).
+    pub acl: crate::acl::Acl,
     /// The engine's clock.
     pub clock: Clock,
     /// Session -> connection event delivery.
@@ -107,6 +109,9 @@ pub async fn run(
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    // A users file that does not parse stops the start, naming the line.
+    let acl = crate::acl::Acl::load(config.users_file.as_deref(), config.requirepass.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (store, clock, restored, next_counter, cluster) = if config.node_id.is_some() {
         let advertise = config
             .advertise_addr
@@ -135,6 +140,7 @@ pub async fn run(
         next_request: AtomicU64::new(next_counter),
         cluster,
         config,
+        acl,
     });
     restore_sessions(&shared, restored);
     // A log that can no longer make anything durable stops the server: nothing more may
@@ -281,8 +287,9 @@ fn open_store(
     Ok((store, clock, recovered.sessions.into_iter().collect(), next))
 }
 
-/// Brings back the sessions the log had open: binary ones become resumable (detached,
-/// ending after their timeout unless a client resumes them), text ones end after the
+/// Brings back the sessions the log had open: binary ones become resumable by the user
+/// that created them (detached, ending after their timeout unless a client resumes
+/// them), text ones end after the
 /// session timeout. Until then their holds stay, so locks do not vanish the moment the
 /// server restarts.
 pub(crate) fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, SessionKind)>) {
@@ -302,15 +309,20 @@ pub(crate) fn restore_sessions(shared: &Arc<Shared>, restored: Vec<(SessionId, S
     for (id, kind) in restored {
         match kind {
             SessionKind::Text => text.push(id),
-            SessionKind::Binary { secret, timeout_ms } => {
+            SessionKind::Binary {
+                secret,
+                timeout_ms,
+                user,
+            } => {
                 let queued = waiters.remove(&id).unwrap_or_default();
-                shared.sessions.restore(
-                    shared,
+                let identity = sessions::Identity {
                     id,
                     secret,
-                    std::time::Duration::from_millis(timeout_ms),
-                    queued,
-                );
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                    // Not logged: the default user's (see SessionKind::Binary).
+                    user: user.unwrap_or_else(|| crate::acl::DEFAULT.to_string()),
+                };
+                shared.sessions.restore(shared, identity, queued);
             }
         }
     }

@@ -14,6 +14,11 @@
 //! frame its client sent, unless a connection resumes it first); [`Sessions::end`] ends it
 //! at once (BYE with END_SESSION, timeout while attached, server shutdown). Ending a
 //! session is text mode's: its queued requests are cancelled and its holds released.
+//!
+//! A session belongs to the user that created it (`--users-file`): a resume by another
+//! user finds nothing ([`ResumeError::Unknown`], so it learns nothing about the session)
+//! and takes nothing over. The user's name is logged with the session (kind 2 of
+//! `OpenSession`), so this holds after a restart too.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -49,6 +54,8 @@ pub struct Session {
     pub secret: Secret,
     /// Ends this long after the last frame from its client.
     pub timeout: Duration,
+    /// The user that created it: only that user may resume it.
+    pub user: String,
     link: Arc<Link>,
     core: Arc<tokio::sync::Mutex<Core>>,
     state: Mutex<State>,
@@ -101,6 +108,25 @@ pub struct Attachment {
     conn: u64,
 }
 
+/// What names a session and decides who may resume it.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The public id.
+    pub id: SessionId,
+    /// The resume secret.
+    pub secret: Secret,
+    /// The timeout.
+    pub timeout: Duration,
+    /// The user that created it.
+    pub user: String,
+}
+
+/// The user name a session's log record carries: none for `default` (the layout logs
+/// had before users existed; see `crate::durable::command::SessionKind`).
+pub fn logged_user(user: &str) -> Option<String> {
+    (user != crate::acl::DEFAULT).then(|| user.to_string())
+}
+
 /// Why a resume failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ResumeError {
@@ -134,9 +160,15 @@ impl Sessions {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Creates a session attached to the calling connection. None when the configured
-    /// maximum of sessions is reached.
-    pub fn create(&self, shared: &Shared, timeout: Duration, name: Vec<u8>) -> Option<Attachment> {
+    /// Creates a session of `user` attached to the calling connection. None when the
+    /// configured maximum of sessions is reached.
+    pub fn create(
+        &self,
+        shared: &Shared,
+        timeout: Duration,
+        name: Vec<u8>,
+        user: &str,
+    ) -> Option<Attachment> {
         let secret = new_secret();
         let map = self.by_secret.lock();
         if map.len() >= shared.config.max_sessions {
@@ -146,10 +178,17 @@ impl Sessions {
             crate::durable::SessionKind::Binary {
                 secret,
                 timeout_ms: timeout.as_millis() as u64,
+                user: logged_user(user),
             },
             shared.clock.now_ms(),
         );
-        Some(self.attach_new(shared, map, id, secret, timeout, name))
+        let identity = Identity {
+            id,
+            secret,
+            timeout,
+            user: user.to_string(),
+        };
+        Some(self.attach_new(shared, map, identity, name))
     }
 
     /// Whether one more session would pass `--max-sessions`.
@@ -166,27 +205,31 @@ impl Sessions {
         secret: Secret,
         timeout: Duration,
         name: Vec<u8>,
+        user: &str,
     ) -> Attachment {
         let map = self.by_secret.lock();
-        self.attach_new(shared, map, id, secret, timeout, name)
+        let identity = Identity {
+            id,
+            secret,
+            timeout,
+            user: user.to_string(),
+        };
+        self.attach_new(shared, map, identity, name)
     }
 
     fn attach_new(
         &self,
         shared: &Shared,
         mut map: parking_lot::MutexGuard<'_, HashMap<Secret, Arc<Session>>>,
-        id: SessionId,
-        secret: Secret,
-        timeout: Duration,
+        identity: Identity,
         name: Vec<u8>,
     ) -> Attachment {
+        let (id, secret) = (identity.id, identity.secret);
         let conn = self.conn_id();
         let (kick_tx, kick_rx) = oneshot::channel();
         let session = Session::register(
             shared,
-            id,
-            secret,
-            timeout,
+            identity,
             name,
             Vec::new(),
             State {
@@ -214,17 +257,21 @@ impl Sessions {
         }
     }
 
-    /// Attaches the calling connection to the session named by `secret`, taking it over
-    /// from the connection that has it, if any.
+    /// Attaches the calling connection, authenticated as `user`, to the session named by
+    /// `secret`, taking it over from the connection that has it, if any. A session of
+    /// another user is [`ResumeError::Unknown`], and the connection serving it is left
+    /// alone.
     pub async fn resume(
         &self,
         shared: &Arc<Shared>,
         secret: &Secret,
+        user: &str,
     ) -> Result<Attachment, ResumeError> {
         let session = self
             .by_secret
             .lock()
             .get(secret)
+            .filter(|s| s.user == user)
             .cloned()
             .ok_or(ResumeError::Unknown)?;
         let conn = self.conn_id();
@@ -297,19 +344,11 @@ impl Sessions {
     /// resumable with its secret, ending after its timeout unless a client resumes it.
     /// `queued` are its queued requests as the table has them (the low 32 bits of each
     /// request id are the client's request id).
-    pub fn restore(
-        &self,
-        shared: &Arc<Shared>,
-        id: SessionId,
-        secret: Secret,
-        timeout: Duration,
-        queued: Vec<(RequestId, Key)>,
-    ) {
+    pub fn restore(&self, shared: &Arc<Shared>, identity: Identity, queued: Vec<(RequestId, Key)>) {
+        let (secret, timeout) = (identity.secret, identity.timeout);
         let session = Session::register(
             shared,
-            id,
-            secret,
-            timeout,
+            identity,
             Vec::new(),
             queued,
             State {
@@ -382,13 +421,17 @@ impl Session {
     /// request id are the client's request id.
     fn register(
         shared: &Shared,
-        id: SessionId,
-        secret: Secret,
-        timeout: Duration,
+        identity: Identity,
         name: Vec<u8>,
         queued: Vec<(RequestId, Key)>,
         state: State,
     ) -> Arc<Session> {
+        let Identity {
+            id,
+            secret,
+            timeout,
+            user,
+        } = identity;
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link::default());
         shared.router.register_binary(id, tx, link.clone());
@@ -414,6 +457,7 @@ impl Session {
             id,
             secret,
             timeout,
+            user,
             link,
             core: Arc::new(tokio::sync::Mutex::new(core)),
             state: Mutex::new(state),
@@ -427,7 +471,6 @@ impl Default for Sessions {
     }
 }
 
-/// 128 bits from the operating system's random source.
 /// Ends `session` at `deadline` unless it was attached (or ended) since `epoch`.
 fn end_after(shared: &Arc<Shared>, session: &Arc<Session>, epoch: u64, deadline: Instant) {
     let weak: Weak<Shared> = Arc::downgrade(shared);
@@ -445,6 +488,7 @@ fn end_after(shared: &Arc<Shared>, session: &Arc<Session>, epoch: u64, deadline:
     });
 }
 
+/// 128 bits from the operating system's random source.
 pub fn new_secret() -> Secret {
     let mut secret = [0u8; SECRET_LEN];
     // Without a working random source, a guessable secret would let anyone take over
