@@ -16,12 +16,14 @@
 //! - `split`: redis-cli's quoting rules for typed lines;
 //! - `commands`: the command table, and the help, hints and completion made from it;
 //! - `editor`: the rustyline helper;
-//! - `shell`: the session, the three modes, reconnecting.
+//! - `nodes`: node addresses (`--nodes`) and cluster redirects (`-NOTLEADER host:port`);
+//! - `shell`: the session, the three modes, reconnecting, following redirects.
 
 mod client;
 mod commands;
 mod editor;
 mod format;
+mod nodes;
 mod resp;
 mod shell;
 mod split;
@@ -30,6 +32,7 @@ mod stat;
 use std::io::{self, IsTerminal};
 
 use format::Output;
+use nodes::Node;
 use shell::{Settings, Shell};
 
 /// Connects to a Turnstile server and runs commands: a shell without COMMAND, that one
@@ -38,6 +41,12 @@ use shell::{Settings, Shell};
 /// The host flag is -H/--host, since -h is help. Replies print as redis-cli prints them:
 /// formatted on a terminal, raw in pipes and files (see --raw, --no-raw). In the shell,
 /// HELP lists the commands, and hints show the syntax as you type.
+///
+/// A cluster (docs/cluster.md): give its nodes with --nodes. The shell connects to the
+/// first one that answers; a command a follower refuses with `-NOTLEADER host:port` is
+/// sent again, once, to that leader (noted on stderr as `-> Redirected to host:port`);
+/// `-NOTLEADER` alone (an election under way) is retried after short pauses for up to
+/// 5 seconds.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CliArgs {
     /// Server host name or address.
@@ -47,6 +56,18 @@ pub struct CliArgs {
     /// Server port.
     #[arg(short = 'p', long, env = "TURNSTILE_PORT", default_value_t = 7379)]
     pub port: u16,
+
+    /// Cluster nodes, `HOST:PORT,HOST:PORT,...` (a HOST alone takes --port), instead of
+    /// --host and --port: the first that answers is used. A command refused with
+    /// `-NOTLEADER host:port` is sent again to that leader (`-> Redirected to host:port`
+    /// on stderr); `-NOTLEADER` alone (an election) is retried for up to 5 s.
+    #[arg(
+        long,
+        env = "TURNSTILE_NODES",
+        value_delimiter = ',',
+        value_name = "NODES"
+    )]
+    pub nodes: Vec<String>,
 
     /// Password, sent with AUTH on connect (and on every reconnect). Prefer
     /// TURNSTILE_PASS: a command line can be read by other users of the machine.
@@ -97,14 +118,14 @@ pub struct CliArgs {
 /// Returns the process exit code: 0 ok, 1 when a one-shot command (or any line read from
 /// stdin) got an error reply, or the server could not be reached.
 pub fn run(args: CliArgs) -> anyhow::Result<i32> {
+    let nodes = nodes_of(&args).map_err(anyhow::Error::msg)?;
     if args.stat {
         let interval = std::time::Duration::try_from_secs_f64(args.interval)
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| anyhow::anyhow!("--interval must be a positive number of seconds"))?;
         let opts = stat::StatOptions {
-            host: args.host,
-            port: args.port,
+            nodes,
             user: args.user,
             pass: args.pass,
             interval,
@@ -122,8 +143,7 @@ pub fn run(args: CliArgs) -> anyhow::Result<i32> {
         Output::Raw
     };
     let settings = Settings {
-        host: args.host,
-        port: args.port,
+        nodes,
         user: args.user,
         pass: args.pass,
         resp3: args.resp3,
@@ -140,6 +160,18 @@ pub fn run(args: CliArgs) -> anyhow::Result<i32> {
     } else {
         Ok(shell.script(io::stdin().lock())?)
     }
+}
+
+/// The servers to try, in order: --nodes, or --host and --port.
+fn nodes_of(args: &CliArgs) -> Result<Vec<Node>, String> {
+    let listed: Vec<&String> = args.nodes.iter().filter(|n| !n.trim().is_empty()).collect();
+    if listed.is_empty() {
+        return Ok(vec![Node::new(args.host.clone(), args.port)]);
+    }
+    listed
+        .into_iter()
+        .map(|n| Node::parse(n, args.port).map_err(|e| format!("--nodes: {e}")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -185,5 +217,32 @@ mod tests {
             (Some("bob"), Some("pw"))
         );
         assert!(parse(&["-p", "70000"]).is_err());
+    }
+
+    #[test]
+    fn nodes_replace_host_and_port() {
+        let args = parse(&["-H", "db1", "-p", "7000"]).expect("valid");
+        assert_eq!(nodes_of(&args), Ok(vec![Node::new("db1", 7000)]));
+        let args = parse(&[
+            "--nodes",
+            "10.0.0.1:7501,10.0.0.2:7502",
+            "--nodes",
+            "db3",
+            "-p",
+            "7503",
+            "PING",
+        ])
+        .expect("valid");
+        assert_eq!(
+            nodes_of(&args),
+            Ok(vec![
+                Node::new("10.0.0.1", 7501),
+                Node::new("10.0.0.2", 7502),
+                Node::new("db3", 7503),
+            ])
+        );
+        assert_eq!(args.command, ["PING"]);
+        let args = parse(&["--nodes", "a:1,:2"]).expect("parsed by clap");
+        assert!(nodes_of(&args).is_err());
     }
 }

@@ -1,9 +1,10 @@
 //! The shell: one connection to the server (which is one Turnstile session), the three
 //! ways of feeding it commands, and what it does between them (help, quitting,
-//! reconnecting).
+//! reconnecting, following a cluster's NOTLEADER redirects).
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rustyline::config::{CompletionType, Config};
 use rustyline::error::ReadlineError;
@@ -14,14 +15,20 @@ use crate::client::{os_message, ClientError, Connection};
 use crate::commands;
 use crate::editor::{CtrlC, ShellHelper};
 use crate::format::{format_reply, Output};
+use crate::nodes::{self, Node, NotLeader};
 use crate::resp::{Frame, Limits};
 use crate::split::split_args;
+
+/// How many `NOTLEADER host:port` redirects one command follows.
+const MAX_REDIRECTS: usize = 3;
+/// How long one command is retried while the node answers `NOTLEADER` alone.
+const NO_LEADER_WAIT: Duration = Duration::from_secs(5);
 
 /// Where and how to connect, and how to print.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub host: String,
-    pub port: u16,
+    /// The servers, tried in order (never empty): --nodes, or --host and --port.
+    pub nodes: Vec<Node>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub resp3: bool,
@@ -53,6 +60,9 @@ pub(crate) struct Shell<O: Write, E: Write> {
     auth: Option<(Option<Vec<u8>>, Vec<u8>)>,
     /// The protocol asked for on every (re)connect: 3 with --resp3 or after `HELLO 3`.
     proto: u8,
+    /// The server connected to, or tried first at the next connect: the first node, then
+    /// the one that answered, or the leader a redirect named.
+    target: Node,
     conn: Option<Connection>,
     out: O,
     err: E,
@@ -71,10 +81,12 @@ impl<O: Write, E: Write> Shell<O, E> {
             )
         });
         let proto = if settings.resp3 { 3 } else { 2 };
+        let target = settings.nodes[0].clone();
         Shell {
             settings,
             auth,
             proto,
+            target,
             conn: None,
             out,
             err,
@@ -83,12 +95,7 @@ impl<O: Write, E: Write> Shell<O, E> {
 
     /// `host:port`, with brackets around an IPv6 address.
     fn address(&self) -> String {
-        let Settings { host, port, .. } = &self.settings;
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
+        self.target.to_string()
     }
 
     fn prompt(&self) -> String {
@@ -104,23 +111,42 @@ impl<O: Write, E: Write> Shell<O, E> {
         let _ = self.err.flush();
     }
 
-    /// Connects, then authenticates and switches protocol as configured. On failure the
-    /// shell is left without a connection and the message says why, worded as redis-cli's.
+    /// Connects (to the target, else to the first other node that answers), then
+    /// authenticates and switches protocol as configured. On failure the shell is left
+    /// without a connection and the message says why, worded as redis-cli's.
     fn connect(&mut self) -> Result<(), String> {
+        let mut candidates = vec![self.target.clone()];
+        candidates.extend(
+            self.settings
+                .nodes
+                .iter()
+                .filter(|n| **n != self.target)
+                .cloned(),
+        );
+        self.connect_to(candidates)
+    }
+
+    /// Connects to the first of `candidates` that answers (it becomes the target), then
+    /// authenticates and switches protocol.
+    fn connect_to(&mut self, candidates: Vec<Node>) -> Result<(), String> {
         self.conn = None;
-        let conn = Connection::connect(
-            &self.settings.host,
-            self.settings.port,
-            self.settings.limits,
-        )
-        .map_err(|err| {
-            format!(
-                "Could not connect to Turnstile at {}: {}",
-                self.address(),
-                os_message(&err)
-            )
-        })?;
-        self.conn = Some(conn);
+        let mut failures = Vec::new();
+        for node in candidates {
+            match Connection::connect(&node.host, node.port, self.settings.limits) {
+                Ok(conn) => {
+                    self.target = node;
+                    self.conn = Some(conn);
+                    break;
+                }
+                Err(err) => failures.push(format!("{node}: {}", os_message(&err))),
+            }
+        }
+        if self.conn.is_none() {
+            return Err(format!(
+                "Could not connect to Turnstile at {}",
+                failures.join("; ")
+            ));
+        }
         if let Some((user, pass)) = self.auth.clone() {
             let mut args = vec![b"AUTH".to_vec()];
             args.extend(user);
@@ -162,11 +188,52 @@ impl<O: Write, E: Write> Shell<O, E> {
         }
     }
 
+    /// Runs one command on the server (see [`Self::call_once`]), following a cluster's
+    /// redirects: `-NOTLEADER host:port` (the node is a follower; nothing was done)
+    /// sends the command again to that leader, at most [`MAX_REDIRECTS`] times;
+    /// `-NOTLEADER` alone (no leader known yet), or naming a leader that cannot be
+    /// reached, sends it again after a short pause, for up to [`NO_LEADER_WAIT`]. Then
+    /// the last reply is the answer.
+    fn call(&mut self, args: &[Vec<u8>], reconnect: bool) -> Result<Frame, String> {
+        let mut redirects = 0;
+        let mut waited = Duration::ZERO;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let reply = self.call_once(args, reconnect)?;
+            let Frame::Error(text) = &reply else {
+                return Ok(reply);
+            };
+            let no_leader = match nodes::not_leader(text) {
+                Some(NotLeader::At(leader)) if redirects < MAX_REDIRECTS => {
+                    let follower = self.target.clone();
+                    if self.connect_to(vec![leader.clone()]).is_ok() {
+                        redirects += 1;
+                        self.warn(&format!("-> Redirected to {leader}"));
+                        continue;
+                    }
+                    // The leader it names is gone (a follower names a dead leader until
+                    // it notices): as good as no leader yet. Back to the follower.
+                    self.target = follower;
+                    self.connect()?;
+                    true
+                }
+                Some(NotLeader::Unknown) => true,
+                _ => false,
+            };
+            if !no_leader || waited >= NO_LEADER_WAIT {
+                return Ok(reply);
+            }
+            std::thread::sleep(pause);
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
     /// Runs one command on the server. With `reconnect`, a connection that dropped is
     /// replaced once: before sending when it is found closed, or after a failed attempt.
     /// Either way the new connection is a new session, and the user is told, since the
     /// old session's holds went with it.
-    fn call(&mut self, args: &[Vec<u8>], reconnect: bool) -> Result<Frame, String> {
+    fn call_once(&mut self, args: &[Vec<u8>], reconnect: bool) -> Result<Frame, String> {
         let was_connected = self.conn.is_some();
         // Only a shell probes: a one-shot connection is brand new, and whatever the
         // server sent on it (an error before closing, say) is best shown as the reply.
@@ -463,8 +530,7 @@ mod tests {
 
     fn settings(port: u16) -> Settings {
         Settings {
-            host: "127.0.0.1".into(),
-            port,
+            nodes: vec![Node::new("127.0.0.1", port)],
             user: None,
             pass: None,
             resp3: false,
@@ -675,6 +741,144 @@ mod tests {
         assert_eq!(
             text(&err),
             "No help for 'NOPE'. Type HELP for the list of commands.\n"
+        );
+    }
+
+    /// A reply naming a port only known at run time, for the fake servers.
+    fn leak(text: String) -> &'static [u8] {
+        Box::leak(text.into_bytes().into_boxed_slice())
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port() // closed again when the listener drops
+    }
+
+    /// A follower answers NOTLEADER with the leader's address: the command goes to the
+    /// leader, once, and the user is told on stderr (stdout has only the reply).
+    #[test]
+    fn follows_a_notleader_redirect_to_the_leader() {
+        let (leader, leader_server) = fake_server(vec![vec![b":7\r\n"]]);
+        let redirect = leak(format!("-NOTLEADER 127.0.0.1:{leader}\r\n"));
+        let (follower, follower_server) = fake_server(vec![vec![redirect]]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings(follower), &mut out, &mut err);
+        let code = shell.one_shot(&["ACQUIRE".into(), "k".into()]).expect("io");
+        assert_eq!(code, 0);
+        assert_eq!(shell.address(), format!("127.0.0.1:{leader}"));
+        drop(shell);
+        assert_eq!(text(&out), "(integer) 7\n");
+        assert_eq!(text(&err), format!("-> Redirected to 127.0.0.1:{leader}\n"));
+        let acquire = "*2\r\n$7\r\nACQUIRE\r\n$1\r\nk\r\n";
+        assert_eq!(text(&follower_server.join().expect("follower")[0]), acquire);
+        assert_eq!(text(&leader_server.join().expect("leader")[0]), acquire);
+    }
+
+    /// NOTLEADER without an address (an election under way): the same command is sent
+    /// again after a pause, on the same connection.
+    #[test]
+    fn retries_while_no_leader_is_known() {
+        let (port, server) = fake_server(vec![vec![b"-NOTLEADER\r\n", b":9\r\n"]]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings(port), &mut out, &mut err);
+        let release = split_args("RELEASE k").expect("valid");
+        assert_eq!(shell.execute(&release, true).expect("io"), Outcome::Ok);
+        drop(shell);
+        assert_eq!(text(&out), "(integer) 9\n");
+        assert_eq!(text(&err), "");
+        let sent = "*2\r\n$7\r\nRELEASE\r\n$1\r\nk\r\n";
+        assert_eq!(
+            text(&server.join().expect("server")[0]),
+            format!("{sent}{sent}")
+        );
+    }
+
+    /// Right after the leader died its followers still name it: a leader that cannot be
+    /// reached counts as no leader yet. The shell goes back to the follower and asks
+    /// again after a pause (here the follower has learnt of a new leader by then and
+    /// serves the command).
+    #[test]
+    fn a_redirect_to_an_unreachable_leader_waits() {
+        let dead = free_port();
+        let redirect = leak(format!("-NOTLEADER 127.0.0.1:{dead}\r\n"));
+        let (port, server) = fake_server(vec![vec![redirect], vec![b":5\r\n"]]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings(port), &mut out, &mut err);
+        assert_eq!(
+            shell.one_shot(&["RENEW".into(), "k".into()]).expect("io"),
+            0
+        );
+        assert_eq!(shell.address(), format!("127.0.0.1:{port}"));
+        drop(shell);
+        assert_eq!(text(&out), "(integer) 5\n");
+        assert_eq!(text(&err), "");
+        let received = server.join().expect("server");
+        assert_eq!(received[0], received[1], "the same command, twice");
+    }
+
+    /// Two nodes that keep naming each other: the redirects stop after MAX_REDIRECTS and
+    /// the last NOTLEADER is the answer.
+    #[test]
+    fn redirects_are_bounded() {
+        let a_port = free_port();
+        let to_a = leak(format!("-NOTLEADER 127.0.0.1:{a_port}\r\n"));
+        let (b_port, b) = fake_server(vec![vec![to_a], vec![to_a]]);
+        let to_b = leak(format!("-NOTLEADER 127.0.0.1:{b_port}\r\n"));
+        let listener = TcpListener::bind(("127.0.0.1", a_port)).expect("bind a");
+        let a = thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut socket, _) = listener.accept().expect("accept");
+                read_request(&mut socket);
+                socket.write_all(to_b).expect("reply");
+            }
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings(a_port), &mut out, &mut err);
+        assert_eq!(
+            shell.one_shot(&["ACQUIRE".into(), "k".into()]).expect("io"),
+            1
+        );
+        drop(shell);
+        assert_eq!(
+            text(&out),
+            format!("(error) NOTLEADER 127.0.0.1:{a_port}\n"),
+            "a, b, a, b: the fourth answer is shown"
+        );
+        assert_eq!(text(&err).lines().count(), MAX_REDIRECTS);
+        a.join().expect("a");
+        b.join().expect("b");
+    }
+
+    /// With several nodes, the first that accepts the connection is used.
+    #[test]
+    fn connects_to_the_first_node_that_answers() {
+        let down = free_port();
+        let (up, server) = fake_server(vec![vec![b"+PONG\r\n"]]);
+        let mut settings = settings(down);
+        settings.nodes.push(Node::new("127.0.0.1", up));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings.clone(), &mut out, &mut err);
+        assert_eq!(shell.one_shot(&["PING".into()]).expect("io"), 0);
+        assert_eq!(shell.address(), format!("127.0.0.1:{up}"));
+        drop(shell);
+        assert_eq!(text(&out), "PONG\n");
+        server.join().expect("server");
+        // None answers: every node's failure is named.
+        settings.nodes[1] = Node::new("127.0.0.1", free_port());
+        let mut err = Vec::new();
+        let mut shell = Shell::new(settings.clone(), Vec::new(), &mut err);
+        assert_eq!(shell.one_shot(&["PING".into()]).expect("io"), 1);
+        drop(shell);
+        assert_eq!(
+            text(&err),
+            format!(
+                "Could not connect to Turnstile at 127.0.0.1:{down}: Connection refused; \
+                 127.0.0.1:{}: Connection refused\n",
+                settings.nodes[1].port
+            )
         );
     }
 

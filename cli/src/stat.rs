@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::client::Connection;
+use crate::client::{os_message, Connection};
+use crate::nodes::Node;
 use crate::resp::{Frame, Limits};
 
 /// What to watch and how often.
 pub(crate) struct StatOptions {
-    pub host: String,
-    pub port: u16,
+    /// The servers to try, in order: the first that answers is watched (INFO is served
+    /// by any node of a cluster, from its own state).
+    pub nodes: Vec<Node>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub interval: Duration,
@@ -26,8 +28,20 @@ keys       holds    waiters  commands   grants   expiries deadlocks connections"
 
 /// Runs the view; returns the exit code.
 pub(crate) fn run(opts: &StatOptions, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let mut conn = Connection::connect(&opts.host, opts.port, Limits::default())
-        .map_err(|e| anyhow::anyhow!("Could not connect to {}:{}: {e}", opts.host, opts.port))?;
+    let mut failures = Vec::new();
+    let mut conn = None;
+    for node in &opts.nodes {
+        match Connection::connect(&node.host, node.port, Limits::default()) {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(e) => failures.push(format!("{node}: {}", os_message(&e))),
+        }
+    }
+    let Some(mut conn) = conn else {
+        anyhow::bail!("Could not connect to {}", failures.join("; "));
+    };
     if let Some(pass) = &opts.pass {
         let mut args = vec!["AUTH".to_string()];
         args.extend(opts.user.clone());

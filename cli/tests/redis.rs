@@ -281,6 +281,7 @@ fn connection_refused_exits_1() {
     let args = turnstile_cli::CliArgs {
         host: "127.0.0.1".into(),
         port,
+        nodes: Vec::new(),
         pass: None,
         user: None,
         resp3: false,

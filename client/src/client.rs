@@ -1,23 +1,29 @@
 //! The client: one connection multiplexing every request, a supervisor that reconnects
-//! with backoff and resumes the session, and the table of requests in flight.
+//! with backoff and resumes the session (in a cluster: on the leader, found through
+//! NOTLEADER redirects), and the table of requests in flight, settled after a resume.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, info, warn};
-use turnstile_proto::{HelloOk, KeyState, Push, Request, Response, ServerMessage, MAX_STR};
+use turnstile_proto::{
+    Acquire, ErrorCode, ErrorDetail, ErrorReply, HelloOk, KeyState, Mode, Push, Request, Response,
+    ServerMessage, MAX_STR,
+};
 
 use crate::conn::{self, Link};
 use crate::error::{Error, Result};
 use crate::events::{Events, SessionEvent};
 use crate::lock::{Keeper, LockBuilder, Lost};
 
-/// Addresses to connect to: one (`"127.0.0.1:7379"`) or several, tried in order.
+/// Addresses to connect to: one (`"127.0.0.1:7379"`) or several (the nodes of a
+/// cluster, or fallbacks), tried in order.
 pub trait ToAddrs {
     /// The addresses as `host:port` strings.
     fn to_addrs(self) -> Vec<String>;
@@ -76,6 +82,8 @@ pub struct Builder {
     reconnect_wait: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    max_redirects: usize,
+    leader_wait: Duration,
 }
 
 impl Default for Builder {
@@ -89,12 +97,17 @@ impl Default for Builder {
             reconnect_wait: Duration::from_secs(10),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(5),
+            max_redirects: 8,
+            leader_wait: Duration::from_secs(10),
         }
     }
 }
 
 impl Builder {
-    /// The server addresses, tried in order (at connect and at every reconnect).
+    /// The server addresses, tried in order (at connect and at every reconnect). For a
+    /// cluster, list its nodes (all of them, or a few: any node names the leader): the
+    /// client follows `NOTLEADER` redirects to the leader, and after a failover resumes
+    /// its session on the new one.
     pub fn addrs(mut self, addrs: impl ToAddrs) -> Self {
         self.addrs = addrs.to_addrs();
         self
@@ -148,7 +161,27 @@ impl Builder {
         self
     }
 
-    /// Connects (trying each address once) and starts the background tasks.
+    /// Cluster mode: how many `NOTLEADER` redirects one round of connection attempts
+    /// follows (default 8). A round tries every address once, plus the leaders they name.
+    pub fn max_redirects(mut self, hops: usize) -> Self {
+        self.max_redirects = hops;
+        self
+    }
+
+    /// Cluster mode: how long connecting (and each reconnection) keeps trying, with short
+    /// pauses, while the nodes it reaches answer `NOTLEADER` without a leader to name (an
+    /// election is under way) or name one it cannot reach yet (default 10 s). After it,
+    /// [`Builder::connect`] fails with [`Error::NotLeader`]; a reconnecting client goes
+    /// on with its backoff.
+    pub fn leader_wait(mut self, wait: Duration) -> Self {
+        self.leader_wait = wait;
+        self
+    }
+
+    /// Connects and starts the background tasks. Each address is tried once, in order;
+    /// a node that is not the leader names the leader, which is tried next; while no
+    /// node knows a leader, rounds are repeated for up to [`Builder::leader_wait`]. Fails
+    /// at once when no address can be reached at all.
     pub async fn connect(self) -> Result<Client> {
         if self.addrs.is_empty() {
             return Err(Error::InvalidArgument("no server address"));
@@ -171,9 +204,13 @@ impl Builder {
             deferred: Mutex::new(Vec::new()),
             shutdown,
             gens: std::sync::atomic::AtomicU64::new(0),
+            leader_hint: Mutex::new(None),
+            last_addr: Mutex::new(None),
         });
-        let (stream, hello, leftover) = inner.open_any().await?;
-        let link = inner.install(stream, hello, leftover);
+        let opened = inner
+            .open_any(Instant::now() + inner.cfg.leader_wait)
+            .await?;
+        let link = inner.install(opened);
         tokio::spawn(supervise(Arc::downgrade(&inner), link));
         tokio::spawn(crate::lock::keeper_loop(
             Arc::downgrade(&inner),
@@ -201,6 +238,29 @@ pub(crate) enum Acquired {
     Busy,
 }
 
+/// What an ACQUIRE asks for, kept to send it again when its outcome was lost before it
+/// was answered at all.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AcquireSpec {
+    pub(crate) mode: Mode,
+    pub(crate) reentrant: bool,
+    pub(crate) ttl_ms: u32,
+    pub(crate) wait_ms: Option<u32>,
+}
+
+impl AcquireSpec {
+    fn encode(&self, key: &[u8], id: u32, wait_ms: Option<u32>, out: &mut BytesMut) {
+        Request::Acquire(Acquire {
+            key,
+            mode: self.mode,
+            reentrant: self.reentrant,
+            ttl_ms: self.ttl_ms,
+            wait_ms,
+        })
+        .encode(id, out)
+    }
+}
+
 /// A request waiting for its reply.
 enum Pending {
     /// Any request but ACQUIRE: the next reply with its id completes it.
@@ -210,16 +270,43 @@ enum Pending {
     },
     /// An ACQUIRE: may be answered QUEUED first, then completed by a push.
     Acquire(AcquireWait),
+    /// A RELEASE nobody waits for (a dropped guard): sent again after the resume if its
+    /// connection was lost before the answer, or a follower refused it.
+    Release { key: Bytes, gen: u64 },
 }
 
 pub(crate) struct AcquireWait {
     tx: Option<oneshot::Sender<Result<Acquired>>>,
     key: Bytes,
-    /// The connection it was sent on (or, after a resume, found queued on).
+    spec: AcquireSpec,
+    /// When it was first sent (a resend asks for what is left of its wait).
+    sent: Instant,
+    /// The connection it was sent on (or, after a resume, found queued on); 0 when a
+    /// follower refused it or its outcome is uncertain (the resume settles it).
     gen: u64,
     queued: bool,
     /// Its future was dropped: cancel it, or release it if it was granted.
     abandoned: bool,
+}
+
+/// A connection attempt that got through: the stream, the server's HELLO_OK, the bytes
+/// after it, and the address.
+type Opened = (TcpStream, HelloOk, BytesMut, String);
+
+/// Whether an ERROR says the outcome of the request is unknown because the leader lost
+/// its leadership (`ERR UNCERTAIN ...`; the server closes the connection after it).
+fn is_uncertain(e: &ErrorReply) -> bool {
+    e.code == ErrorCode::Err && e.message.starts_with(b"UNCERTAIN")
+}
+
+/// The leader a NOTLEADER names, if it is one that does.
+fn named_leader(e: &ErrorReply) -> Option<String> {
+    match &e.detail {
+        ErrorDetail::NotLeader(addr) if e.code == ErrorCode::NotLeader && !addr.is_empty() => {
+            Some(String::from_utf8_lossy(addr).into_owned())
+        }
+        _ => None,
+    }
 }
 
 pub(crate) struct Inner {
@@ -235,6 +322,11 @@ pub(crate) struct Inner {
     deferred: Mutex<Vec<Bytes>>,
     shutdown: watch::Sender<bool>,
     gens: std::sync::atomic::AtomicU64,
+    /// The leader a NOTLEADER named last: tried first at the next reconnect.
+    leader_hint: Mutex<Option<String>>,
+    /// The address of the last connection: tried last at the next reconnect (it is the
+    /// one that failed, if it is not just a connection that broke).
+    last_addr: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -261,8 +353,29 @@ impl Inner {
         *self.shutdown.borrow()
     }
 
-    /// Tries each address once.
-    async fn open_any(&self) -> Result<(tokio::net::TcpStream, HelloOk, bytes::BytesMut)> {
+    /// The addresses of one round of attempts: the leader a NOTLEADER named last, then
+    /// the configured ones, starting after the node of the last connection (so that the
+    /// node just lost, possibly dead, is tried last).
+    fn candidates(&self) -> Vec<String> {
+        let addrs = &self.cfg.addrs;
+        let last = lock(&self.last_addr).clone();
+        let start = last
+            .and_then(|l| addrs.iter().position(|a| *a == l))
+            .map_or(0, |i| i + 1);
+        let mut order: Vec<String> = lock(&self.leader_hint).take().into_iter().collect();
+        order.extend(addrs[start..].iter().cloned());
+        order.extend(addrs[..start].iter().cloned());
+        order
+    }
+
+    /// Finds the node that serves sessions and runs the handshake there: a new session,
+    /// or a resume of the current one (protocol.md 4.8, "Cluster mode"). One round tries
+    /// each address once and follows the NOTLEADER redirects met on the way (at most
+    /// `max_redirects`); while nodes answer NOTLEADER (an election, or a leader that
+    /// cannot be reached yet) rounds are repeated with short pauses until `deadline`.
+    /// Errors that another node would repeat (NOSESSION, credentials, versions) end the
+    /// search at once.
+    async fn open_any(&self, deadline: Instant) -> Result<Opened> {
         let resume = self.session().map(|s| s.secret);
         let timeout_ms = self.cfg.session_timeout.map_or(0, |t| {
             u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
@@ -273,29 +386,70 @@ impl Inner {
             .as_ref()
             .map(|(u, p)| (u.as_bytes(), p.as_bytes()));
         let hello = conn::hello(timeout_ms, resume, self.cfg.name.as_bytes(), auth);
-        let mut last = Error::Disconnected;
-        for addr in &self.cfg.addrs {
-            match conn::open(addr, &hello, self.cfg.connect_timeout).await {
-                Ok(ok) => return Ok(ok),
-                Err(e) => {
-                    debug!(%addr, error = %e, "connection attempt failed");
-                    last = e;
-                    if matches!(last, Error::NoSession { .. }) {
-                        return Err(last);
+        let mut shutdown = self.shutdown.subscribe();
+        let mut pause = self.cfg.backoff_min.max(Duration::from_millis(10));
+        loop {
+            let mut queue: VecDeque<String> = self.candidates().into();
+            let mut tried: HashSet<String> = HashSet::new();
+            let mut hops = 0;
+            let mut last = Error::Disconnected;
+            let mut refused: Option<Error> = None;
+            while let Some(addr) = queue.pop_front() {
+                if !tried.insert(addr.clone()) {
+                    continue;
+                }
+                match conn::open(&addr, &hello, self.cfg.connect_timeout).await {
+                    Ok((stream, ok, rest)) => return Ok((stream, ok, rest, addr)),
+                    Err(Error::NotLeader { message, leader }) => {
+                        debug!(%addr, ?leader, "not the leader");
+                        if let Some(l) = &leader {
+                            if hops < self.cfg.max_redirects && !tried.contains(l) {
+                                hops += 1;
+                                queue.push_front(l.clone());
+                            }
+                        }
+                        refused = Some(Error::NotLeader { message, leader });
+                    }
+                    // The leader lost its leadership while opening the session: as if
+                    // no leader were known (a session it may have opened ends unused).
+                    Err(e @ Error::Server { .. }) if e.is_uncertain() => {
+                        debug!(%addr, error = %e, "uncertain handshake");
+                        refused = Some(e);
+                    }
+                    Err(
+                        e @ (Error::NoSession { .. }
+                        | Error::NoAuth { .. }
+                        | Error::WrongPass { .. }
+                        | Error::NoProto { .. }),
+                    ) => return Err(e),
+                    Err(e) => {
+                        debug!(%addr, error = %e, "connection attempt failed");
+                        last = e;
                     }
                 }
             }
+            // Nobody answered as the leader. Only when some node is there (it said
+            // NOTLEADER) is a leader worth waiting for.
+            let Some(refused) = refused else {
+                return Err(last);
+            };
+            if Instant::now() + pause > deadline {
+                return Err(refused);
+            }
+            // Jitter: somewhere in [pause/2, pause].
+            let ms = pause.as_millis().max(2) as u64;
+            let nap = Duration::from_millis(rand::random_range(ms / 2..=ms));
+            debug!(?nap, "no leader reached yet; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = shutdown.wait_for(|s| *s) => return Err(Error::Closed),
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
-        Err(last)
     }
 
     /// Makes a handshaken stream the client's connection.
-    fn install(
-        self: &Arc<Self>,
-        stream: tokio::net::TcpStream,
-        hello: HelloOk,
-        leftover: bytes::BytesMut,
-    ) -> Arc<Link> {
+    fn install(self: &Arc<Self>, (stream, hello, leftover, addr): Opened) -> Arc<Link> {
         let gen = self.gens.fetch_add(1, Ordering::Relaxed) + 1;
         *lock(&self.session) = Some(SessionInfo {
             id: hello.session,
@@ -304,7 +458,8 @@ impl Inner {
             default_ttl: Duration::from_millis(u64::from(hello.default_ttl_ms.max(1))),
             max_key_len: (hello.max_key_len as usize).min(MAX_STR),
         });
-        let link = conn::start(Arc::downgrade(self), stream, leftover, gen);
+        *lock(&self.last_addr) = Some(addr.clone());
+        let link = conn::start(Arc::downgrade(self), stream, leftover, gen, addr);
         tokio::spawn(keepalive(
             Arc::downgrade(self),
             link.clone(),
@@ -312,6 +467,19 @@ impl Inner {
         ));
         self.link.send_replace(Some(link.clone()));
         link
+    }
+
+    /// A follower answered (NOTLEADER) or the leader lost its leadership (UNCERTAIN) on
+    /// `link`: remember the leader it names and drop the connection, so that the session
+    /// is resumed where changes are served.
+    fn leave_follower(&self, link: &Link, e: &ErrorReply) {
+        if let Some(leader) = named_leader(e) {
+            *lock(&self.leader_hint) = Some(leader);
+        }
+        if !link.is_closed() {
+            debug!(addr = %link.addr, code = ?e.code, "leaving a node that does not lead");
+            link.close();
+        }
     }
 
     /// The connection, waiting (bounded) for one while reconnecting.
@@ -344,8 +512,22 @@ impl Inner {
             .map_err(|_| Error::Disconnected)?
     }
 
-    /// Sends a request and waits for its reply; an ERROR reply is an `Err`.
+    /// Sends a request and waits for its reply; an ERROR reply is an `Err`. A NOTLEADER
+    /// (nothing was done) sends it again once the client has moved to the leader, a few
+    /// times at most.
     pub(crate) async fn call(&self, req: Request<'_>) -> Result<Response> {
+        let mut redirects = 0;
+        loop {
+            match self.call_once(&req).await {
+                Err(Error::NotLeader { .. }) if redirects < self.cfg.max_redirects.max(1) => {
+                    redirects += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, req: &Request<'_>) -> Result<Response> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
@@ -380,6 +562,9 @@ impl Inner {
         let reply = rx.await;
         guard.armed = false;
         match reply {
+            // The leader lost its leadership before the outcome was known, and closes
+            // the connection: as if it had been lost with the request in flight.
+            Ok(Ok(Response::Error(e))) if is_uncertain(&e) => Err(Error::Disconnected),
             Ok(Ok(Response::Error(e))) => Err(e.into()),
             Ok(r) => r,
             Err(_) => Err(Error::Disconnected),
@@ -390,11 +575,12 @@ impl Inner {
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         key: Bytes,
-        frame: impl Fn(u32, &mut bytes::BytesMut),
+        spec: AcquireSpec,
     ) -> Result<AcquireCall> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
+        let sent = Instant::now();
         loop {
             let link = self.link().await?;
             let alone = {
@@ -404,6 +590,8 @@ impl Inner {
                     Pending::Acquire(AcquireWait {
                         tx: tx.take(),
                         key: key.clone(),
+                        spec,
+                        sent,
                         gen: link.gen,
                         queued: false,
                         abandoned: false,
@@ -411,7 +599,10 @@ impl Inner {
                 );
                 pending.len() == 1
             };
-            if link.send(alone, |out| frame(id, out)).is_ok() {
+            if link
+                .send(alone, |out| spec.encode(&key, id, spec.wait_ms, out))
+                .is_ok()
+            {
                 break;
             }
             match lock(&self.pending).remove(&id) {
@@ -427,19 +618,35 @@ impl Inner {
         })
     }
 
-    /// Sends a request whose reply nobody waits for. A RELEASE made while disconnected is
-    /// kept and sent after the session is resumed.
+    /// Sends a request whose reply nobody waits for. A RELEASE is tracked: made while
+    /// disconnected, refused by a follower or lost with its connection, it is sent again
+    /// after the session is resumed.
     pub(crate) fn fire(&self, req: Request<'_>) {
         let id = self.next_id();
-        let sent = self
-            .link
-            .borrow()
-            .as_ref()
-            .is_some_and(|l| l.send(false, |out| req.encode(id, out)).is_ok());
-        if !sent {
-            if let Request::Release { key } = req {
-                lock(&self.deferred).push(Bytes::copy_from_slice(key));
+        let release = match req {
+            Request::Release { key } => Some(Bytes::copy_from_slice(key)),
+            _ => None,
+        };
+        let link = self.link.borrow().clone();
+        if let Some(link) = link.filter(|l| !l.is_closed()) {
+            if let Some(key) = &release {
+                lock(&self.pending).insert(
+                    id,
+                    Pending::Release {
+                        key: key.clone(),
+                        gen: link.gen,
+                    },
+                );
             }
+            if link.send(false, |out| req.encode(id, out)).is_ok() {
+                return;
+            }
+            if lock(&self.pending).remove(&id).is_none() {
+                return; // the supervisor already moved it to the deferred ones
+            }
+        }
+        if let Some(key) = release {
+            lock(&self.deferred).push(key);
         }
     }
 
@@ -447,35 +654,17 @@ impl Inner {
     pub(crate) fn dispatch(&self, link: &Link, id: u32, msg: ServerMessage) {
         match msg {
             ServerMessage::Response(r) => {
-                let mut pending = lock(&self.pending);
-                match pending.get_mut(&id) {
-                    None => {}
-                    Some(Pending::Call { .. }) => {
-                        if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
-                            drop(pending);
-                            let _ = tx.send(Ok(r));
-                        }
+                // Not the leader (any more): nothing was done, or (UNCERTAIN) the outcome
+                // is unknown. Either way the session is resumed on the leader.
+                let refusal = match &r {
+                    Response::Error(e) if e.code == ErrorCode::NotLeader || is_uncertain(e) => {
+                        Some(e.clone())
                     }
-                    Some(Pending::Acquire(w)) => {
-                        let outcome = match r {
-                            Response::Queued => {
-                                w.queued = true;
-                                w.gen = link.gen;
-                                return;
-                            }
-                            Response::Granted { token } => Ok(Acquired::Granted(token)),
-                            Response::Busy => Ok(Acquired::Busy),
-                            Response::Error(e) => Err(e.into()),
-                            other => {
-                                warn!(?other, "unexpected reply to ACQUIRE");
-                                Err(Error::Disconnected)
-                            }
-                        };
-                        if let Some(Pending::Acquire(w)) = pending.remove(&id) {
-                            drop(pending);
-                            self.finish_acquire(w, outcome);
-                        }
-                    }
+                    _ => None,
+                };
+                self.complete(link, id, r, refusal.as_ref());
+                if let Some(e) = refusal {
+                    self.leave_follower(link, &e);
                 }
             }
             ServerMessage::Push(push) => match push {
@@ -506,6 +695,61 @@ impl Inner {
         }
     }
 
+    /// Hands a response to the request waiting for it. `refusal`: it is a NOTLEADER or
+    /// an UNCERTAIN, and the client leaves the node.
+    fn complete(&self, link: &Link, id: u32, r: Response, refusal: Option<&ErrorReply>) {
+        let moved = refusal.is_some();
+        let mut pending = lock(&self.pending);
+        match pending.get_mut(&id) {
+            None => {}
+            Some(Pending::Call { .. }) => {
+                if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
+                    drop(pending);
+                    // Closed before the caller hears of it, so that a retry waits for the
+                    // next connection; taken out of `pending` before, so that the
+                    // supervisor does not fail it as merely disconnected.
+                    if let Some(e) = refusal {
+                        self.leave_follower(link, e);
+                    }
+                    let _ = tx.send(Ok(r));
+                }
+            }
+            Some(Pending::Release { .. }) => {
+                if let Some(Pending::Release { key, .. }) = pending.remove(&id) {
+                    drop(pending);
+                    if moved {
+                        lock(&self.deferred).push(key);
+                    }
+                }
+            }
+            Some(Pending::Acquire(w)) => {
+                if moved {
+                    // Settled after the resume: looked up, or sent again.
+                    w.gen = 0;
+                    return;
+                }
+                let outcome = match r {
+                    Response::Queued => {
+                        w.queued = true;
+                        w.gen = link.gen;
+                        return;
+                    }
+                    Response::Granted { token } => Ok(Acquired::Granted(token)),
+                    Response::Busy => Ok(Acquired::Busy),
+                    Response::Error(e) => Err(e.into()),
+                    other => {
+                        warn!(?other, "unexpected reply to ACQUIRE");
+                        Err(Error::Disconnected)
+                    }
+                };
+                if let Some(Pending::Acquire(w)) = pending.remove(&id) {
+                    drop(pending);
+                    self.finish_acquire(w, outcome);
+                }
+            }
+        }
+    }
+
     fn push_outcome(&self, id: u32, outcome: Result<Acquired>) {
         let w = {
             let mut pending = lock(&self.pending);
@@ -533,19 +777,25 @@ impl Inner {
         }
     }
 
-    /// Fails every plain request sent on connection `gen` (their replies are lost).
+    /// Fails every plain request sent on connection `gen` (their replies are lost); the
+    /// RELEASEs of dropped guards among them are sent again after the resume.
     fn fail_calls(&self, gen: u64) {
         let mut failed = Vec::new();
         {
             let mut pending = lock(&self.pending);
             let ids: Vec<u32> = pending
                 .iter()
-                .filter(|(_, p)| matches!(p, Pending::Call { gen: g, .. } if *g <= gen))
+                .filter(|(_, p)| match p {
+                    Pending::Call { gen: g, .. } | Pending::Release { gen: g, .. } => *g <= gen,
+                    Pending::Acquire(_) => false,
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
-                if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
-                    failed.push(tx);
+                match pending.remove(&id) {
+                    Some(Pending::Call { tx, .. }) => failed.push(tx),
+                    Some(Pending::Release { key, .. }) => lock(&self.deferred).push(key),
+                    _ => {}
                 }
             }
         }
@@ -589,8 +839,12 @@ impl Inner {
         }
     }
 
-    /// After a resume: settles the ACQUIREs whose outcome may have been lost with the
-    /// old connection, by looking at their keys (protocol.md, "Resuming").
+    /// After a resume: settles the ACQUIREs whose outcome may have been lost with an
+    /// earlier connection (protocol.md 4.8, "Resuming: outcomes lost with a connection"),
+    /// by looking at their keys: still queued, it goes on waiting for its push; held by
+    /// this session, it was granted (with the holder's token); neither, it is over if it
+    /// had been queued, and sent again (same request id, what is left of its wait) if it
+    /// was never answered.
     async fn resync(self: Arc<Self>, gen: u64) {
         let stale: Vec<(u32, Bytes)> = lock(&self.pending)
             .iter()
@@ -618,6 +872,9 @@ impl Inner {
             let Some(Pending::Acquire(w)) = pending.get_mut(&id) else {
                 continue; // settled by a push meanwhile
             };
+            if w.gen >= gen {
+                continue; // answered on this connection meanwhile
+            }
             if waiting {
                 w.queued = true;
                 w.gen = gen;
@@ -628,22 +885,52 @@ impl Inner {
                 }
                 continue;
             }
+            let resend = held.is_none() && !w.queued && !w.abandoned;
+            if resend {
+                let link = self.link.borrow().clone();
+                let Some(link) = link.filter(|l| l.gen == gen && !l.is_closed()) else {
+                    return; // lost again: the next resume looks again
+                };
+                let waited = u32::try_from(w.sent.elapsed().as_millis()).unwrap_or(u32::MAX);
+                let wait_ms = w.spec.wait_ms.map(|ms| ms.saturating_sub(waited));
+                let (spec, key) = (w.spec, w.key.clone());
+                w.gen = gen;
+                drop(pending);
+                debug!(id, ?key, "sending an unanswered ACQUIRE again");
+                let _ = link.send(false, |out| spec.encode(&key, id, wait_ms, out));
+                continue;
+            }
             let ours = w.queued || !self.keeper.holds_key(&key);
             let Some(Pending::Acquire(w)) = pending.remove(&id) else {
                 continue;
             };
             drop(pending);
-            match held {
-                Some(token) if ours => self.finish_acquire(w, Ok(Acquired::Granted(token))),
-                _ => self.finish_acquire(w, Err(Error::Disconnected)),
-            }
+            let outcome = match held {
+                Some(token) if ours => Ok(Acquired::Granted(token)),
+                // Held, but so was the key before (a reentrant hold): whether this
+                // request added a level cannot be told.
+                Some(_) => Err(Error::Disconnected),
+                None if w
+                    .spec
+                    .wait_ms
+                    .is_some_and(|ms| w.sent.elapsed() >= Duration::from_millis(u64::from(ms))) =>
+                {
+                    Err(Error::Timeout)
+                }
+                None => Err(Error::Disconnected),
+            };
+            self.finish_acquire(w, outcome);
         }
     }
 
+    /// Sends the RELEASEs kept while disconnected, except for keys a live guard holds
+    /// again by now (a release would take that hold, or a level of it).
     fn flush_deferred(&self) {
         let keys = std::mem::take(&mut *lock(&self.deferred));
         for key in keys {
-            self.fire(Request::Release { key: &key });
+            if !self.keeper.holds_key(&key) {
+                self.fire(Request::Release { key: &key });
+            }
         }
     }
 }
@@ -776,15 +1063,16 @@ async fn supervise(weak: Weak<Inner>, mut link: Arc<Link>) {
             if inner.closed() {
                 return;
             }
-            match inner.open_any().await {
-                Ok((stream, hello, leftover)) => {
-                    let resumed = hello.resumed;
+            match inner.open_any(Instant::now() + inner.cfg.leader_wait).await {
+                Ok(opened) => {
+                    let resumed = opened.1.resumed;
                     if !resumed && inner.session().is_some() {
                         // We asked to resume and got a new session: the old one ended.
                         inner.session_lost();
                     }
-                    let session = hello.session;
-                    let link = inner.install(stream, hello, leftover);
+                    let session = opened.1.session;
+                    let addr = opened.3.clone();
+                    let link = inner.install(opened);
                     let _ = inner
                         .events
                         .send(SessionEvent::Reconnected { resumed, session });
@@ -792,7 +1080,7 @@ async fn supervise(weak: Weak<Inner>, mut link: Arc<Link>) {
                         inner.flush_deferred();
                         tokio::spawn(inner.clone().resync(link.gen));
                     }
-                    info!(resumed, session, "reconnected");
+                    info!(resumed, session, %addr, "reconnected");
                     break link;
                 }
                 Err(Error::NoSession { .. }) => {
@@ -901,6 +1189,18 @@ impl Client {
     /// The session timeout the server granted.
     pub fn session_timeout(&self) -> Duration {
         self.inner.session().map_or(Duration::ZERO, |s| s.timeout)
+    }
+
+    /// The address (`host:port`) of the server the client is connected to now: in a
+    /// cluster, the leader (one of the configured addresses, or the one a redirect named).
+    /// None while reconnecting.
+    pub fn server_addr(&self) -> Option<String> {
+        self.inner
+            .link
+            .borrow()
+            .as_ref()
+            .filter(|l| !l.is_closed())
+            .map(|l| l.addr.clone())
     }
 
     /// Whether a connection is up now.

@@ -30,6 +30,9 @@ use crate::error::{Error, Result};
 pub(crate) struct Link {
     /// Which connection of the client this is (1, 2, ... as it reconnects).
     pub(crate) gen: u64,
+    /// The address it was opened to (`host:port`, as configured or as a redirect named
+    /// it).
+    pub(crate) addr: String,
     half: OwnedWriteHalf,
     out: Mutex<Out>,
     wake: Notify,
@@ -50,9 +53,10 @@ struct Out {
 }
 
 impl Link {
-    fn new(gen: u64, half: OwnedWriteHalf) -> Link {
+    fn new(gen: u64, addr: String, half: OwnedWriteHalf) -> Link {
         Link {
             gen,
+            addr,
             half,
             out: Mutex::new(Out {
                 buf: BytesMut::with_capacity(8 * 1024),
@@ -224,9 +228,10 @@ pub(crate) fn start(
     stream: TcpStream,
     leftover: BytesMut,
     gen: u64,
+    addr: String,
 ) -> std::sync::Arc<Link> {
     let (rd, wr) = stream.into_split();
-    let link = std::sync::Arc::new(Link::new(gen, wr));
+    let link = std::sync::Arc::new(Link::new(gen, addr, wr));
     link.touch();
     tokio::spawn(write_loop(link.clone()));
     tokio::spawn(read_loop(link.clone(), rd, leftover, inner));

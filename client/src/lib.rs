@@ -10,6 +10,16 @@
 //! - Dropping a pending `acquire()` future cancels the queued request on the server.
 //! - When the connection is lost the client reconnects with exponential backoff and
 //!   resumes its session: holds and queued requests survive for the session timeout.
+//!   Requests whose outcome was lost with the connection are settled after the resume
+//!   (protocol.md 4.8): a queued ACQUIRE goes on waiting, a granted one completes with
+//!   its token, one the server never answered is sent again.
+//! - Clusters: give the nodes' addresses (`Client::connect(["10.0.0.1:7379",
+//!   "10.0.0.2:7379", "10.0.0.3:7379"])`, or [`Builder::addrs`]). The client follows
+//!   `NOTLEADER` redirects to the leader (waiting out an election, see
+//!   [`Builder::leader_wait`]); when the leader fails or steps down (`NOTLEADER`, or
+//!   `ERR UNCERTAIN` for a request whose outcome became unknown) it resumes its session
+//!   on the new leader, where the session's holds (same tokens) and queued requests
+//!   are: guards stay valid and their watchdog renews there.
 //! - [`Client::events`] streams the session's events: lease lost, someone waiting for a
 //!   key you hold, reconnects.
 //! - Errors are typed after the protocol's codes ([`Error`]).

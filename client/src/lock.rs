@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tracing::debug;
-use turnstile_proto::{Acquire, Mode, Request, Response};
+use turnstile_proto::{Mode, Request, Response};
 
-use crate::client::{check_key, Acquired, Client, Inner};
+use crate::client::{check_key, AcquireSpec, Acquired, Client, Inner};
 use crate::error::{Error, Result};
 
 /// Why a guard's hold is gone.
@@ -155,22 +155,13 @@ impl LockBuilder {
                 "the key is longer than the server allows",
             ));
         }
-        let ttl_ms = self.ttl.map_or(0, |t| ms_u32(t).max(1));
-        let (key, mode, reentrant) = (&self.key, self.mode, self.reentrant);
-        let call = self
-            .client
-            .inner
-            .acquire(self.key.clone(), |id, out| {
-                Request::Acquire(Acquire {
-                    key,
-                    mode,
-                    reentrant,
-                    ttl_ms,
-                    wait_ms,
-                })
-                .encode(id, out)
-            })
-            .await?;
+        let spec = AcquireSpec {
+            mode: self.mode,
+            reentrant: self.reentrant,
+            ttl_ms: self.ttl.map_or(0, |t| ms_u32(t).max(1)),
+            wait_ms,
+        };
+        let call = self.client.inner.acquire(self.key.clone(), spec).await?;
         call.outcome().await
     }
 
@@ -305,14 +296,22 @@ impl LockGuard {
     }
 
     /// Releases the hold (one level of a reentrant one) and waits for the server's
-    /// answer: [`Error::NotHeld`] if it was already lost.
+    /// answer: [`Error::NotHeld`] if it was already lost. [`Error::Disconnected`] when
+    /// the connection was lost before the answer (or the leader lost its leadership): the
+    /// release is then sent again after the session is resumed, unless another live
+    /// guard of this client holds the key (a reentrant level it would take).
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
         self.inner.keeper.remove(self.id);
-        self.inner
+        let res = self
+            .inner
             .call(Request::Release { key: &self.key })
             .await
-            .map(|_| ())
+            .map(|_| ());
+        if matches!(res, Err(Error::Disconnected)) && !self.inner.keeper.holds_key(&self.key) {
+            self.inner.fire(Request::Release { key: &self.key });
+        }
+        res
     }
 }
 

@@ -1,8 +1,12 @@
 //! Test harness of the client: the real server in this process on `127.0.0.1:0`, and a
 //! TCP proxy between client and server that can cut every connection, refuse new ones,
 //! or stall traffic, to force the failures the client must survive. Every wait is bounded.
+//! `cluster`: a cluster of real node processes (this test binary run again as a node),
+//! for the failover tests.
 
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::future::Future;
 use std::net::SocketAddr;

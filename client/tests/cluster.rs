@@ -1,0 +1,232 @@
+//! The client against a real 3-node cluster (separate processes, see
+//! `common/cluster.rs`): it finds the leader through NOTLEADER redirects, and when the
+//! leader is killed it resumes its session on the new leader with its holds (same
+//! session, same token, renewed by the watchdog) and its queued and unanswered ACQUIREs
+//! (protocol.md 4.8, "Cluster mode").
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::*;
+use tokio::task::block_in_place;
+use turnstile_client::{Client, Events, KeyState, SessionEvent};
+
+/// Runs a cluster node when this test binary is started as one (see
+/// `common::cluster`); a no-op otherwise.
+#[test]
+fn cluster_node_process() {
+    common::cluster::node_main_if_child();
+}
+
+/// Longest a failover may take, from the kill to the client's resume.
+const FAILOVER: Duration = Duration::from_secs(15);
+
+async fn connect(addrs: Vec<String>) -> Client {
+    within(
+        "connect",
+        Client::builder()
+            .addrs(addrs)
+            .session_timeout(Duration::from_secs(15))
+            .backoff(Duration::from_millis(10), Duration::from_millis(200))
+            .connect(),
+    )
+    .await
+    .expect("connect to the cluster")
+}
+
+/// INSPECT, retried while the client is between leaders.
+async fn inspect(client: &Client, key: &str) -> Option<KeyState> {
+    let deadline = tokio::time::Instant::now() + FAILOVER;
+    loop {
+        match within("inspect", client.inspect(key)).await {
+            Ok(state) => return state,
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("inspect {key}: {e}"),
+        }
+    }
+}
+
+/// `(session, token)` of every holder of `key`, and the waiting sessions.
+async fn holders_and_waiters(client: &Client, key: &str) -> (Vec<(u64, u64)>, Vec<u64>) {
+    match inspect(client, key).await {
+        Some(s) => (
+            s.holders.iter().map(|h| (h.session, h.token)).collect(),
+            s.waiters.iter().map(|w| w.session).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+async fn reconnected(events: &mut Events) -> SessionEvent {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Some(e @ SessionEvent::Reconnected { .. }) => return e,
+                Some(_) => {}
+                None => panic!("the client is gone"),
+            }
+        }
+    };
+    tokio::time::timeout(FAILOVER, wait)
+        .await
+        .expect("the client reconnects after the failover")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_finds_the_leader_through_a_follower() {
+    let cluster = block_in_place(|| Cluster::start("redirect", 3, 15_000));
+    // At once, probably before an election has finished: the client waits for a leader.
+    let early = connect(cluster.addrs()).await;
+    let leader = block_in_place(|| cluster.wait_leader());
+    let leader_addr = cluster.node(leader).addr();
+    let g = within("acquire", early.lock("early").acquire())
+        .await
+        .expect("served by the leader");
+    assert_eq!(early.server_addr(), Some(leader_addr.clone()));
+
+    // Given only a follower, the client follows its NOTLEADER to the leader.
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let c = connect(vec![cluster.node(follower).addr()]).await;
+    assert_eq!(c.server_addr(), Some(leader_addr.clone()));
+    let h = within("acquire", c.lock("redirected").acquire())
+        .await
+        .expect("granted");
+    let (holders, _) = holders_and_waiters(&c, "redirected").await;
+    assert_eq!(holders, [(c.session_id(), h.token())]);
+
+    // Every node, the leader last.
+    let mut addrs = cluster.addrs();
+    addrs.sort_by_key(|a| *a == leader_addr);
+    let d = connect(addrs).await;
+    assert_eq!(d.server_addr(), Some(leader_addr));
+    let (holders, _) = holders_and_waiters(&d, "early").await;
+    assert_eq!(holders, [(early.session_id(), g.token())]);
+    drop((g, h));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_and_a_queued_acquire_survive_the_leaders_death() {
+    let mut cluster = block_in_place(|| Cluster::start("failover", 3, 15_000));
+    let leader = block_in_place(|| cluster.wait_leader());
+    let a = connect(cluster.addrs()).await;
+    let b = connect(cluster.addrs()).await;
+    let (sa, sb) = (a.session_id(), b.session_id());
+    let mut events = a.events();
+    // The TTL must outlast the failover plus a renewal period, or the watchdog gives the
+    // guard up (Lost::Unreachable) before it can reach the new leader.
+    let g = within(
+        "a acquires",
+        a.lock("k").ttl(Duration::from_secs(5)).acquire(),
+    )
+    .await
+    .expect("granted");
+    let token = g.token();
+    let queued = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.lock("k")
+                .ttl(Duration::from_secs(10))
+                .wait(Duration::from_secs(25))
+                .acquire()
+                .await
+        })
+    };
+    eventually("b queues", || async {
+        holders_and_waiters(&a, "k").await.1 == [sb]
+    })
+    .await;
+
+    block_in_place(|| cluster.kill9(leader));
+    let ev = reconnected(&mut events).await;
+    assert_eq!(
+        ev,
+        SessionEvent::Reconnected {
+            resumed: true,
+            session: sa
+        }
+    );
+    let now_at = a.server_addr().expect("connected");
+    assert_ne!(
+        cluster.id_of(&now_at),
+        Some(leader),
+        "resumed on the new leader"
+    );
+
+    // Past the lease's TTL and the election timeout the new leader added to it: the
+    // watchdog renews it on the new leader.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(g.is_lost(), None);
+    let (holders, waiters) = holders_and_waiters(&a, "k").await;
+    assert_eq!(holders, [(sa, token)], "same session, same token");
+    assert_eq!(waiters, [sb], "the queued ACQUIRE is still queued");
+
+    // The holder releases on the new leader: the ACQUIRE queued before the kill is
+    // granted.
+    within("release", g.release()).await.expect("released");
+    let got = tokio::time::timeout(FAILOVER, queued)
+        .await
+        .expect("the queued ACQUIRE completes")
+        .expect("task")
+        .expect("granted");
+    assert!(got.token() > token, "{} > {token}", got.token());
+    assert_eq!(b.session_id(), sb, "b resumed its session too");
+    let (holders, waiters) = holders_and_waiters(&a, "k").await;
+    assert_eq!(holders, [(sb, got.token())]);
+    assert!(waiters.is_empty());
+    within("release", got.release()).await.expect("released");
+}
+
+/// An ACQUIRE the leader never answered (it was stopped, then killed) is sent again to
+/// the new leader after the resume, and granted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_acquire_is_sent_again_to_the_new_leader() {
+    let mut cluster = block_in_place(|| Cluster::start("unanswered", 3, 15_000));
+    let leader = block_in_place(|| cluster.wait_leader());
+    let a = connect(cluster.addrs()).await;
+    let sa = a.session_id();
+    let mut events = a.events();
+    within("ping", a.ping()).await.expect("pong");
+
+    block_in_place(|| cluster.signal(leader, "-STOP"));
+    let pending = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.lock("u")
+                .ttl(Duration::from_secs(10))
+                .wait(Duration::from_secs(25))
+                .acquire()
+                .await
+        })
+    };
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = block_in_place(|| cluster.wait_leader_among(&others));
+    assert!(!pending.is_finished(), "a stopped leader answers nothing");
+    block_in_place(|| cluster.kill9(leader));
+
+    let ev = reconnected(&mut events).await;
+    assert_eq!(
+        ev,
+        SessionEvent::Reconnected {
+            resumed: true,
+            session: sa
+        }
+    );
+    let g = tokio::time::timeout(FAILOVER, pending)
+        .await
+        .expect("the ACQUIRE completes")
+        .expect("task")
+        .expect("granted by the new leader");
+    assert_eq!(
+        a.server_addr(),
+        Some(cluster.node(new_leader).addr()),
+        "on the new leader"
+    );
+    let (holders, waiters) = holders_and_waiters(&a, "u").await;
+    assert_eq!(holders, [(sa, g.token())]);
+    assert!(waiters.is_empty());
+    within("release", g.release()).await.expect("released");
+}
