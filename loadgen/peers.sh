@@ -12,17 +12,22 @@
 #   redis        redis-server in memory            127.0.0.1:6379  (--save '' --appendonly no)
 #   redis-fsync  redis-server, appendfsync always  127.0.0.1:6380
 #   etcd         etcd (Debian's etcd-server, 3.4)  127.0.0.1:2379 client, 127.0.0.1:2380 peer
+#   etcd-cluster three etcd members, one cluster  127.0.0.1:2381/2383/2385 client,
+#                (processes etcd-c1..etcd-c3)      127.0.0.1:2382/2384/2386 peer;
+#                loadgen: --etcd-cluster 127.0.0.1:2381,127.0.0.1:2383,127.0.0.1:2385
 #
 # Environment:
 #   PEERS_CPU    pin every peer to this CPU with taskset (e.g. PEERS_CPU=0); unset: not pinned
 #   PEERS_STATE  state folder with the PIDs and the data folder (default /tmp/turnstile-peers)
-#   PEERS        which peers `start` starts (default "redis redis-fsync etcd")
+#   PEERS        which peers `start` starts (default "redis redis-fsync etcd etcd-cluster")
 #
 # Everything comes from Debian's packages through apt-get; nothing is installed by hand.
 set -euo pipefail
 
 STATE="${PEERS_STATE:-/tmp/turnstile-peers}"
-PEERS="${PEERS:-redis redis-fsync etcd}"
+PEERS="${PEERS:-redis redis-fsync etcd etcd-cluster}"
+# Every process `start` may start, with its client port.
+PROCS="redis:6379 redis-fsync:6380 etcd:2379 etcd-c1:2381 etcd-c2:2383 etcd-c3:2385"
 
 log() { printf 'peers: %s\n' "$*" >&2; }
 
@@ -84,6 +89,26 @@ wait_port() {
     return 1
 }
 
+wait_healthy() {
+    # wait_healthy NAME PORT : up to 20 s for an etcd member to answer GET /health with
+    # "health":"true" (it has a leader and a quorum).
+    local i reply
+    for i in $(seq 1 200); do
+        reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$2" &&
+            printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 &&
+            timeout 2 cat <&3) 2>/dev/null || true)
+        case "$reply" in *'"health":"true"'*) return 0 ;; esac
+        if ! alive "$1"; then
+            log "$1 exited during start-up; its log: $STATE/$1.log"
+            tail -n 20 "$STATE/$1.log" >&2 || true
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "$1 was not healthy within 20 s; its log: $STATE/$1.log"
+    return 1
+}
+
 spawn() {
     # spawn NAME PORT CMD... : start CMD in the background, record its PID.
     local name=$1 port=$2
@@ -136,7 +161,31 @@ start() {
                     --initial-cluster loadgen=http://127.0.0.1:2380 --initial-cluster-state new \
                     --log-level warn
                 ;;
-            *) log "unknown peer: $p (redis, redis-fsync, etcd)"; exit 2 ;;
+            etcd-cluster)
+                install etcd
+                install etcd-build
+                local m initial=""
+                for m in 1 2 3; do
+                    initial+="${initial:+,}etcd-c$m=http://127.0.0.1:$((2380 + 2 * m))"
+                done
+                mkdir -p "$data/etcd-cluster"
+                for m in 1 2 3; do
+                    # Each member binds its client port at once but serves only once the
+                    # cluster has a quorum: start all three, then wait for health.
+                    spawn "etcd-c$m" $((2379 + 2 * m)) etcd --name "etcd-c$m" \
+                        --data-dir "$data/etcd-cluster/c$m" \
+                        --listen-client-urls "http://127.0.0.1:$((2379 + 2 * m))" \
+                        --advertise-client-urls "http://127.0.0.1:$((2379 + 2 * m))" \
+                        --listen-peer-urls "http://127.0.0.1:$((2380 + 2 * m))" \
+                        --initial-advertise-peer-urls "http://127.0.0.1:$((2380 + 2 * m))" \
+                        --initial-cluster "$initial" --initial-cluster-token loadgen-etcd-cluster \
+                        --initial-cluster-state new --log-level warn
+                done
+                for m in 1 2 3; do
+                    wait_healthy "etcd-c$m" $((2379 + 2 * m))
+                done
+                ;;
+            *) log "unknown peer: $p (redis, redis-fsync, etcd, etcd-cluster)"; exit 2 ;;
         esac
     done
     status
@@ -144,7 +193,8 @@ start() {
 
 stop() {
     local p pid i
-    for p in redis redis-fsync etcd; do
+    for p in $PROCS; do
+        p=${p%%:*}
         [ -f "$STATE/$p.pid" ] || continue
         pid=$(cat "$STATE/$p.pid")
         if kill -0 "$pid" 2>/dev/null; then
@@ -173,12 +223,9 @@ stop() {
 
 status() {
     local p port
-    for p in redis redis-fsync etcd; do
-        case "$p" in
-            redis) port=6379 ;;
-            redis-fsync) port=6380 ;;
-            etcd) port=2379 ;;
-        esac
+    for p in $PROCS; do
+        port=${p##*:}
+        p=${p%%:*}
         if alive "$p"; then
             printf '%-12s running  pid %-8s 127.0.0.1:%s\n' "$p" "$(cat "$STATE/$p.pid")" "$port"
         else

@@ -11,8 +11,11 @@ const AFTER_HELP: &str = "\
 Targets are KIND[=ADDR]: turnstile (127.0.0.1:7379), redis (127.0.0.1:6379),
 redis-fsync (127.0.0.1:6380), etcd (127.0.0.1:2379, build with --features etcd),
 echo (127.0.0.1:7390, see `loadgen echo-server`), turnstile-bin (127.0.0.1:7379,
-the binary protocol on the same port as text mode).
-Start the peers with `loadgen/peers.sh start`. Pin loadgen and the server to
+the binary protocol on the same port as text mode), turnstile-cluster
+(127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403: each connection finds the leader),
+etcd-cluster (127.0.0.1:2381,127.0.0.1:2383,127.0.0.1:2385).
+Start the peers with `loadgen/peers.sh start`, a Turnstile cluster with
+`scripts/cluster.sh start`. Pin loadgen and the server to
 different cores, e.g. `taskset -c 1 loadgen ...` with the server on CPU 0.
 
 Examples:
@@ -21,6 +24,7 @@ Examples:
   loadgen uncontended -t redis -c 16 --rate 50000 -d 10s      (open loop)
   loadgen hold-many -t redis --locks 1000000 --server-pid $(pidof redis-server)
   loadgen compare --json > runs.json --plot runs.svg
+  loadgen failover --kills 10 -c 8                  (scripts/cluster.sh start first)
   loadgen plot --out both.svg before.json after.json";
 
 #[derive(Parser, Debug)]
@@ -51,6 +55,8 @@ pub enum Command {
     HoldMany(HoldManyArgs),
     /// Run a workload matrix against every reachable target, with ratios to Redis and echo.
     Compare(CompareArgs),
+    /// Kill a Turnstile cluster's leader under load, again and again: failover times.
+    Failover(FailoverArgs),
     /// A TCP echo server: the physical floor of a round trip on this machine.
     EchoServer(EchoServerArgs),
     /// Draw the latency curves of runs saved with --json on one chart.
@@ -87,6 +93,11 @@ pub struct PeerArgs {
     /// etcd: the TTL of each connection's lease (kept alive during the run).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub etcd_lease_ttl: Duration,
+
+    /// Turnstile cluster: how long a connection keeps looking for the leader (an
+    /// election, redirects) before it reports an error.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub leader_timeout: Duration,
 }
 
 impl PeerArgs {
@@ -97,6 +108,7 @@ impl PeerArgs {
                 jitter: self.retry_jitter,
             },
             etcd_lease_ttl: self.etcd_lease_ttl,
+            leader_timeout: self.leader_timeout,
         }
     }
 }
@@ -260,6 +272,12 @@ pub struct CompareArgs {
     /// A `loadgen echo-server`.
     #[arg(long, value_name = "ADDR")]
     pub echo: Option<String>,
+    /// A Turnstile cluster: its nodes' client addresses (`scripts/cluster.sh start`).
+    #[arg(long, value_name = "ADDR,ADDR,...")]
+    pub turnstile_cluster: Option<String>,
+    /// An etcd cluster: its members' client addresses (`loadgen/peers.sh start`).
+    #[arg(long, value_name = "ADDR,ADDR,...")]
+    pub etcd_cluster: Option<String>,
 
     /// Connection counts of the uncontended rows.
     #[arg(
@@ -305,6 +323,37 @@ pub struct CompareArgs {
     pub peer: PeerArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// The cluster's state folder, as `scripts/cluster.sh start` leaves it: `nodes` (one
+    /// line per node: ID CLIENT_ADDR RAFT_ADDR), and per node n<ID>.pid (its PID),
+    /// n<ID>.cmd (its command line, NUL-separated) and n<ID>.log (appended to on restart).
+    #[arg(long, value_name = "DIR", default_value = "/tmp/turnstile-cluster")]
+    pub cluster_dir: PathBuf,
+    /// How many times to kill the leader.
+    #[arg(long, default_value_t = 5)]
+    pub kills: usize,
+    /// Connections of the steady acquire+release load (one session each).
+    #[arg(short = 'c', long, default_value_t = 8)]
+    pub connections: usize,
+    /// Steady load before the first kill, and after each rejoin before the next kill.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Give up on a failover (no grant through a new leader), a rejoin, or a request after
+    /// this long; also how long a connection looks for the leader.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The lease of each acquire.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Print the result as JSON on stdout (the human report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No live line every second.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -406,5 +455,29 @@ mod tests {
         assert_eq!(a.contention.wait, Some(Duration::from_secs(2)));
         assert_eq!(a.load.requests, Some(1000));
         assert!(Cli::try_parse_from(["loadgen", "uncontended", "-n", "5", "-d", "1s"]).is_err());
+    }
+
+    #[test]
+    fn parses_a_failover_run() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "failover",
+            "--cluster-dir",
+            "/tmp/c",
+            "--kills",
+            "3",
+            "-c",
+            "4",
+            "--settle",
+            "500ms",
+        ])
+        .unwrap();
+        let Command::Failover(a) = cli.command else {
+            panic!("not failover")
+        };
+        assert_eq!(a.kills, 3);
+        assert_eq!(a.connections, 4);
+        assert_eq!(a.settle, Duration::from_millis(500));
+        assert_eq!(a.cluster_dir, PathBuf::from("/tmp/c"));
     }
 }

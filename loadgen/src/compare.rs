@@ -1,5 +1,6 @@
 //! `loadgen compare`: one workload matrix against every reachable target, in one run, with
-//! each row's throughput as a ratio to Redis and to the TCP floor (echo).
+//! each row's throughput as a ratio to Redis, to etcd (clusters: to the etcd cluster) and
+//! to the TCP floor (echo).
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub fn targets(a: &CompareArgs) -> Vec<TargetSpec> {
         (TargetKind::Redis, &a.redis),
         (TargetKind::RedisFsync, &a.redis_fsync),
         (TargetKind::Etcd, &a.etcd),
+        (TargetKind::TurnstileCluster, &a.turnstile_cluster),
+        (TargetKind::EtcdCluster, &a.etcd_cluster),
     ];
     let any = given.iter().any(|(_, addr)| addr.is_some());
     given

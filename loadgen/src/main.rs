@@ -13,6 +13,7 @@
 //! - `schedule`     the open-loop schedule (no coordinated omission)
 //! - `hold_many`    many held locks: acquire rate and server memory per lock
 //! - `compare`      the workload matrix against every reachable target
+//! - `failover`     kill a Turnstile cluster's leader under load: failover times
 //! - `stats`        HDR histograms, percentiles, Jain's fairness index
 //! - `report`       tables and JSON
 //! - `plot`         percentile curves as SVG
@@ -26,6 +27,7 @@ use clap::Parser;
 mod cli;
 mod compare;
 mod echo_server;
+mod failover;
 mod hold_many;
 mod plot;
 mod report;
@@ -129,6 +131,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(a) => {
             let runs = compare::compare(&a, threads).await?;
             finish(runs, &a.output, true, false)
+        }
+        Command::Failover(a) => {
+            let r = failover::failover(&a).await?;
+            let text = failover::text(&r);
+            if a.json {
+                eprint!("{text}");
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{text}");
+            }
+            Ok(if r.aborted.is_some() || r.incomplete > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::EchoServer(a) => {
             let listener = tokio::net::TcpListener::bind((a.bind.as_str(), a.port))

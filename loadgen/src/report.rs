@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Fairness, Latency};
+use crate::target::TargetKind;
 
 /// One workload against one target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -123,7 +124,8 @@ pub struct Document {
     pub ratios: Vec<Ratio>,
 }
 
-/// One row of `compare`: a run's throughput against Redis and the TCP floor in the same row.
+/// One row of `compare`: a run's throughput against Redis, etcd and the TCP floor in the
+/// same row.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Ratio {
@@ -132,6 +134,10 @@ pub struct Ratio {
     pub ops_per_sec: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_redis: Option<f64>,
+    /// Against etcd: a cluster's against the etcd cluster (`etcd-cluster`), a single
+    /// server's against the single etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_etcd: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_floor: Option<f64>,
 }
@@ -312,7 +318,7 @@ pub fn summary_table(runs: &[RunResult], ratios: &[Ratio]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<34} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "{:<34} {:<17} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "workload",
         "target",
         "ops/s",
@@ -321,6 +327,7 @@ pub fn summary_table(runs: &[RunResult], ratios: &[Ratio]) -> String {
         "p99.9 us",
         "errors",
         "vs redis",
+        "vs etcd",
         "vs floor"
     );
     let mut last_label = "";
@@ -328,7 +335,7 @@ pub fn summary_table(runs: &[RunResult], ratios: &[Ratio]) -> String {
         let label = if r.label == last_label { "" } else { &r.label };
         last_label = &r.label;
         if let Some(why) = &r.skipped {
-            let _ = writeln!(s, "{:<34} {:<12} skipped: {}", label, r.target, why);
+            let _ = writeln!(s, "{:<34} {:<17} skipped: {}", label, r.target, why);
             continue;
         }
         let ratio = ratios
@@ -343,7 +350,7 @@ pub fn summary_table(runs: &[RunResult], ratios: &[Ratio]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<34} {:<12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+            "{:<34} {:<17} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
             label,
             r.target,
             si(r.ops_per_sec),
@@ -352,13 +359,59 @@ pub fn summary_table(runs: &[RunResult], ratios: &[Ratio]) -> String {
             us(p999),
             r.errors,
             fmt_ratio(ratio.and_then(|x| x.vs_redis)),
+            fmt_ratio(ratio.and_then(|x| x.vs_etcd)),
             fmt_ratio(ratio.and_then(|x| x.vs_floor)),
+        );
+    }
+    if ratios.iter().any(|x| x.vs_etcd.is_some()) {
+        let _ = writeln!(
+            s,
+            "(vs etcd: a cluster against etcd-cluster, a single server against etcd)"
+        );
+    }
+    s.push_str(&cluster_headline(runs, ratios));
+    s
+}
+
+/// The replicated comparison, row by row: Turnstile's cluster against etcd's.
+pub fn cluster_headline(runs: &[RunResult], ratios: &[Ratio]) -> String {
+    let mut s = String::new();
+    let run = |label: &str, target: &str| {
+        runs.iter()
+            .find(|r| r.label == label && r.target == target && r.skipped.is_none())
+    };
+    let nodes = |r: &RunResult| r.addr.split(',').filter(|a| !a.is_empty()).count();
+    for x in ratios.iter().filter(|x| x.target == "turnstile-cluster") {
+        let (Some(vs), Some(ours), Some(etcd)) = (
+            x.vs_etcd,
+            run(&x.label, "turnstile-cluster"),
+            run(&x.label, "etcd-cluster"),
+        ) else {
+            continue;
+        };
+        if s.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nturnstile-cluster ({} nodes) vs etcd-cluster ({} members):",
+                nodes(ours),
+                nodes(etcd)
+            );
+        }
+        let etcd = etcd.ops_per_sec;
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>10} vs {:>10}  = {:.1}x",
+            x.label,
+            si(x.ops_per_sec),
+            si(etcd),
+            vs
         );
     }
     s
 }
 
-/// Each run's throughput against redis (in-memory) and echo in the same row (label).
+/// Each run's throughput against redis (in-memory), etcd (a cluster's against etcd-cluster)
+/// and echo in the same row (label).
 pub fn ratios(runs: &[RunResult]) -> Vec<Ratio> {
     let rate_of = |label: &str, target: &str| {
         runs.iter()
@@ -372,9 +425,18 @@ pub fn ratios(runs: &[RunResult]) -> Vec<Ratio> {
             target: r.target.clone(),
             ops_per_sec: r.ops_per_sec,
             vs_redis: rate_of(&r.label, "redis").map(|x| r.ops_per_sec / x),
+            vs_etcd: rate_of(&r.label, etcd_reference(&r.target)).map(|x| r.ops_per_sec / x),
             vs_floor: rate_of(&r.label, "echo").map(|x| r.ops_per_sec / x),
         })
         .collect()
+}
+
+/// The etcd a target is compared with: the etcd cluster for clusters, else the single etcd.
+fn etcd_reference(target: &str) -> &'static str {
+    match target.parse::<TargetKind>() {
+        Ok(kind) if kind.replicated() => "etcd-cluster",
+        _ => "etcd",
+    }
 }
 
 #[cfg(test)]
@@ -415,5 +477,35 @@ mod tests {
         let back: Document = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
         assert_eq!(back.runs.len(), 4);
         assert_eq!(back.ratios[0].vs_redis, Some(1.5));
+    }
+
+    #[test]
+    fn clusters_are_compared_with_the_etcd_cluster() {
+        let run = |label: &str, target: &str, rate: f64| RunResult {
+            label: label.into(),
+            target: target.into(),
+            ops: 1,
+            ops_per_sec: rate,
+            ..Default::default()
+        };
+        let runs = vec![
+            run("u c=64", "turnstile", 30_000.0),
+            run("u c=64", "etcd", 3_000.0),
+            RunResult {
+                addr: "a:1,a:2,a:3".into(),
+                ..run("u c=64", "turnstile-cluster", 20_000.0)
+            },
+            run("u c=64", "etcd-cluster", 1_000.0),
+        ];
+        let r = ratios(&runs);
+        assert_eq!(r[0].vs_etcd, Some(10.0));
+        assert_eq!(r[2].vs_etcd, Some(20.0));
+        assert_eq!(r[3].vs_etcd, Some(1.0));
+        let table = summary_table(&runs, &r);
+        assert!(
+            table.contains("turnstile-cluster (3 nodes) vs etcd-cluster (0 members)"),
+            "{table}"
+        );
+        assert!(table.contains("= 20.0x"), "{table}");
     }
 }

@@ -184,12 +184,20 @@ fn fixed_count_and_open_loop_against_the_echo_server() {
 /// A stand-in for Turnstile's text mode: PING, ACQUIRE (always granted, with increasing
 /// tokens) and RELEASE, over RESP, enough to drive the turnstile target end to end.
 async fn fake_turnstile(listener: tokio::net::TcpListener) {
+    fake_node(listener, None).await
+}
+
+/// The same as a cluster node: the leader (`follows: None`) or a follower of the node at
+/// `follows`, which answers INFO replication with it and ACQUIRE/RELEASE with
+/// `-NOTLEADER follows`.
+async fn fake_node(listener: tokio::net::TcpListener, follows: Option<String>) {
     let token = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             return;
         };
         let token = token.clone();
+        let follows = follows.clone();
         tokio::spawn(async move {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
@@ -204,6 +212,19 @@ async fn fake_turnstile(listener: tokio::net::TcpListener) {
                     buf.drain(..used);
                     let reply: Vec<u8> = match args[0].to_ascii_uppercase().as_slice() {
                         b"PING" => b"+PONG\r\n".to_vec(),
+                        b"INFO" => {
+                            let text = match &follows {
+                                None => "# Replication\r\nrole:leader\r\n".to_string(),
+                                Some(l) => {
+                                    format!("# Replication\r\nrole:follower\r\nleader_addr:{l}\r\n")
+                                }
+                            };
+                            format!("${}\r\n{text}\r\n", text.len()).into_bytes()
+                        }
+                        b"ACQUIRE" | b"RELEASE" if follows.is_some() => {
+                            format!("-NOTLEADER {}\r\n", follows.as_deref().unwrap_or(""))
+                                .into_bytes()
+                        }
                         b"ACQUIRE" => {
                             let t = token.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                             format!(":{t}\r\n").into_bytes()
@@ -322,6 +343,76 @@ async fn every_workload_against_a_turnstile_stand_in_and_compare() {
         .iter()
         .all(|r| r["vs_floor"].as_f64().is_some_and(|x| x > 0.0)));
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_stand_in_connections_find_the_leader() {
+    // A dead node, a follower that names the leader, and the leader: every connection
+    // must end up on the leader with no errors (a redirect is not one).
+    let leader = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let leader_addr = leader.local_addr().unwrap().to_string();
+    let follower = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let follower_addr = follower.local_addr().unwrap().to_string();
+    let l = tokio::spawn(fake_node(leader, None));
+    let f = tokio::spawn(fake_node(follower, Some(leader_addr.clone())));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let nodes = format!("{dead},{follower_addr},{leader_addr}");
+    let target = format!("turnstile-cluster={nodes}");
+    let r = tokio::task::spawn_blocking(move || {
+        runs(&[
+            "uncontended",
+            "-t",
+            &target,
+            "-c",
+            "4",
+            "-d",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--json",
+            "-q",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(r[0]["target"], "turnstile-cluster");
+    assert_eq!(r[0]["addr"], nodes.as_str());
+
+    // compare: the cluster row, with an etcd cluster that is not there skipped.
+    let free = free_port();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        loadgen(
+            &[
+                "compare",
+                "--turnstile-cluster",
+                &nodes,
+                "--etcd-cluster",
+                &format!("127.0.0.1:{free}"),
+                "--connections",
+                "2",
+                "--contended",
+                "0",
+                "-d",
+                "300ms",
+                "--warmup",
+                "0s",
+                "--json",
+                "-q",
+            ],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "compare failed:\n{stderr}");
+    assert!(stderr.contains("etcd-cluster @ 127.0.0.1:"), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("compare --json parses");
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["errors"], 0);
+    assert!(runs[0]["ops"].as_u64().unwrap() > 0);
+    l.abort();
+    f.abort();
 }
 
 fn free_port() -> u16 {

@@ -1,4 +1,5 @@
-//! etcd's v3 Lock/Unlock API (the `v3lock` service), one lease per connection.
+//! etcd's v3 Lock/Unlock API (the `v3lock` service), one lease per connection; on one
+//! member or on a cluster (the address is then the members' list, `a,b,c`).
 //!
 //! Lock blocks in etcd until the lock is free and then returns the key that owns it
 //! (`name/<lease in hex>`); Unlock deletes that key. A lock lives as long as the lease, so
@@ -42,15 +43,26 @@ impl Target for Etcd {
     }
 
     async fn connect(&self, _id: usize) -> anyhow::Result<EtcdConn> {
-        let endpoint = if self.addr.contains("://") {
-            self.addr.clone()
-        } else {
-            format!("http://{}", self.addr)
-        };
-        // One client per connection: its own HTTP/2 connection, as C sessions should be.
-        let mut client = Client::connect([endpoint.as_str()], None)
+        // A cluster is its members' list, `a,b,c`: the client's endpoints, as etcd's own
+        // clients are configured (requests go to any member; followers forward to the
+        // leader).
+        let endpoints: Vec<String> = self
+            .addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect();
+        // One client per connection: its own HTTP/2 connection(s), as C sessions should be.
+        let mut client = Client::connect(&endpoints, None)
             .await
-            .with_context(|| format!("connecting to etcd at {endpoint}"))?;
+            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         let ttl_s = self.lease_ttl.as_secs().max(5);
         let lease = client
             .lease_grant(ttl_s as i64, None)

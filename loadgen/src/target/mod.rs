@@ -6,7 +6,8 @@
 //!
 //! Adding a service is one module with one impl of each trait, one [`TargetKind`] variant
 //! and one arm in [`TargetSpec::with_target`]. The binary protocol's slot is
-//! [`turnstile_bin`].
+//! [`turnstile_bin`]. Clusters are targets too: [`turnstile_cluster`] finds the leader of a
+//! Turnstile cluster; etcd's client takes the members' list as its endpoints.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ pub mod echo;
 pub mod etcd;
 pub mod redis;
 pub mod turnstile_bin;
+pub mod turnstile_cluster;
 pub mod turnstile_text;
 
 /// How a lock is held, as in Turnstile's ACQUIRE.
@@ -127,16 +129,24 @@ pub enum TargetKind {
     Etcd,
     /// A TCP echo server: the floor of a round trip on this machine.
     Echo,
+    /// A Turnstile cluster, text mode: the address is the nodes' list `a,b,c`; every
+    /// connection finds the leader and follows `NOTLEADER` redirects.
+    TurnstileCluster,
+    /// An etcd cluster: the address is the members' list `a,b,c`, given to one etcd client
+    /// per connection as its endpoints (built with `--features etcd`).
+    EtcdCluster,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 8] = [
         TargetKind::Echo,
         TargetKind::Turnstile,
         TargetKind::TurnstileBin,
         TargetKind::Redis,
         TargetKind::RedisFsync,
         TargetKind::Etcd,
+        TargetKind::TurnstileCluster,
+        TargetKind::EtcdCluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,7 +157,15 @@ impl TargetKind {
             TargetKind::RedisFsync => "redis-fsync",
             TargetKind::Etcd => "etcd",
             TargetKind::Echo => "echo",
+            TargetKind::TurnstileCluster => "turnstile-cluster",
+            TargetKind::EtcdCluster => "etcd-cluster",
         }
+    }
+
+    /// Whether the target replicates (a cluster): its ratios are taken against the etcd
+    /// cluster rather than a single etcd.
+    pub fn replicated(self) -> bool {
+        matches!(self, TargetKind::TurnstileCluster | TargetKind::EtcdCluster)
     }
 
     pub fn default_addr(self) -> &'static str {
@@ -158,6 +176,9 @@ impl TargetKind {
             TargetKind::RedisFsync => "127.0.0.1:6380",
             TargetKind::Etcd => "127.0.0.1:2379",
             TargetKind::Echo => "127.0.0.1:7390",
+            // scripts/cluster.sh start; loadgen/peers.sh start (etcd-cluster).
+            TargetKind::TurnstileCluster => "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403",
+            TargetKind::EtcdCluster => "127.0.0.1:2381,127.0.0.1:2383,127.0.0.1:2385",
         }
     }
 }
@@ -192,6 +213,8 @@ pub struct TargetOptions {
     pub redis_retry: RetryPolicy,
     /// The lease each etcd connection takes (kept alive while the run lasts).
     pub etcd_lease_ttl: Duration,
+    /// Turnstile cluster: how long a connection looks for the leader before it errs.
+    pub leader_timeout: Duration,
 }
 
 /// A target on the command line: `KIND[=ADDR]`.
@@ -231,7 +254,7 @@ pub trait WithTarget {
 pub fn unavailable(kind: TargetKind) -> Option<&'static str> {
     match kind {
         #[cfg(not(feature = "etcd"))]
-        TargetKind::Etcd => Some(
+        TargetKind::Etcd | TargetKind::EtcdCluster => Some(
             "the etcd target is not in this build: install protoc with `loadgen/peers.sh install \
              etcd-build`, then build with `cargo build --release -p loadgen --features etcd`",
         ),
@@ -261,10 +284,19 @@ impl TargetSpec {
             }
             TargetKind::Echo => f.call(echo::Echo::new(addr)).await,
             #[cfg(feature = "etcd")]
-            TargetKind::Etcd => f.call(etcd::Etcd::new(addr, opts.etcd_lease_ttl)).await,
+            TargetKind::Etcd | TargetKind::EtcdCluster => {
+                f.call(etcd::Etcd::new(addr, opts.etcd_lease_ttl)).await
+            }
             TargetKind::TurnstileBin => f.call(turnstile_bin::TurnstileBin::new(addr)).await,
+            TargetKind::TurnstileCluster => {
+                f.call(turnstile_cluster::TurnstileCluster::new(
+                    &addr,
+                    opts.leader_timeout,
+                ))
+                .await
+            }
             #[cfg(not(feature = "etcd"))]
-            TargetKind::Etcd => {
+            TargetKind::Etcd | TargetKind::EtcdCluster => {
                 let _ = opts.etcd_lease_ttl;
                 anyhow::bail!("etcd: not in this build")
             }
@@ -288,5 +320,10 @@ mod tests {
         assert_eq!(s.addr, "127.0.0.1:6380");
         assert!("memcached".parse::<TargetSpec>().is_err());
         assert!("redis=".parse::<TargetSpec>().is_err());
+        let s: TargetSpec = "turnstile-cluster".parse().unwrap();
+        assert_eq!(s.addr, "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403");
+        let s: TargetSpec = "etcd-cluster=127.0.0.1:1,127.0.0.1:2".parse().unwrap();
+        assert_eq!(s.kind, TargetKind::EtcdCluster);
+        assert_eq!(s.addr, "127.0.0.1:1,127.0.0.1:2");
     }
 }
