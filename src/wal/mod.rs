@@ -26,6 +26,7 @@
 mod error;
 pub mod format;
 mod io;
+mod queue;
 mod reader;
 mod segment;
 mod snapshot;
@@ -40,8 +41,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam::channel::{self, Sender};
+use crossbeam::channel;
 use parking_lot::{Mutex, RwLock};
+use queue::Sender;
 
 pub use error::{WalError, WalResult};
 pub use io::{is_disk_full, FaultIo, FsIo, IoStats, WalFile, WalIo, ENOSPC};
@@ -194,7 +196,7 @@ impl Wal {
             }),
             fatal: Mutex::new(None),
         });
-        let (tx, rx) = channel::unbounded();
+        let (tx, rx) = queue::unbounded();
         let config = WriterConfig {
             dir: dir.clone(),
             segment_size: options.segment_size,
@@ -222,7 +224,7 @@ impl Wal {
     fn submit(&self, op: Op) {
         // If the writer is gone the op comes back; dropping it completes its reply
         // with the reason (see `Reply`'s `Drop`).
-        if let Err(channel::SendError(op)) = self.tx.send(op) {
+        if let Err(queue::SendError(op)) = self.tx.send(op) {
             drop(op);
         }
     }

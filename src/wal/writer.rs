@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, TryRecvError};
+use super::queue::{Receiver, RecvTimeoutError, TryRecvError};
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug, error, info};
 
@@ -259,7 +259,7 @@ impl Writer {
         loop {
             let interval = match self.config.fsync {
                 FsyncMode::Interval(d) if self.unsynced => d,
-                _ => return Ok(self.rx.recv().ok()),
+                _ => return Ok(self.rx.recv()),
             };
             let wait = interval.saturating_sub(self.last_sync.elapsed());
             match self.rx.recv_timeout(wait) {
