@@ -58,11 +58,13 @@ pub enum Command {
     Info = 6,
     /// CLUSTER (`@admin`).
     Cluster = 7,
+    /// ADMIN: force-release, end a session, show and change limits (`@admin`).
+    Admin = 8,
 }
 
 impl Command {
     /// Every command, in bit order.
-    pub const ALL: [Command; 8] = [
+    pub const ALL: [Command; 9] = [
         Command::Acquire,
         Command::Release,
         Command::Renew,
@@ -71,6 +73,7 @@ impl Command {
         Command::Locks,
         Command::Info,
         Command::Cluster,
+        Command::Admin,
     ];
 
     /// The command's bit in a permission set.
@@ -90,6 +93,7 @@ impl Command {
             Command::Locks => "locks",
             Command::Info => "info",
             Command::Cluster => "cluster",
+            Command::Admin => "admin",
         }
     }
 
@@ -115,8 +119,8 @@ const LOCK: u64 =
     Command::Acquire.bit() | Command::Release.bit() | Command::Renew.bit() | Command::Cancel.bit();
 /// `@read`: reading the table and the server's state.
 const READ: u64 = Command::Inspect.bit() | Command::Locks.bit() | Command::Info.bit();
-/// `@admin`: cluster membership (and admin commands to come).
-const ADMIN: u64 = Command::Cluster.bit();
+/// `@admin`: cluster membership and the ADMIN command.
+const ADMIN: u64 = Command::Cluster.bit() | Command::Admin.bit();
 /// `@all`: every command, also those added later (as in Redis).
 const ALL: u64 = u64::MAX;
 

@@ -26,6 +26,21 @@ pub struct Config {
     /// --requirepass (or needs no password).
     #[arg(long, env = "TURNSTILE_USERS_FILE")]
     pub users_file: Option<std::path::PathBuf>,
+    /// TLS: the server's certificate chain (PEM). With --tls-key, the client port speaks
+    /// TLS only (both protocols), and in cluster mode so does the raft port (docs/tls.md).
+    #[arg(long, env = "TURNSTILE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TURNSTILE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// TLS: require a client certificate signed by this CA (PEM) on the client port.
+    /// In cluster mode also the CA peers are verified against, unless --tls-ca is given.
+    #[arg(long, env = "TURNSTILE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// TLS, cluster mode: the CA (PEM) that signed the nodes' certificates; each node
+    /// verifies its peers against it, both ways (default: --tls-client-ca).
+    #[arg(long, env = "TURNSTILE_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Lease when ACQUIRE names no TTL, in milliseconds.
     #[arg(long, env = "TURNSTILE_DEFAULT_TTL_MS", default_value_t = 30_000)]
     pub default_ttl_ms: u64,
@@ -304,6 +319,23 @@ impl Config {
                 "the minimum TTL ({} ms) is above --default-ttl-ms or --max-ttl-ms",
                 self.min_ttl()
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if (self.tls_client_ca.is_some() || self.tls_ca.is_some()) && self.tls_cert.is_none() {
+            return Err("--tls-client-ca and --tls-ca need --tls-cert and --tls-key".into());
+        }
+        if self.node_id.is_some()
+            && self.tls_cert.is_some()
+            && self.tls_ca.is_none()
+            && self.tls_client_ca.is_none()
+        {
+            return Err(
+                "cluster mode with TLS needs --tls-ca (or --tls-client-ca): the CA that nodes \
+                 verify each other against"
+                    .into(),
+            );
         }
         if let Some(id) = self.node_id {
             if id == 0 {

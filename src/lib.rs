@@ -14,6 +14,7 @@
 //!   table, recovery.
 //! - [`raft`]: replication on openraft: log storage on the WAL, the lock table as the
 //!   state machine, peer transport, [`raft::RaftNode`] (not yet wired into the server).
+//! - [`tls`]: TLS (rustls) for the client port and the raft port.
 //! - [`wal`]: the write-ahead log's storage (segments, group commit, recovery, snapshots).
 
 pub mod acl;
@@ -27,6 +28,7 @@ pub mod lease;
 pub mod protocol;
 pub mod raft;
 pub mod server;
+pub mod tls;
 pub mod wal;
 
 pub use config::Config;

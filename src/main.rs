@@ -101,9 +101,13 @@ fn main() -> anyhow::Result<()> {
                 until_ms: until,
             };
             let stdout = std::io::stdout();
-            let changes = turnstile::durable::audit::run(&data_dir, &filter, &mut stdout.lock())
+            let report = turnstile::durable::audit::report(&data_dir, &filter, &mut stdout.lock())
                 .with_context(|| format!("auditing {}", data_dir.display()))?;
-            eprintln!("{} changes", changes.len());
+            eprintln!(
+                "{} changes, {} admin commands",
+                report.changes.len(),
+                report.actions.len()
+            );
             Ok(())
         }
         Command::Cluster {

@@ -234,6 +234,21 @@ fn entry_seeds() -> Vec<Vec<u8>> {
                 user: Some("alice".into()),
             },
         },
+        // The ADMIN commands' records.
+        Command::ForceRelease {
+            key: b"orders/42",
+            user: "ops",
+            holds: vec![(SessionId(3), turnstile::engine::FencingToken(9))],
+        },
+        Command::EndSession {
+            session: SessionId(4),
+            user: "ops",
+        },
+        Command::SetLimit {
+            limit: turnstile::engine::LimitKind::HoldsPerSession,
+            value: 2,
+            user: "ops",
+        },
     ];
     commands
         .into_iter()
@@ -281,6 +296,9 @@ fn image_seed() -> Vec<u8> {
         now: 3,
         next_request: 5,
         sessions,
+        limits: [(turnstile::engine::LimitKind::Keys, 100)]
+            .into_iter()
+            .collect(),
         table: table.export(),
     })
 }

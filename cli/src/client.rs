@@ -1,8 +1,15 @@
 //! A blocking RESP connection: one command out, one reply in. A shell does one thing at a
-//! time, so a plain `TcpStream` is all it needs (no runtime, no pipelining).
+//! time, so a plain `TcpStream` (or rustls over one, with `--tls`) is all it needs (no
+//! runtime, no pipelining).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::resp::{self, DecodeError, Frame, Limits};
 
@@ -35,18 +42,115 @@ pub(crate) fn os_message(err: &io::Error) -> String {
     }
 }
 
+/// The TLS settings of `--tls --cacert PATH [--cert PATH --key PATH]`.
+pub(crate) fn tls_config(
+    cacert: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<Arc<ClientConfig>> {
+    use anyhow::Context;
+    let read_certs = |path: &Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading certificates from {}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+        Ok(certs)
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(cacert)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate in {}", cacert.display()))?;
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading a private key from {}", key.display()))?;
+            builder
+                .with_client_auth_cert(read_certs(cert)?, key)
+                .context("--cert/--key")?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// A plain or TLS stream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes received and not yet decoded.
     buf: Vec<u8>,
     limits: Limits,
 }
 
 impl Connection {
-    pub(crate) fn connect(host: &str, port: u16, limits: Limits) -> io::Result<Connection> {
-        let stream = TcpStream::connect((host, port))?;
+    /// Connects to `host:port`, over TLS with `tls` (the certificate must name `host`).
+    pub(crate) fn connect(
+        host: &str,
+        port: u16,
+        limits: Limits,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> io::Result<Connection> {
+        let tcp = TcpStream::connect((host, port))?;
         // Commands are small and each waits for its reply: send them at once.
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let conn = ClientConnection::new(config.clone(), name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let mut tls = StreamOwned::new(conn, tcp);
+                // Handshake now, so that a refused certificate is an error of connecting.
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock)?;
+                }
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(Connection {
             stream,
             buf: Vec::new(),
@@ -57,6 +161,7 @@ impl Connection {
     /// Sends one command as a RESP array of bulk strings.
     pub(crate) fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), ClientError> {
         self.stream.write_all(&resp::encode_command(args))?;
+        self.stream.flush()?;
         Ok(())
     }
 
@@ -91,7 +196,7 @@ impl Connection {
     /// commands is replaced before the command goes out rather than after: the command
     /// is then sent exactly once. Bytes that arrived meanwhile are kept for `read_frame`.
     pub(crate) fn is_closed(&mut self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
+        if self.stream.tcp().set_nonblocking(true).is_err() {
             return true;
         }
         let mut chunk = [0u8; 4096];
@@ -107,7 +212,7 @@ impl Connection {
                 break true;
             }
         };
-        closed || self.stream.set_nonblocking(false).is_err()
+        closed || self.stream.tcp().set_nonblocking(false).is_err()
     }
 }
 
@@ -140,7 +245,8 @@ mod tests {
                 thread::sleep(std::time::Duration::from_millis(5));
             }
         });
-        let mut conn = Connection::connect("127.0.0.1", port, Limits::default()).expect("connect");
+        let mut conn =
+            Connection::connect("127.0.0.1", port, Limits::default(), None).expect("connect");
         conn.send(&["PING"]).expect("send");
         assert_eq!(
             conn.read_frame().expect("reply"),
@@ -155,7 +261,8 @@ mod tests {
     fn an_idle_open_connection_is_not_closed() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let mut conn = Connection::connect("127.0.0.1", port, Limits::default()).expect("connect");
+        let mut conn =
+            Connection::connect("127.0.0.1", port, Limits::default(), None).expect("connect");
         let (_socket, _) = listener.accept().expect("accept");
         assert!(!conn.is_closed());
         assert!(!conn.is_closed(), "and the socket is blocking again");
@@ -176,7 +283,7 @@ mod tests {
             let _ = socket.write_all(&[b'x'; 5000]);
             thread::sleep(std::time::Duration::from_millis(200));
         });
-        let mut conn = Connection::connect("127.0.0.1", port, limits).expect("connect");
+        let mut conn = Connection::connect("127.0.0.1", port, limits, None).expect("connect");
         assert!(matches!(
             conn.read_frame(),
             Err(ClientError::Decode(DecodeError::TooLarge {

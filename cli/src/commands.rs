@@ -192,6 +192,35 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          persistence and replication; with section, only that one.",
     ),
     cmd(
+        "ADMIN FORCE-RELEASE",
+        "key",
+        Group::Server,
+        "Drops every hold of key (needs @admin) and grants the requests queued behind \
+         them, with new tokens. Replies with the number of holds released. Logged with \
+         the user's name (turnstile audit).",
+    ),
+    cmd(
+        "ADMIN END-SESSION",
+        "id",
+        Group::Server,
+        "Ends session id (needs @admin): its holds are released, its queued requests \
+         cancelled and its connection closed. Replies 1, or 0 when there is no such session.",
+    ),
+    cmd(
+        "ADMIN LIMITS SET",
+        "name value",
+        Group::Server,
+        "Changes a limit (needs @admin): max-waiters-per-key, max-keys or \
+         max-holds-per-session. Later requests over it get LIMIT; it stays in force after \
+         a restart. Replies OK.",
+    ),
+    cmd(
+        "ADMIN LIMITS",
+        "",
+        Group::Server,
+        "Shows the lock table's limits (needs @admin) as name/value pairs.",
+    ),
+    cmd(
         "HELP",
         "[command | @group]",
         Group::Shell,

@@ -78,6 +78,24 @@ pub struct CliArgs {
     #[arg(long, requires = "pass")]
     pub user: Option<String>,
 
+    /// Connect over TLS (a server run with --tls-cert), verifying its certificate against
+    /// --cacert; the certificate must name the host connected to.
+    #[arg(long, requires = "cacert")]
+    pub tls: bool,
+
+    /// With --tls: the CA certificate (PEM) the server's certificate is checked against.
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// With --tls: a client certificate (PEM) to present, for a server run with
+    /// --tls-client-ca.
+    #[arg(long, value_name = "PATH", requires_all = ["tls", "key"])]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// With --cert: its private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+
     /// Speak RESP3: send HELLO 3 on connect (maps, nulls and booleans as RESP3 types).
     #[arg(short = '3', long)]
     pub resp3: bool,
@@ -119,6 +137,13 @@ pub struct CliArgs {
 /// stdin) got an error reply, or the server could not be reached.
 pub fn run(args: CliArgs) -> anyhow::Result<i32> {
     let nodes = nodes_of(&args).map_err(anyhow::Error::msg)?;
+    let tls = match (&args.cacert, args.tls) {
+        (Some(ca), true) => {
+            let identity = args.cert.as_deref().zip(args.key.as_deref());
+            Some(client::tls_config(ca, identity)?)
+        }
+        _ => None,
+    };
     if args.stat {
         let interval = std::time::Duration::try_from_secs_f64(args.interval)
             .ok()
@@ -130,6 +155,7 @@ pub fn run(args: CliArgs) -> anyhow::Result<i32> {
             pass: args.pass,
             interval,
             count: args.count,
+            tls,
         };
         return stat::run(&opts, &mut io::stdout());
     }
@@ -150,6 +176,7 @@ pub fn run(args: CliArgs) -> anyhow::Result<i32> {
         output,
         color: stdout_is_tty,
         limits: resp::Limits::default(),
+        tls,
     };
     let mut shell = Shell::new(settings, io::stdout(), io::stderr());
     if !args.command.is_empty() {
@@ -217,6 +244,13 @@ mod tests {
             (Some("bob"), Some("pw"))
         );
         assert!(parse(&["-p", "70000"]).is_err());
+        assert!(parse(&["--tls"]).is_err(), "--tls needs --cacert");
+        assert!(parse(&["--tls", "--cacert", "ca.pem", "--cert", "c.pem"]).is_err());
+        let args = parse(&[
+            "--tls", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem",
+        ])
+        .expect("valid");
+        assert!(args.tls && args.key.is_some());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub(crate) struct Settings {
     /// Whether `HELP` may use colours (stdout is a terminal).
     pub color: bool,
     pub limits: Limits,
+    /// `--tls`: the TLS settings every connection uses.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// What became of one line of input.
@@ -132,7 +134,12 @@ impl<O: Write, E: Write> Shell<O, E> {
         self.conn = None;
         let mut failures = Vec::new();
         for node in candidates {
-            match Connection::connect(&node.host, node.port, self.settings.limits) {
+            match Connection::connect(
+                &node.host,
+                node.port,
+                self.settings.limits,
+                self.settings.tls.as_ref(),
+            ) {
                 Ok(conn) => {
                     self.target = node;
                     self.conn = Some(conn);
@@ -537,6 +544,7 @@ mod tests {
             output: Output::Standard,
             color: false,
             limits: Limits::default(),
+            tls: None,
         }
     }
 

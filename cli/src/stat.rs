@@ -20,6 +20,8 @@ pub(crate) struct StatOptions {
     pub interval: Duration,
     /// Lines to print before exiting (None: until interrupted).
     pub count: Option<u64>,
+    /// `--tls`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 const HEADER: &str =
@@ -31,7 +33,7 @@ pub(crate) fn run(opts: &StatOptions, out: &mut dyn Write) -> anyhow::Result<i32
     let mut failures = Vec::new();
     let mut conn = None;
     for node in &opts.nodes {
-        match Connection::connect(&node.host, node.port, Limits::default()) {
+        match Connection::connect(&node.host, node.port, Limits::default(), opts.tls.as_ref()) {
             Ok(c) => {
                 conn = Some(c);
                 break;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, info, warn};
 use turnstile_proto::{
@@ -21,6 +20,7 @@ use crate::conn::{self, Link};
 use crate::error::{Error, Result};
 use crate::events::{Events, SessionEvent};
 use crate::lock::{Keeper, LockBuilder, Lost};
+use crate::tls::{Connector, TlsConfig};
 
 /// Addresses to connect to: one (`"127.0.0.1:7379"`) or several (the nodes of a
 /// cluster, or fallbacks), tried in order.
@@ -84,6 +84,7 @@ pub struct Builder {
     backoff_max: Duration,
     max_redirects: usize,
     leader_wait: Duration,
+    tls: Option<TlsConfig>,
 }
 
 impl Default for Builder {
@@ -99,6 +100,7 @@ impl Default for Builder {
             backoff_max: Duration::from_secs(5),
             max_redirects: 8,
             leader_wait: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -178,6 +180,12 @@ impl Builder {
         self
     }
 
+    /// Speaks TLS to every address (a server run with `--tls-cert`; docs/tls.md).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Connects and starts the background tasks. Each address is tried once, in order;
     /// a node that is not the leader names the leader, which is tried next; while no
     /// node knows a leader, rounds are repeated for up to [`Builder::leader_wait`]. Fails
@@ -193,8 +201,10 @@ impl Builder {
         }
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
+        let tls = self.tls.as_ref().map(TlsConfig::connector).transpose()?;
         let inner = Arc::new(Inner {
             cfg: self,
+            tls,
             next_id: AtomicU32::new(1),
             link: watch::Sender::new(None),
             pending: Mutex::new(HashMap::new()),
@@ -291,7 +301,7 @@ pub(crate) struct AcquireWait {
 
 /// A connection attempt that got through: the stream, the server's HELLO_OK, the bytes
 /// after it, and the address.
-type Opened = (TcpStream, HelloOk, BytesMut, String);
+type Opened = (conn::Stream, HelloOk, BytesMut, String);
 
 /// Whether an ERROR says the outcome of the request is unknown because the leader lost
 /// its leadership (`ERR UNCERTAIN ...`; the server closes the connection after it).
@@ -311,6 +321,8 @@ fn named_leader(e: &ErrorReply) -> Option<String> {
 
 pub(crate) struct Inner {
     pub(crate) cfg: Builder,
+    /// Made from `cfg.tls` once.
+    tls: Option<Connector>,
     next_id: AtomicU32,
     /// The connection; None while reconnecting.
     link: watch::Sender<Option<Arc<Link>>>,
@@ -398,7 +410,7 @@ impl Inner {
                 if !tried.insert(addr.clone()) {
                     continue;
                 }
-                match conn::open(&addr, &hello, self.cfg.connect_timeout).await {
+                match conn::open(&addr, &hello, self.cfg.connect_timeout, self.tls.as_ref()).await {
                     Ok((stream, ok, rest)) => return Ok((stream, ok, rest, addr)),
                     Err(Error::NotLeader { message, leader }) => {
                         debug!(%addr, ?leader, "not the leader");

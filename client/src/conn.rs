@@ -7,16 +7,20 @@
 //! with a non-blocking write (no task hop on the latency path); otherwise, or when the
 //! socket would block, the writer task is woken and every request issued while it writes
 //! goes out together in its next write.
+//!
+//! Over TLS ([`crate::TlsConfig`]) every write goes through the writer task (rustls has
+//! no non-blocking write of a whole record), which owns the stream's write half.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+use tokio_rustls::client::TlsStream;
 use tracing::debug;
 use turnstile_proto::{
     DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello, HelloOk, LimitKind, Request,
@@ -25,6 +29,21 @@ use turnstile_proto::{
 
 use crate::client::Inner;
 use crate::error::{Error, Result};
+use crate::tls::Connector;
+
+/// An opened connection: plain TCP, or TLS over TCP.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The write side of a connection.
+enum WriteSide {
+    /// Written by senders directly (non-blocking) or by the writer task.
+    Tcp(OwnedWriteHalf),
+    /// Written by the writer task only.
+    Tls(tokio::sync::Mutex<WriteHalf<TlsStream<TcpStream>>>),
+}
 
 /// A live connection, shared by everyone who sends on it.
 pub(crate) struct Link {
@@ -33,7 +52,7 @@ pub(crate) struct Link {
     /// The address it was opened to (`host:port`, as configured or as a redirect named
     /// it).
     pub(crate) addr: String,
-    half: OwnedWriteHalf,
+    half: WriteSide,
     out: Mutex<Out>,
     wake: Notify,
     closed: watch::Sender<bool>,
@@ -53,7 +72,7 @@ struct Out {
 }
 
 impl Link {
-    fn new(gen: u64, addr: String, half: OwnedWriteHalf) -> Link {
+    fn new(gen: u64, addr: String, half: WriteSide) -> Link {
         Link {
             gen,
             addr,
@@ -91,8 +110,8 @@ impl Link {
         if !idle {
             return Ok(()); // the writer task is on it
         }
-        if direct && start == 0 {
-            match self.half.try_write(&out.buf) {
+        if let (true, 0, WriteSide::Tcp(half)) = (direct, start, &self.half) {
+            match half.try_write(&out.buf) {
                 Ok(n) if n == out.buf.len() => {
                     out.buf.clear();
                     return Ok(());
@@ -149,22 +168,47 @@ impl Link {
     }
 }
 
-/// Connects to `addr` and runs the handshake. Returns the stream, the server's HELLO_OK
-/// and whatever bytes came after it.
+/// Connects to `addr` (over TLS with `tls`) and runs the handshake. Returns the stream,
+/// the server's HELLO_OK and whatever bytes came after it.
 pub(crate) async fn open(
     addr: &str,
     hello: &Hello<'_>,
     connect_timeout: Duration,
-) -> Result<(TcpStream, HelloOk, BytesMut)> {
+    tls: Option<&Connector>,
+) -> Result<(Stream, HelloOk, BytesMut)> {
     let deadline = tokio::time::Instant::now() + connect_timeout;
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::Disconnected)??;
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
     let mut out = BytesMut::with_capacity(128);
     out.extend_from_slice(&MAGIC);
     Request::Hello(hello.clone()).encode(0, &mut out);
-    stream.write_all(&out).await?;
+    match tls {
+        None => {
+            let mut tcp = tcp;
+            tcp.write_all(&out).await?;
+            let (ok, rest) = handshake(&mut tcp, deadline).await?;
+            Ok((Stream::Tcp(tcp), ok, rest))
+        }
+        Some(c) => {
+            let name = c.name_for(addr)?;
+            let mut tls = tokio::time::timeout_at(deadline, c.connector.connect(name, tcp))
+                .await
+                .map_err(|_| Error::Disconnected)??;
+            tls.write_all(&out).await?;
+            tls.flush().await?;
+            let (ok, rest) = handshake(&mut tls, deadline).await?;
+            Ok((Stream::Tls(Box::new(tls)), ok, rest))
+        }
+    }
+}
+
+/// Reads the answer to the HELLO sent.
+async fn handshake<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+) -> Result<(HelloOk, BytesMut)> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
         // A server over its connection limit refuses before it knows the mode, in text:
@@ -185,7 +229,7 @@ pub(crate) async fn open(
                 let msg = ServerMessage::decode(&h, &buf[HEADER_LEN..h.frame_len()])?;
                 buf.advance(h.frame_len());
                 return match msg {
-                    ServerMessage::Response(Response::HelloOk(ok)) => Ok((stream, ok, buf)),
+                    ServerMessage::Response(Response::HelloOk(ok)) => Ok((ok, buf)),
                     ServerMessage::Response(Response::Error(e)) => Err(e.into()),
                     _ => Err(Error::Protocol(DecodeError::Malformed {
                         opcode: h.opcode,
@@ -225,17 +269,53 @@ pub(crate) fn hello<'a>(
 /// Starts the reader and writer tasks of a handshaken stream.
 pub(crate) fn start(
     inner: Weak<Inner>,
-    stream: TcpStream,
+    stream: Stream,
     leftover: BytesMut,
     gen: u64,
     addr: String,
 ) -> std::sync::Arc<Link> {
-    let (rd, wr) = stream.into_split();
-    let link = std::sync::Arc::new(Link::new(gen, addr, wr));
-    link.touch();
-    tokio::spawn(write_loop(link.clone()));
-    tokio::spawn(read_loop(link.clone(), rd, leftover, inner));
-    link
+    match stream {
+        Stream::Tcp(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            let link = std::sync::Arc::new(Link::new(gen, addr, WriteSide::Tcp(wr)));
+            link.touch();
+            tokio::spawn(write_loop(link.clone()));
+            tokio::spawn(read_loop(link.clone(), rd, leftover, inner));
+            link
+        }
+        Stream::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(*tls);
+            let half = WriteSide::Tls(tokio::sync::Mutex::new(wr));
+            let link = std::sync::Arc::new(Link::new(gen, addr, half));
+            link.touch();
+            tokio::spawn(write_loop(link.clone()));
+            tokio::spawn(read_loop(link.clone(), rd, leftover, inner));
+            link
+        }
+    }
+}
+
+/// Writes all of `buf` to the socket from the writer task.
+async fn write_out(half: &WriteSide, buf: &mut BytesMut) -> std::io::Result<()> {
+    match half {
+        WriteSide::Tcp(half) => {
+            while !buf.is_empty() {
+                half.writable().await?;
+                match half.try_write(buf) {
+                    Ok(n) => buf.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        WriteSide::Tls(half) => {
+            let mut half = half.lock().await;
+            half.write_all(buf).await?;
+            buf.clear();
+            half.flush().await
+        }
+    }
 }
 
 /// Writes what senders queued while the socket was busy. The socket's write side is shut
@@ -263,19 +343,9 @@ async fn write_loop(link: std::sync::Arc<Link>) {
                 // (and never write themselves while `writing` is set).
                 std::mem::swap(&mut out.buf, &mut spare);
             }
-            while !spare.is_empty() {
-                if link.half.writable().await.is_err() {
-                    link.close();
-                    return;
-                }
-                match link.half.try_write(&spare) {
-                    Ok(n) => spare.advance(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        link.close();
-                        return;
-                    }
-                }
+            if write_out(&link.half, &mut spare).await.is_err() {
+                link.close();
+                return;
             }
             spare.clear();
             if spare.capacity() > 1024 * 1024 {
@@ -285,9 +355,9 @@ async fn write_loop(link: std::sync::Arc<Link>) {
     }
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     link: std::sync::Arc<Link>,
-    mut half: OwnedReadHalf,
+    mut half: R,
     mut buf: BytesMut,
     inner: Weak<Inner>,
 ) {

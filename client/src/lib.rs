@@ -22,6 +22,8 @@
 //!   are: guards stay valid and their watchdog renews there.
 //! - [`Client::events`] streams the session's events: lease lost, someone waiting for a
 //!   key you hold, reconnects.
+//! - TLS: [`Builder::tls`] with a [`TlsConfig`] (the CA, optionally a client certificate)
+//!   for servers run with `--tls-cert`.
 //! - Errors are typed after the protocol's codes ([`Error`]).
 //!
 //! # Example
@@ -56,10 +58,14 @@ mod conn;
 mod error;
 mod events;
 mod lock;
+mod tls;
 
 pub use client::{Builder, Client, ToAddrs};
 pub use error::{Error, Result};
 pub use events::{Events, SessionEvent};
 pub use lock::{GuardStatus, LockBuilder, LockGuard, Lost};
+pub use tls::TlsConfig;
+/// The rustls types [`TlsConfig`] takes (root stores, certificates, keys).
+pub use tokio_rustls::rustls;
 pub use turnstile_proto as proto;
 pub use turnstile_proto::{KeyState, LostReason, ModeKind};

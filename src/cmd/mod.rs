@@ -6,6 +6,7 @@
 //! Errors are replies: the connection goes on after any of them.
 
 pub(crate) mod acquire;
+pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod client;
 pub mod cluster;
@@ -110,6 +111,8 @@ pub enum Op {
     },
     /// A CLUSTER membership change.
     Cluster(cluster::Admin),
+    /// A changing ADMIN command (force-release, end-session, limits set).
+    Admin(crate::server::admin::AdminOp),
     /// INSPECT or LOCKS on the leader: run the command again once a read index confirmed
     /// the leadership (with [`Ctx::read_ok`] set).
     Read,
@@ -154,6 +157,11 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         ctx.out.error("NOAUTH Authentication required.");
         return Flow::Continue;
     }
+    if ctx.conn.session.0 != 0 && ctx.shared.router.was_ended(ctx.conn.session) {
+        ctx.out
+            .error("ERR this connection's session was ended by an administrator");
+        return Flow::Close;
+    }
     let a = &args[1..];
     if let Some(c) = acl_command(name) {
         if !permitted(ctx, c, a) {
@@ -183,6 +191,7 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         5 if is("HELLO") => hello::run(ctx, a),
         6 if is("CLIENT") => client::run(ctx, a),
         7 if is("CLUSTER") => return cluster::run(ctx, a),
+        5 if is("ADMIN") => return admin::run(ctx, a),
         4 if is("QUIT") => {
             ctx.out.simple("OK");
             return Flow::Close;
@@ -208,6 +217,7 @@ fn acl_command(name: &[u8]) -> Option<acl::Command> {
         5 if is("LOCKS") => acl::Command::Locks,
         4 if is("INFO") => acl::Command::Info,
         7 if is("CLUSTER") => acl::Command::Cluster,
+        5 if is("ADMIN") => acl::Command::Admin,
         _ => return None,
     })
 }

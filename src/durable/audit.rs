@@ -8,6 +8,14 @@
 //! history. Dates come from the `Clock` record every start logs (table time is
 //! monotonic milliseconds; the wall clock is read once per start).
 //!
+//! Administrators' commands (ADMIN FORCE-RELEASE, END-SESSION, LIMITS SET) are printed
+//! as one line each with the user that ran them, besides the holds they ended:
+//!
+//! ```text
+//! 2026-11-22T04:43:45.123Z  index=812  forced release of orders/42 (tokens 1099511627781, sessions 7) by ops
+//! 2026-11-22T04:43:45.123Z  index=812  key=orders/42  session=7  token=1099511627781  forced release by ops
+//! ```
+//!
 //! Not in the log, so not in the audit: refused requests (DEADLOCK, WRONGTYPE, LIMIT),
 //! renewals, reads.
 
@@ -64,13 +72,47 @@ pub struct Change {
     pub session: SessionId,
     /// The hold's fencing token.
     pub token: u64,
-    /// `granted`, `released`, `expired` or `session ended`.
+    /// `granted`, `released`, `expired`, `session ended` or `forced release`.
     pub what: &'static str,
+    /// The administrator whose command ended the hold (a forced release, or a session
+    /// ended by ADMIN END-SESSION).
+    pub by: Option<String>,
+}
+
+/// An administrator's command, as printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// The log index of its record.
+    pub index: u64,
+    /// Wall clock (Unix ms), when a Clock record dated it.
+    pub unix_ms: Option<u64>,
+    /// The user that ran it.
+    pub user: String,
+    /// The key it was about (a forced release).
+    pub key: Option<Key>,
+    /// The sessions it ended holds of (a forced release) or ended.
+    pub sessions: Vec<SessionId>,
+    /// What it did, e.g. `forced release of orders/42 (tokens 5, sessions 3)`.
+    pub what: String,
+}
+
+/// Everything the audit found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Changes of holds.
+    pub changes: Vec<Change>,
+    /// Administrators' commands.
+    pub actions: Vec<Action>,
 }
 
 /// Replays the data directory in `dir` and writes every matching change to `out`, one
 /// line each; returns them too.
 pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Change>, AuditError> {
+    Ok(report(dir, filter, out)?.changes)
+}
+
+/// [`run`], returning the administrators' commands as well.
+pub fn report(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Report, AuditError> {
     let snapshots = dir.join("snapshots");
     let latest = if snapshots.is_dir() {
         SnapshotStore::open_read_only(snapshots).load_latest()?
@@ -90,6 +132,7 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
     let mut table = table;
     let mut clock: Option<(u64, u64)> = None;
     let mut changes = Vec::new();
+    let mut actions = Vec::new();
     let mut events = Vec::new();
     for (first, bytes) in segments(&dir.join("wal"))? {
         let mut at = SEGMENT_HEADER_LEN;
@@ -128,10 +171,20 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
             apply(t, &entry, &mut events);
             events.clear();
             let unix_ms = clock.map(|(now, unix)| unix + entry.now.saturating_sub(now));
+            if let Some(action) = action(&entry, &before_of(&keys, &before), rec_index, unix_ms) {
+                actions.push(action);
+            }
+            let by = match &entry.command {
+                Command::ForceRelease { user, .. } | Command::EndSession { user, .. } => {
+                    Some(user.to_string())
+                }
+                _ => None,
+            };
             let end_reason = |session: SessionId, key: &Key| {
                 match &entry.command {
                 Command::Release { .. } => "released",
-                Command::CloseSession { .. } => "session ended",
+                Command::CloseSession { .. } | Command::EndSession { .. } => "session ended",
+                Command::ForceRelease { .. } => "forced release",
                 Command::Tick { fired } => {
                     if fired.iter().any(|f| {
                         matches!(f, Fired::Expired { session: s, key: k } if *s == session && k == key)
@@ -155,6 +208,7 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
                             session: s,
                             token,
                             what: end_reason(s, key),
+                            by: by.clone(),
                         });
                     }
                 }
@@ -167,6 +221,7 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
                             session: s,
                             token,
                             what: "granted",
+                            by: None,
                         });
                     }
                 }
@@ -174,13 +229,23 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
         }
     }
     changes.retain(|c| matches(filter, c));
+    actions.retain(|a| action_matches(filter, a));
+    let when =
+        |unix_ms: Option<u64>| unix_ms.map_or_else(|| "(no date)".to_string(), format_unix_ms);
+    // Both lists are in log order; an action's line comes before the changes it made.
+    let mut acts = actions.iter().peekable();
     for c in &changes {
-        let when = c
-            .unix_ms
-            .map_or_else(|| "(no date)".to_string(), format_unix_ms);
+        while let Some(a) = acts.next_if(|a| a.index <= c.index) {
+            print_action(out, &when(a.unix_ms), a);
+        }
+        let by =
+            c.by.as_ref()
+                .map(|u| format!(" by {u}"))
+                .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{when}  index={}  key={}  session={}  token={}  {}",
+            "{}  index={}  key={}  session={}  token={}  {}{by}",
+            when(c.unix_ms),
             c.index,
             String::from_utf8_lossy(c.key.as_bytes()),
             c.session,
@@ -188,7 +253,87 @@ pub fn run(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Vec<Chang
             c.what
         );
     }
-    Ok(changes)
+    for a in acts {
+        print_action(out, &when(a.unix_ms), a);
+    }
+    Ok(Report { changes, actions })
+}
+
+fn print_action(out: &mut dyn Write, when: &str, a: &Action) {
+    let _ = writeln!(out, "{when}  index={}  {} by {}", a.index, a.what, a.user);
+}
+
+/// The holders of every touched key before the record, as one list.
+fn before_of(keys: &[Key], before: &[Vec<(SessionId, u64)>]) -> Vec<(Key, SessionId, u64)> {
+    keys.iter()
+        .zip(before)
+        .flat_map(|(k, hs)| hs.iter().map(move |&(s, t)| (k.clone(), s, t)))
+        .collect()
+}
+
+/// The line an administrator's record gets (None for the other records). `before` are
+/// the holders of the keys it touched just before it applied.
+fn action(
+    entry: &Entry<'_>,
+    before: &[(Key, SessionId, u64)],
+    index: u64,
+    unix_ms: Option<u64>,
+) -> Option<Action> {
+    let (user, key, sessions, what) = match &entry.command {
+        Command::ForceRelease { key, user, holds } => {
+            // What it dropped: the listed holds that still held the key.
+            let dropped: Vec<(SessionId, u64)> = holds
+                .iter()
+                .map(|&(s, t)| (s, t.0))
+                .filter(|&(s, t)| before.iter().any(|(_, bs, bt)| *bs == s && *bt == t))
+                .collect();
+            let list = |f: &dyn Fn(&(SessionId, u64)) -> String| {
+                dropped.iter().map(f).collect::<Vec<_>>().join(", ")
+            };
+            let what = format!(
+                "forced release of {} (tokens {}, sessions {})",
+                String::from_utf8_lossy(key),
+                list(&|(_, t)| t.to_string()),
+                list(&|(s, _)| s.to_string()),
+            );
+            let sessions = dropped.iter().map(|&(s, _)| s).collect();
+            (user, Some(Key::new(key)), sessions, what)
+        }
+        Command::EndSession { session, user } => (
+            user,
+            None,
+            vec![*session],
+            format!("ended session {session}"),
+        ),
+        Command::SetLimit { limit, value, user } => (
+            user,
+            None,
+            Vec::new(),
+            format!("set {} to {value}", limit.name()),
+        ),
+        _ => return None,
+    };
+    Some(Action {
+        index,
+        unix_ms,
+        user: user.to_string(),
+        key,
+        sessions,
+        what,
+    })
+}
+
+fn action_matches(f: &Filter, a: &Action) -> bool {
+    let key_ok = f.key.as_ref().is_none_or(|p| {
+        a.key
+            .as_ref()
+            .is_some_and(|k| crate::glob::glob_match(p, k.as_bytes()))
+    });
+    key_ok
+        && f.session
+            .is_none_or(|s| a.sessions.iter().any(|x| x.0 == s))
+        && f.since_ms.is_none_or(|t| a.unix_ms.is_some_and(|u| u >= t))
+        && f.until_ms.is_none_or(|t| a.unix_ms.is_some_and(|u| u < t))
 }
 
 fn matches(f: &Filter, c: &Change) -> bool {
@@ -205,7 +350,8 @@ fn touched(table: &LockTable, entry: &Entry<'_>) -> Vec<Key> {
     match &entry.command {
         Command::Acquire { key, .. }
         | Command::Release { key, .. }
-        | Command::Cancel { key, .. } => {
+        | Command::Cancel { key, .. }
+        | Command::ForceRelease { key, .. } => {
             vec![Key::new(key)]
         }
         Command::Tick { fired } => {
@@ -218,7 +364,7 @@ fn touched(table: &LockTable, entry: &Entry<'_>) -> Vec<Key> {
             keys.dedup();
             keys
         }
-        Command::CloseSession { session } => {
+        Command::CloseSession { session } | Command::EndSession { session, .. } => {
             let mut keys = BTreeMap::new();
             table.for_each_hold(|k, _, s, _, _, _| {
                 if s == *session {

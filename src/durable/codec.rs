@@ -97,6 +97,11 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    /// Where the next read starts.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// One byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self

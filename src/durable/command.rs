@@ -24,12 +24,35 @@
 //! 6 Cancel        session key
 //! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
 //! 8 Clock         unix_ms
+//! 9 ForceRelease  key user count { session token }*
+//! 10 EndSession   session user
+//! 11 SetLimit     limit:u8 value user   (limit: 0 max-waiters-per-key, 1 max-keys,
+//!                                        2 max-holds-per-session)
 //! ```
+//!
+//! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
+//! (`turnstile audit` prints it).
 
 use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
+use std::collections::BTreeMap;
+
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, Key, LockTable, NotHeld, RequestId, SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, Key, LimitKind, Limits, LockTable,
+    NotHeld, RequestId, SessionId,
 };
+
+/// The limits set at runtime (ADMIN LIMITS SET), by the log: they override the
+/// configured ones, also after a restart, until set again. Snapshots carry them.
+pub type LimitsSet = BTreeMap<LimitKind, u64>;
+
+/// `base` with the limits set at runtime in place of the configured ones.
+pub fn with_set(base: &Limits, set: &LimitsSet) -> Limits {
+    let mut limits = base.clone();
+    for (&kind, &value) in set {
+        limits.set(kind, value);
+    }
+    limits
+}
 
 /// Length of a binary session's secret.
 pub const SECRET_LEN: usize = 16;
@@ -128,6 +151,35 @@ pub enum Command<'a> {
         /// Milliseconds since the Unix epoch.
         unix_ms: u64,
     },
+    /// ADMIN FORCE-RELEASE: an administrator dropped the holds of a key (each with every
+    /// reentrant level); the waiters they blocked are granted.
+    ForceRelease {
+        /// The key.
+        key: &'a [u8],
+        /// Who ran it.
+        user: &'a str,
+        /// The holds to drop, as the server saw them when it took the command: applying
+        /// drops each that still holds the key with that token (in cluster mode one may
+        /// have ended, or the key changed hands, between proposal and apply).
+        holds: Vec<(SessionId, FencingToken)>,
+    },
+    /// ADMIN END-SESSION: an administrator ended a session (as CloseSession does).
+    EndSession {
+        /// Which.
+        session: SessionId,
+        /// Who ran it.
+        user: &'a str,
+    },
+    /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
+    /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
+    SetLimit {
+        /// Which limit.
+        limit: LimitKind,
+        /// Its new value.
+        value: u64,
+        /// Who ran it.
+        user: &'a str,
+    },
 }
 
 /// Tokens issued after start number `e` are above `e << EPOCH_SHIFT`: each start gets
@@ -156,6 +208,9 @@ impl Entry<'_> {
             Command::Cancel { .. } => 6,
             Command::Tick { .. } => 7,
             Command::Clock { .. } => 8,
+            Command::ForceRelease { .. } => 9,
+            Command::EndSession { .. } => 10,
+            Command::SetLimit { .. } => 11,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -197,6 +252,24 @@ impl Entry<'_> {
                 }
             }
             Command::Clock { unix_ms } => put_u64(out, *unix_ms),
+            Command::ForceRelease { key, user, holds } => {
+                put_bytes(out, key);
+                put_bytes(out, user.as_bytes());
+                put_u64(out, holds.len() as u64);
+                for (session, token) in holds {
+                    put_u64(out, session.0);
+                    put_u64(out, token.0);
+                }
+            }
+            Command::EndSession { session, user } => {
+                put_u64(out, session.0);
+                put_bytes(out, user.as_bytes());
+            }
+            Command::SetLimit { limit, value, user } => {
+                out.push(limit.tag());
+                put_u64(out, *value);
+                put_bytes(out, user.as_bytes());
+            }
         }
     }
 
@@ -215,6 +288,10 @@ impl<'a> Entry<'a> {
         let tag = r.u8()?;
         let now = r.u64()?;
         let session = |r: &mut Reader<'a>| r.u64().map(SessionId);
+        let user = |r: &mut Reader<'a>| {
+            std::str::from_utf8(r.bytes()?)
+                .map_err(|_| DecodeError::Value("user name is not UTF-8"))
+        };
         let command = match tag {
             1 => Command::Start {
                 epoch: r.u64()?,
@@ -280,6 +357,34 @@ impl<'a> Entry<'a> {
                 Command::Tick { fired }
             }
             8 => Command::Clock { unix_ms: r.u64()? },
+            9 => {
+                let key = r.bytes()?;
+                let user = user(&mut r)?;
+                let n = r.count()?;
+                let mut holds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    holds.push((session(&mut r)?, FencingToken(r.u64()?)));
+                }
+                Command::ForceRelease { key, user, holds }
+            }
+            10 => Command::EndSession {
+                session: session(&mut r)?,
+                user: user(&mut r)?,
+            },
+            11 => {
+                let at = r.position();
+                let tag = r.u8()?;
+                let limit = LimitKind::from_tag(tag).ok_or(DecodeError::Tag {
+                    what: "limit",
+                    tag,
+                    at,
+                })?;
+                Command::SetLimit {
+                    limit,
+                    value: r.u64()?,
+                    user: user(&mut r)?,
+                }
+            }
             tag => {
                 return Err(DecodeError::Tag {
                     what: "command",
@@ -304,6 +409,8 @@ pub enum Applied {
     Release(Result<(), NotHeld>),
     /// Whether the cancel found a queued request.
     Cancel(bool),
+    /// The holds a forced release dropped.
+    ForceRelease(Vec<(SessionId, FencingToken)>),
 }
 
 impl Applied {
@@ -314,6 +421,7 @@ impl Applied {
             Applied::Acquire(o) => matches!(o, AcquireOutcome::Granted(_) | AcquireOutcome::Queued),
             Applied::Release(r) => r.is_ok(),
             Applied::Cancel(c) => *c,
+            Applied::ForceRelease(dropped) => !dropped.is_empty(),
         }
     }
 }
@@ -333,7 +441,7 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             table.note_session(*session);
             Applied::Done
         }
-        Command::CloseSession { session } => {
+        Command::CloseSession { session } | Command::EndSession { session, .. } => {
             table.close_session(*session, now, events);
             Applied::Done
         }
@@ -360,6 +468,13 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             Applied::Done
         }
         Command::Clock { .. } => Applied::Done,
+        Command::ForceRelease { key, holds, .. } => {
+            Applied::ForceRelease(table.force_release(key, holds, now, events))
+        }
+        Command::SetLimit { limit, value, .. } => {
+            table.set_limit(*limit, *value);
+            Applied::Done
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! adds the magic, the last included log index and the CRC-32C around it.
 //!
 //! ```text
-//! version:u8 = 1
+//! version:u8 = 2
 //! epoch now next_request shards next_session
 //! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
+//! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
 //! per shard: next_seq
 //!            locks: count { key kind:u8 [limit] last_token
 //!                           holders: count { session token ttl_ms count mode }*
@@ -16,14 +17,15 @@
 use std::collections::BTreeMap;
 
 use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
-use super::command::SessionKind;
+use super::command::{LimitsSet, SessionKind};
 use crate::engine::{
-    HoldImage, Key, Kind, LockImage, RequestId, SessionId, SessionImage, ShardImage, TableImage,
-    WaiterImage,
+    HoldImage, Key, Kind, LimitKind, LockImage, RequestId, SessionId, SessionImage, ShardImage,
+    TableImage, WaiterImage,
 };
 
-/// The payload version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The payload version this build writes (it reads this one and version 1, which had no
+/// limits set at runtime).
+pub const VERSION: u8 = 2;
 
 /// Everything a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct State {
     pub next_request: u64,
     /// Open sessions and their kinds.
     pub sessions: BTreeMap<SessionId, SessionKind>,
+    /// Limits set at runtime (ADMIN LIMITS SET), which override the configured ones.
+    pub limits: LimitsSet,
     /// The lock table.
     pub table: TableImage,
 }
@@ -53,6 +57,11 @@ pub fn encode(state: &State) -> Vec<u8> {
     for (id, kind) in &state.sessions {
         put_u64(&mut out, id.0);
         put_session_kind(&mut out, kind);
+    }
+    put_u64(&mut out, state.limits.len() as u64);
+    for (kind, value) in &state.limits {
+        out.push(kind.tag());
+        put_u64(&mut out, *value);
     }
     for shard in &state.table.shards {
         put_u64(&mut out, shard.next_seq);
@@ -111,7 +120,7 @@ pub fn encode(state: &State) -> Vec<u8> {
 pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(DecodeError::Version(version, VERSION));
     }
     let epoch = r.u64()?;
@@ -127,6 +136,19 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
         let id = SessionId(r.u64()?);
         let kind = r.session_kind()?;
         sessions.insert(id, kind);
+    }
+    let mut limits = LimitsSet::new();
+    if version >= 2 {
+        for _ in 0..r.count()? {
+            let at = r.position();
+            let tag = r.u8()?;
+            let kind = LimitKind::from_tag(tag).ok_or(DecodeError::Tag {
+                what: "limit",
+                tag,
+                at,
+            })?;
+            limits.insert(kind, r.u64()?);
+        }
     }
     let mut images = Vec::with_capacity(shards);
     for _ in 0..shards {
@@ -217,6 +239,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
         now,
         next_request,
         sessions,
+        limits,
         table: TableImage {
             next_session,
             shards: images,

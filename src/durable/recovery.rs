@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::codec::DecodeError;
-use super::command::{apply, Command, Entry, SessionKind};
+use super::command::{apply, with_set, Command, Entry, LimitsSet, SessionKind};
 use super::image_codec;
 use super::store::{JournalStart, RecoverySummary, Store};
 use crate::engine::{Limits, LockTable, SessionId};
@@ -35,7 +35,8 @@ pub struct Options {
     pub repair: bool,
     /// Shards of a new table (a recovered one keeps its own count).
     pub shards: usize,
-    /// The limits to enforce once recovered (replay enforces none).
+    /// The limits to enforce once recovered (replay enforces none), unless the log set
+    /// others at runtime (ADMIN LIMITS SET): those stay in force.
     pub limits: Limits,
     /// Take a snapshot after this many records.
     pub snapshot_every: u64,
@@ -164,12 +165,14 @@ pub fn open_with_io(
     let base_now = state.as_ref().map_or(0, |s| s.now);
     let table = LockTable::new(shards, Limits::unlimited(), base_now);
     let mut sessions = BTreeMap::new();
+    let mut limits_set = LimitsSet::new();
     let mut epoch = 0;
     let mut max_request = 0;
     let mut last_now = base_now;
     if let Some(s) = &state {
         table.import(&s.table, base_now);
         sessions = s.sessions.clone();
+        limits_set = s.limits.clone();
         epoch = s.epoch;
         max_request = s.next_request.saturating_sub(1);
     }
@@ -189,10 +192,13 @@ pub fn open_with_io(
                 Command::OpenSession { session, kind } => {
                     sessions.insert(*session, kind.clone());
                 }
-                Command::CloseSession { session } => {
+                Command::CloseSession { session } | Command::EndSession { session, .. } => {
                     sessions.remove(session);
                 }
                 Command::Acquire { req, .. } => max_request = max_request.max(req.id.0),
+                Command::SetLimit { limit, value, .. } => {
+                    limits_set.insert(*limit, *value);
+                }
                 _ => {}
             }
             last_now = last_now.max(entry.now);
@@ -205,8 +211,20 @@ pub fn open_with_io(
 
     let now = last_now + 1;
     table.restart_leases(now);
-    let mut table = table;
-    table.set_limits(opts.limits.clone());
+    // Replay ran with no limits but those the log set (a record was applied under limits
+    // at least as loose, so it applies the same); from now on the configured ones hold,
+    // with those set at runtime in their place.
+    for (kind, value) in &limits_set {
+        if opts.limits.get(*kind) != *value {
+            info!(
+                limit = kind.name(),
+                configured = opts.limits.get(*kind),
+                set = value,
+                "keeping a limit set at runtime (ADMIN LIMITS SET) over the configured one"
+            );
+        }
+    }
+    table.set_limits(with_set(&opts.limits, &limits_set));
     let holds = table.stats().holds;
     let epoch = epoch + 1;
     let store = Store::with_journal(
@@ -217,6 +235,7 @@ pub fn open_with_io(
             next_index: log.next_index,
             last_now: now,
             sessions: sessions.clone(),
+            limits: limits_set,
             max_request,
             epoch,
             snapshot_every: opts.snapshot_every,

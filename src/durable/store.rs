@@ -22,11 +22,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tracing::{error, info, warn};
 
-use super::command::{apply, fired_from, Applied, Command, Entry, SessionKind};
+use super::command::{apply, fired_from, Applied, Command, Entry, LimitsSet, SessionKind};
 use super::image_codec::{self, State};
 use super::watermark::{LogFailed, Watermark};
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, LockTable, NotHeld, RequestId, SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, LimitKind, LockTable, NotHeld, RequestId,
+    SessionId,
 };
 use crate::wal::{SnapshotStore, Wal};
 
@@ -41,6 +42,8 @@ struct Seq {
     last_now: u64,
     /// Open sessions and their kinds (for snapshots and recovery).
     sessions: BTreeMap<SessionId, SessionKind>,
+    /// Limits set at runtime (for snapshots).
+    limits: LimitsSet,
     /// Largest request id logged.
     max_request: u64,
     /// Records since the last snapshot was started.
@@ -128,6 +131,7 @@ pub(super) struct JournalStart {
     pub next_index: u64,
     pub last_now: u64,
     pub sessions: BTreeMap<SessionId, SessionKind>,
+    pub limits: LimitsSet,
     pub max_request: u64,
     pub epoch: u64,
     pub snapshot_every: u64,
@@ -153,6 +157,7 @@ impl Store {
                     next: start.next_index,
                     last_now: start.last_now,
                     sessions: start.sessions,
+                    limits: start.limits,
                     max_request: start.max_request,
                     since_snapshot: 0,
                     pending: Vec::with_capacity(MAX_PENDING),
@@ -311,6 +316,74 @@ impl Store {
         self.commit(j, &mut seq, &entry)
     }
 
+    /// ADMIN END-SESSION: ends a session as [`Self::close_session`] does, logged with
+    /// the user that asked. False if the log has no such session open (without a log:
+    /// always true, the caller knows which sessions exist).
+    pub fn end_session(
+        &self,
+        session: SessionId,
+        user: &str,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (bool, Ticket) {
+        let Some(j) = &self.journal else {
+            self.table.close_session(session, now, events);
+            return (true, 0);
+        };
+        let mut seq = j.seq.lock();
+        if seq.sessions.remove(&session).is_none() {
+            return (false, seq.next - 1);
+        }
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::EndSession { session, user },
+        };
+        apply(&self.table, &entry, events);
+        (true, self.commit(j, &mut seq, &entry))
+    }
+
+    /// ADMIN FORCE-RELEASE: drops every hold `key` has now (grants in `events`) and
+    /// returns them. Nothing is logged when the key has no holder.
+    pub fn force_release(
+        &self,
+        key: &[u8],
+        user: &str,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (Vec<(SessionId, FencingToken)>, Ticket) {
+        let Some(j) = &self.journal else {
+            let holds = self.table.holders(key);
+            return (self.table.force_release(key, &holds, now, events), 0);
+        };
+        // The holders are read under the sequencer, so the record lists exactly the
+        // holds it drops.
+        let mut seq = j.seq.lock();
+        let holds = self.table.holders(key);
+        if holds.is_empty() {
+            return (Vec::new(), seq.next - 1);
+        }
+        let entry = Entry {
+            now: seq.now(now),
+            command: Command::ForceRelease { key, user, holds },
+        };
+        let dropped = match apply(&self.table, &entry, events) {
+            Applied::ForceRelease(dropped) => dropped,
+            _ => unreachable!("a forced release applies as one"),
+        };
+        (dropped, self.commit(j, &mut seq, &entry))
+    }
+
+    /// ADMIN LIMITS SET: changes one of the table's limits, logged (it outlives a
+    /// restart: see [`LimitsSet`]).
+    pub fn set_limit(&self, limit: LimitKind, value: u64, user: &str, now: u64) -> Ticket {
+        self.run(
+            now,
+            Command::SetLimit { limit, value, user },
+            &mut Vec::new(),
+        )
+        .1
+    }
+
     /// ACQUIRE.
     pub fn acquire(
         &self,
@@ -370,8 +443,12 @@ impl Store {
         };
         let applied = apply(&self.table, &entry, events);
         let t = if applied.changed() {
-            if let Command::Acquire { req, .. } = &entry.command {
-                seq.max_request = seq.max_request.max(req.id.0);
+            match &entry.command {
+                Command::Acquire { req, .. } => seq.max_request = seq.max_request.max(req.id.0),
+                Command::SetLimit { limit, value, .. } => {
+                    seq.limits.insert(*limit, *value);
+                }
+                _ => {}
             }
             self.commit(j, &mut seq, &entry)
         } else {
@@ -509,6 +586,7 @@ impl Store {
             now: seq.last_now,
             next_request: seq.max_request.saturating_add(1),
             sessions: seq.sessions.clone(),
+            limits: seq.limits.clone(),
             table: self.table.export(),
         };
         let paused = began.elapsed();

@@ -5,9 +5,11 @@
 
 use proptest::prelude::*;
 
-use super::command::{apply, fired_from, Command, Entry, Fired, SessionKind};
+use super::command::{apply, fired_from, with_set, Command, Entry, Fired, LimitsSet, SessionKind};
 use super::image_codec::{self, State};
-use crate::engine::{AcquireRequest, Key, Limits, LockTable, Mode, RequestId, SessionId};
+use crate::engine::{
+    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, RequestId, SessionId,
+};
 
 const KEYS: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
 
@@ -26,6 +28,12 @@ enum Op {
     Release(usize, usize),
     Cancel(usize, usize),
     Advance(u64),
+    /// ADMIN FORCE-RELEASE of a key.
+    ForceRelease(usize),
+    /// ADMIN END-SESSION.
+    EndSession(usize),
+    /// ADMIN LIMITS SET (small values, so that they refuse things).
+    SetLimit(u8, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,6 +45,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Release(s, k)),
         1 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Cancel(s, k)),
         2 => (1..150u64).prop_map(Op::Advance),
+        1 => (0..KEYS.len()).prop_map(Op::ForceRelease),
+        1 => (0..8usize).prop_map(Op::EndSession),
+        1 => (0..3u8, 1..6u64).prop_map(|(k, v)| Op::SetLimit(k, v)),
     ]
 }
 
@@ -59,6 +70,7 @@ fn mode(m: u8, k: usize) -> Mode {
 /// store would log) and the table.
 fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let table = LockTable::new(shards, Limits::default(), 0);
+    let mut limits_set = LimitsSet::new();
     let mut records = Vec::new();
     let mut sessions: Vec<SessionId> = Vec::new();
     let mut now = 0u64;
@@ -140,6 +152,36 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                     key: KEYS[k],
                 },
             }),
+            Op::ForceRelease(k) => Some(Entry {
+                now,
+                command: Command::ForceRelease {
+                    key: KEYS[k],
+                    user: "ops",
+                    holds: table.holders(KEYS[k]),
+                },
+            }),
+            Op::EndSession(i) if i < sessions.len() => {
+                let s = sessions.remove(i);
+                Some(Entry {
+                    now,
+                    command: Command::EndSession {
+                        session: s,
+                        user: "ops",
+                    },
+                })
+            }
+            Op::SetLimit(k, value) => {
+                let limit = LimitKind::from_tag(k).expect("a limit tag");
+                limits_set.insert(limit, value);
+                Some(Entry {
+                    now,
+                    command: Command::SetLimit {
+                        limit,
+                        value,
+                        user: "ops",
+                    },
+                })
+            }
             Op::Advance(d) => {
                 now += d;
                 events.clear();
@@ -168,6 +210,7 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
             now,
             next_request: request + 1,
             sessions: Default::default(),
+            limits: limits_set.clone(),
             table: table.export(),
         }));
         let n = records.len();
@@ -196,6 +239,11 @@ proptest! {
         let replayed = LockTable::new(shards, Limits::unlimited(), 0);
         replay(&replayed, &records);
         prop_assert_eq!(replayed.export().canonical(), live.export().canonical());
+        for kind in LimitKind::ALL {
+            if live.limits().get(kind) != Limits::default().get(kind) {
+                prop_assert_eq!(live.limits().get(kind), replayed.limits().get(kind));
+            }
+        }
     }
 
     #[test]
@@ -210,11 +258,20 @@ proptest! {
         image.truncate(image.len() - 8);
         let state = image_codec::decode(&image).expect("image decodes");
         prop_assert_eq!(&image_codec::encode(&state), &image, "image round trip");
-        let restored = LockTable::new(shards, Limits::unlimited(), state.now);
+        // As recovery does: no limits but those the log set.
+        let restored = LockTable::new(shards, with_set(&Limits::unlimited(), &state.limits), state.now);
         restored.import(&state.table, state.now);
         prop_assert_eq!(restored.export().canonical(), state.table.clone().canonical(), "import of export");
         replay(&restored, &records[n..]);
         prop_assert_eq!(restored.export().canonical(), live.export().canonical());
+        // The limits set at runtime come back too (the live table started with the
+        // defaults, the replayed one with none).
+        let (l, r) = (live.limits(), restored.limits());
+        for kind in LimitKind::ALL {
+            if l.get(kind) != Limits::default().get(kind) {
+                prop_assert_eq!(l.get(kind), r.get(kind), "{:?}", kind);
+            }
+        }
     }
 
     #[test]
@@ -315,7 +372,43 @@ fn every_command_round_trips() {
             },
         },
     ];
-    for e in entries {
+    let more = [
+        Entry {
+            now: 10,
+            command: Command::ForceRelease {
+                key: b"orders/42",
+                user: "ops",
+                holds: vec![
+                    (SessionId(3), FencingToken(1 << 40 | 5)),
+                    (SessionId(4), FencingToken(6)),
+                ],
+            },
+        },
+        Entry {
+            now: 11,
+            command: Command::ForceRelease {
+                key: b"",
+                user: "",
+                holds: Vec::new(),
+            },
+        },
+        Entry {
+            now: 12,
+            command: Command::EndSession {
+                session: SessionId(7),
+                user: "ops",
+            },
+        },
+        Entry {
+            now: 13,
+            command: Command::SetLimit {
+                limit: LimitKind::HoldsPerSession,
+                value: 5,
+                user: "ops",
+            },
+        },
+    ];
+    for e in entries.into_iter().chain(more) {
         let bytes = e.to_vec();
         assert_eq!(Entry::decode(&bytes).unwrap(), e);
         // Every strict prefix is refused.

@@ -53,6 +53,28 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The value of one limit.
+    pub fn get(&self, kind: LimitKind) -> u64 {
+        match kind {
+            LimitKind::WaitersPerKey => self.max_waiters_per_key as u64,
+            LimitKind::Keys => self.max_keys as u64,
+            LimitKind::HoldsPerSession => u64::from(self.max_holds_per_session),
+        }
+    }
+
+    /// Changes one limit (a value over the field's range means no limit).
+    pub fn set(&mut self, kind: LimitKind, value: u64) {
+        match kind {
+            LimitKind::WaitersPerKey => {
+                self.max_waiters_per_key = usize::try_from(value).unwrap_or(usize::MAX)
+            }
+            LimitKind::Keys => self.max_keys = usize::try_from(value).unwrap_or(usize::MAX),
+            LimitKind::HoldsPerSession => {
+                self.max_holds_per_session = u32::try_from(value).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
     /// No limits: for replay, which must apply what was applied whatever the limits
     /// configured now.
     pub fn unlimited() -> Self {
@@ -89,6 +111,8 @@ pub struct Stats {
     pub cancels: u64,
     /// Holds released because their session ended.
     pub session_releases: u64,
+    /// Holds dropped by an administrator (ADMIN FORCE-RELEASE).
+    pub forced_releases: u64,
     /// Requests refused with DEADLOCK.
     pub deadlocks: u64,
     /// Requests refused with WRONGTYPE.
@@ -116,6 +140,7 @@ impl Stats {
         self.timeouts += o.timeouts;
         self.cancels += o.cancels;
         self.session_releases += o.session_releases;
+        self.forced_releases += o.forced_releases;
         self.deadlocks += o.deadlocks;
         self.wrongtype += o.wrongtype;
         self.limits += o.limits;
@@ -205,12 +230,47 @@ impl SessionCounts {
     }
 }
 
+/// The limits, readable without a lock (one relaxed load each per command).
+struct LimitCells {
+    max_waiters_per_key: AtomicUsize,
+    max_keys: AtomicUsize,
+    max_holds_per_session: std::sync::atomic::AtomicU32,
+}
+
+impl LimitCells {
+    fn new(l: &Limits) -> Self {
+        LimitCells {
+            max_waiters_per_key: AtomicUsize::new(l.max_waiters_per_key),
+            max_keys: AtomicUsize::new(l.max_keys),
+            max_holds_per_session: std::sync::atomic::AtomicU32::new(l.max_holds_per_session),
+        }
+    }
+
+    fn load(&self) -> Limits {
+        Limits {
+            max_waiters_per_key: self.max_waiters_per_key.load(Ordering::Relaxed),
+            max_keys: self.max_keys.load(Ordering::Relaxed),
+            max_holds_per_session: self.max_holds_per_session.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(&self, l: &Limits) {
+        self.max_waiters_per_key
+            .store(l.max_waiters_per_key, Ordering::Relaxed);
+        self.max_keys.store(l.max_keys, Ordering::Relaxed);
+        self.max_holds_per_session
+            .store(l.max_holds_per_session, Ordering::Relaxed);
+    }
+}
+
 /// The lock table. See the module docs.
 pub struct LockTable {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     sessions: SessionCounts,
     graph: Mutex<WaitForGraph>,
-    limits: Limits,
+    /// Changed at runtime only through a logged command (ADMIN LIMITS SET), so every
+    /// replica and every replay sees the same limits at the same point of the log.
+    limits: LimitCells,
     keys: AtomicUsize,
     next_session: AtomicU64,
     /// When the timer driver plans to wake up next; a timer armed earlier calls `waker`.
@@ -228,7 +288,7 @@ impl LockTable {
                 .collect(),
             graph: Mutex::new(WaitForGraph::new()),
             sessions: SessionCounts::new(shards),
-            limits,
+            limits: LimitCells::new(&limits),
             keys: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
             wake_at: AtomicU64::new(u64::MAX),
@@ -242,8 +302,16 @@ impl LockTable {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.load()
+    }
+
+    /// Changes one limit. Requests already granted or queued stay; the new value refuses
+    /// later ones.
+    pub fn set_limit(&self, kind: LimitKind, value: u64) {
+        let mut limits = self.limits.load();
+        limits.set(kind, value);
+        self.limits.store(&limits);
     }
 
     /// Installs the function called when a timer is armed earlier than the time the driver
@@ -262,7 +330,7 @@ impl LockTable {
         Ctx {
             graph: &self.graph,
             sessions: &self.sessions,
-            limits: &self.limits,
+            limits: self.limits.load(),
             keys: &self.keys,
             wake_at: &self.wake_at,
             waker: self.waker.get().map(|w| &**w),
@@ -410,8 +478,33 @@ impl LockTable {
     }
 
     /// Replaces the limits (recovery replays with none, then installs the configured ones).
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(&limits);
+    }
+
+    /// Drops the listed holds of `key`, each `(session, token)` that still holds it, with
+    /// every reentrant level, and grants the waiters they blocked (ADMIN FORCE-RELEASE).
+    /// Each dropped hold's session hears [`Event::Expired`], as if its lease ran out.
+    /// Returns the holds dropped, in the order listed.
+    pub fn force_release(
+        &self,
+        key: &[u8],
+        holds: &[(SessionId, FencingToken)],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Vec<(SessionId, FencingToken)> {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        shard
+            .lock()
+            .force_release(key, hash, holds, now, &ctx, events)
+    }
+
+    /// The holders of `key` now: session and token of each.
+    pub fn holders(&self, key: &[u8]) -> Vec<(SessionId, FencingToken)> {
+        self.inspect(key, 0)
+            .map(|i| i.holders.iter().map(|h| (h.session, h.token)).collect())
+            .unwrap_or_default()
     }
 
     /// The table as plain data (a snapshot). Consistent only if nothing changes the table

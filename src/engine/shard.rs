@@ -276,7 +276,7 @@ struct SessionShard {
 pub(crate) struct Ctx<'a> {
     pub graph: &'a Mutex<WaitForGraph>,
     pub sessions: &'a super::SessionCounts,
-    pub limits: &'a Limits,
+    pub limits: Limits,
     pub keys: &'a std::sync::atomic::AtomicUsize,
     pub wake_at: &'a std::sync::atomic::AtomicU64,
     pub waker: Option<&'a (dyn Fn() + Send + Sync)>,
@@ -901,6 +901,45 @@ impl Shard {
         };
         self.end_lease(idx, pos, Some(hash), now, ctx, events);
         true
+    }
+
+    /// See [`super::LockTable::force_release`].
+    pub(crate) fn force_release(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        holds: &[(SessionId, FencingToken)],
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> Vec<(SessionId, FencingToken)> {
+        let mut dropped = Vec::new();
+        let Some(idx) = self.find(key, hash) else {
+            return dropped;
+        };
+        for &(session, token) in holds {
+            let lock = self.lock(idx);
+            let Some(pos) = lock
+                .holders
+                .iter()
+                .position(|h| h.session == session && h.token == token.0)
+            else {
+                continue;
+            };
+            let hold = self.drop_hold(idx, pos, ctx);
+            self.stats.forced_releases += 1;
+            events.push(Event::Expired {
+                session: hold.session,
+                key: self.lock(idx).key.clone(),
+                token: FencingToken(hold.token),
+            });
+            dropped.push((session, token));
+        }
+        if !dropped.is_empty() {
+            self.grant_waiters(idx, now, ctx, events);
+            self.remove_if_idle(idx, Some(hash), ctx);
+        }
+        dropped
     }
 
     /// A lease ran out: the hold goes, the waiters it blocked are granted.

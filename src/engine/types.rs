@@ -158,7 +158,7 @@ pub struct Cycle {
 }
 
 /// Which configured limit a request would pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitKind {
     /// Waiters queued on one key.
     WaitersPerKey,
@@ -169,6 +169,43 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every limit, in the order ADMIN LIMITS lists them.
+    pub const ALL: [LimitKind; 3] = [
+        LimitKind::WaitersPerKey,
+        LimitKind::Keys,
+        LimitKind::HoldsPerSession,
+    ];
+
+    /// The name ADMIN LIMITS and the command-line flag use (`--max-keys`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::WaitersPerKey => "max-waiters-per-key",
+            LimitKind::HoldsPerSession => "max-holds-per-session",
+            LimitKind::Keys => "max-keys",
+        }
+    }
+
+    /// The limit named `name` (any letter case).
+    pub fn from_name(name: &[u8]) -> Option<LimitKind> {
+        LimitKind::ALL
+            .into_iter()
+            .find(|k| k.name().as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Its tag in log records and snapshots.
+    pub fn tag(self) -> u8 {
+        match self {
+            LimitKind::WaitersPerKey => 0,
+            LimitKind::Keys => 1,
+            LimitKind::HoldsPerSession => 2,
+        }
+    }
+
+    /// The limit with tag `tag`.
+    pub fn from_tag(tag: u8) -> Option<LimitKind> {
+        LimitKind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+
     /// A human explanation for the `-LIMIT` reply.
     pub fn describe(self) -> &'static str {
         match self {

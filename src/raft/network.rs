@@ -15,8 +15,10 @@
 //!
 //! The password (the server's `--requirepass`) is compared in constant time; `to` must be
 //! the listener's own id, so a misconfigured address is refused instead of feeding one
-//! node another node's traffic. The password travels in clear until TLS covers this
-//! traffic (the hardening issue).
+//! node another node's traffic. With `--tls-cert` every connection is TLS, started before
+//! the Hello: both ends present their certificates and verify the other's against the
+//! cluster's CA (the dialer also checks that the certificate names the host it dialed),
+//! so the password and the log travel encrypted ([`crate::tls::PeerTls`]).
 //!
 //! # Connections
 //!
@@ -43,8 +45,8 @@ use openraft::raft::{
 use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::io::WriteHalf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +55,12 @@ use tracing::{debug, info, warn};
 use super::types::typ::{Raft, RaftError};
 use super::types::{NodeAddr, NodeId, TypeConfig};
 use crate::cmd::auth::constant_time_eq;
+use crate::tls::PeerTls;
+
+/// A peer connection: plain TCP or TLS over TCP.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
+type BoxStream = Box<dyn PeerStream>;
 
 /// Largest frame accepted or sent (a snapshot chunk is 3 MiB by default).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -119,7 +127,9 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::i
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(payload);
-    w.write_all(&buf).await
+    w.write_all(&buf).await?;
+    // TLS may hold back bytes the socket did not take: push them out.
+    w.flush().await
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
@@ -152,18 +162,25 @@ pub struct Network {
 struct NetInner {
     id: NodeId,
     password: Vec<u8>,
+    tls: Option<PeerTls>,
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     cancel: CancellationToken,
 }
 
 impl Network {
-    /// The network of node `id`; `password` is sent to peers in the handshake. Every
-    /// connection task stops when `cancel` is cancelled.
-    pub fn new(id: NodeId, password: Option<&str>, cancel: CancellationToken) -> Network {
+    /// The network of node `id`; `password` is sent to peers in the handshake, over TLS
+    /// when `tls` is given. Every connection task stops when `cancel` is cancelled.
+    pub fn new(
+        id: NodeId,
+        password: Option<&str>,
+        tls: Option<PeerTls>,
+        cancel: CancellationToken,
+    ) -> Network {
         Network {
             inner: Arc::new(NetInner {
                 id,
                 password: password.unwrap_or_default().as_bytes().to_vec(),
+                tls,
                 peers: Mutex::new(HashMap::new()),
                 cancel,
             }),
@@ -191,6 +208,7 @@ impl Network {
         let dialer = Dialer {
             me: self.inner.id,
             password: self.inner.password.clone(),
+            tls: self.inner.tls.clone(),
         };
         tokio::spawn(run_peer(
             peer.clone(),
@@ -250,15 +268,27 @@ struct Outgoing {
 struct Dialer {
     me: NodeId,
     password: Vec<u8>,
+    tls: Option<PeerTls>,
 }
 
 impl Dialer {
-    async fn dial(&self, addr: &str, target: NodeId) -> Result<TcpStream, String> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    async fn dial(&self, addr: &str, target: NodeId) -> Result<BoxStream, String> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxStream = match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = crate::tls::server_name(addr).map_err(|e| e.to_string())?;
+                let tls = tokio::time::timeout(HELLO_TIMEOUT, tls.connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                Box::new(tls)
+            }
+        };
         let hello = Hello {
             magic: MAGIC,
             version: VERSION,
@@ -284,7 +314,7 @@ impl Dialer {
 
 /// A live connection: the write half and the signal that the reader stopped.
 struct Conn {
-    writer: OwnedWriteHalf,
+    writer: WriteHalf<BoxStream>,
     closed: oneshot::Receiver<String>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -361,8 +391,8 @@ async fn conn_closed(conn: &mut Option<Conn>) -> String {
     }
 }
 
-fn start_reader(peer: Arc<Peer>, stream: TcpStream) -> Conn {
-    let (mut rd, writer) = stream.into_split();
+fn start_reader(peer: Arc<Peer>, stream: BoxStream) -> Conn {
+    let (mut rd, writer) = tokio::io::split(stream);
     let (closed_tx, closed) = oneshot::channel();
     let reader = tokio::spawn(async move {
         let why = loop {
@@ -494,13 +524,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Accepts peers' connections on `listener` and hands their requests to `raft`, until
-/// `cancel` is cancelled.
+/// Accepts peers' connections on `listener` (over TLS with `tls`) and hands their
+/// requests to `raft`, until `cancel` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     raft: Raft,
     id: NodeId,
     password: Option<String>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     cancel: CancellationToken,
 ) {
     let password: Arc<[u8]> = password.unwrap_or_default().into_bytes().into();
@@ -513,10 +544,11 @@ pub async fn serve(
                     let raft = raft.clone();
                     let password = password.clone();
                     let cancel = cancel.clone();
+                    let tls = tls.clone();
                     conns.spawn(async move {
                         tokio::select! {
                             _ = cancel.cancelled() => {}
-                            r = serve_conn(stream, raft, id, &password) => if let Err(e) = r {
+                            r = accept_conn(stream, tls, raft, id, &password) => if let Err(e) = r {
                                 debug!(%from, error = %e, "raft peer connection ended");
                             }
                         }
@@ -533,13 +565,32 @@ pub async fn serve(
     conns.shutdown().await;
 }
 
-async fn serve_conn(
-    mut stream: TcpStream,
+/// The TLS handshake (when configured), then the connection.
+async fn accept_conn(
+    tcp: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     raft: Raft,
     id: NodeId,
     password: &[u8],
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream: BoxStream = match tls {
+        None => Box::new(tcp),
+        Some(acceptor) => Box::new(
+            tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp))
+                .await
+                .map_err(|_| net_error("no TLS handshake in time"))??,
+        ),
+    };
+    serve_conn(stream, raft, id, password).await
+}
+
+async fn serve_conn(
+    mut stream: BoxStream,
+    raft: Raft,
+    id: NodeId,
+    password: &[u8],
+) -> std::io::Result<()> {
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream))
         .await
         .map_err(|_| net_error("no handshake in time"))??;
@@ -568,7 +619,7 @@ async fn serve_conn(
         return Err(net_error(why));
     }
 
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(frame) = out_rx.recv().await {

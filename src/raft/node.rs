@@ -80,6 +80,8 @@ pub struct RaftOptions {
     pub fsync: FsyncMode,
     /// WAL segment size in bytes.
     pub segment_size: u64,
+    /// TLS between nodes (`None`: plain TCP): see [`crate::tls::PeerTls`].
+    pub tls: Option<crate::tls::PeerTls>,
 }
 
 impl RaftOptions {
@@ -108,6 +110,7 @@ impl RaftOptions {
             keep_logs: 1_000,
             fsync: FsyncMode::Always,
             segment_size: 64 << 20,
+            tls: None,
         }
     }
 
@@ -329,7 +332,12 @@ impl RaftNode {
             source,
         })?;
         let cancel = CancellationToken::new();
-        let network = Network::new(opts.id, opts.password.as_deref(), cancel.clone());
+        let network = Network::new(
+            opts.id,
+            opts.password.as_deref(),
+            opts.tls.clone(),
+            cancel.clone(),
+        );
         let raft = Raft::new(opts.id, config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| ClusterError::Stopped(e.to_string()))?;
@@ -338,6 +346,7 @@ impl RaftNode {
             raft.clone(),
             opts.id,
             opts.password.clone(),
+            opts.tls.as_ref().map(|t| t.acceptor.clone()),
             cancel.clone(),
         ));
         info!(id = opts.id, raft = %addr, dir = %opts.dir.display(), "raft node started");

@@ -8,7 +8,10 @@
 //! what keeps tokens increasing across failovers: a new leader's table is exactly the old
 //! leader's as of the last committed entry, and tokens only come from applying entries.
 //! For this to hold, every node must run with the same shard count and the same
-//! [`Limits`] (a limit refusal is an outcome of apply).
+//! [`Limits`] (a limit refusal is an outcome of apply). Limits changed at runtime (ADMIN
+//! LIMITS SET) are `SetLimit` entries, so they are replicated state: every node applies
+//! them at the same point of the log, and snapshots carry them; they override the
+//! configured limits from then on, also across restarts.
 //!
 //! # The new leader raises the token floor
 //!
@@ -56,7 +59,9 @@ use tracing::{error, info, warn};
 use super::error::ClusterError;
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::types::{Request, Response, TypeConfig};
-use crate::durable::command::{apply, Command, Entry as CommandEntry, EPOCH_SHIFT};
+use crate::durable::command::{
+    apply, with_set, Command, Entry as CommandEntry, LimitsSet, EPOCH_SHIFT,
+};
 use crate::durable::image_codec::{self, State};
 use crate::durable::SessionKind;
 use crate::engine::{Limits, LockTable, SessionId};
@@ -104,6 +109,8 @@ struct Applied {
     now: u64,
     sessions: BTreeMap<SessionId, SessionKind>,
     max_request: u64,
+    /// Limits set at runtime (SetLimit entries).
+    limits: LimitsSet,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -305,6 +312,7 @@ impl StateMachine {
                 now: st.now,
                 next_request: st.max_request.saturating_add(1),
                 sessions: st.sessions.clone(),
+                limits: st.limits.clone(),
                 table: image,
             };
             (meta, state)
@@ -357,10 +365,13 @@ fn apply_command(
         Command::OpenSession { session, kind } => {
             st.sessions.insert(*session, kind.clone());
         }
-        Command::CloseSession { session } => {
+        Command::CloseSession { session } | Command::EndSession { session, .. } => {
             st.sessions.remove(session);
         }
         Command::Acquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
+        Command::SetLimit { limit, value, .. } => {
+            st.limits.insert(*limit, *value);
+        }
         _ => {}
     }
     // The table's time never goes back: entries proposed concurrently by a leader's
@@ -409,7 +420,11 @@ fn apply_batch(
 
 /// Builds a table from a snapshot's state.
 fn restore(meta: &SnapshotMeta, state: State, limits: &Limits) -> (LockTable, Applied) {
-    let table = LockTable::new(state.table.shards.len(), limits.clone(), state.now);
+    let table = LockTable::new(
+        state.table.shards.len(),
+        with_set(limits, &state.limits),
+        state.now,
+    );
     table.import(&state.table, state.now);
     let applied = Applied {
         last_applied: meta.last_log_id,
@@ -418,6 +433,7 @@ fn restore(meta: &SnapshotMeta, state: State, limits: &Limits) -> (LockTable, Ap
         now: state.now,
         sessions: state.sessions,
         max_request: state.next_request.saturating_sub(1),
+        limits: state.limits,
     };
     (table, applied)
 }

@@ -173,6 +173,7 @@ mod wire {
         Acquire(OutcomeWire),
         Release(bool),
         Cancel(bool),
+        ForceRelease(Vec<(u64, u64)>),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -245,6 +246,9 @@ mod wire {
                 Applied::Acquire(o) => AppliedWire::Acquire(OutcomeWire::from(o)),
                 Applied::Release(r) => AppliedWire::Release(r.is_ok()),
                 Applied::Cancel(c) => AppliedWire::Cancel(*c),
+                Applied::ForceRelease(d) => {
+                    AppliedWire::ForceRelease(d.iter().map(|(s, t)| (s.0, t.0)).collect())
+                }
             }
         }
     }
@@ -258,6 +262,11 @@ mod wire {
                     Applied::Release(if ok { Ok(()) } else { Err(NotHeld) })
                 }
                 AppliedWire::Cancel(c) => Applied::Cancel(c),
+                AppliedWire::ForceRelease(d) => Applied::ForceRelease(
+                    d.into_iter()
+                        .map(|(s, t)| (SessionId(s), FencingToken(t)))
+                        .collect(),
+                ),
             }
         }
     }

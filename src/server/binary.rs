@@ -16,16 +16,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::cluster::Refusal;
+use super::io::Stream;
 use super::router::Delivery;
 use super::sessions::{logged_user, Attachment, Core, Queued, ResumeError, Session};
 use super::Shared;
@@ -46,24 +45,34 @@ use crate::protocol::{Proto, ReplyWriter};
 pub const MAX_NAME_LEN: usize = 255;
 
 /// Serves a binary connection whose first bytes are in `inbuf`.
-pub(super) async fn serve(
+/// The magic and HELLO must arrive before `deadline` (`--auth-timeout-ms` from the
+/// connection, TLS handshake included).
+pub(super) async fn serve<S: Stream>(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
     mut inbuf: BytesMut,
+    deadline: Instant,
 ) {
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
-    let (att, user) =
-        match handshake(&shared, &mut stream, &mut stop, &mut inbuf, &mut outbuf).await {
-            Ok(attached) => attached,
-            Err(()) => {
-                if !outbuf.is_empty() {
-                    let _ = stream.write_all(&outbuf).await;
-                }
-                return;
+    let hs = handshake(
+        &shared,
+        &mut stream,
+        &mut stop,
+        &mut inbuf,
+        &mut outbuf,
+        deadline,
+    );
+    let (att, user) = match hs.await {
+        Ok(attached) => attached,
+        Err(()) => {
+            if !outbuf.is_empty() {
+                let _ = stream.send(&outbuf).await;
             }
-        };
+            return;
+        }
+    };
     debug!(%peer, session = %att.session.id, "binary connection attached");
     let mut conn = Served {
         shared: shared.clone(),
@@ -93,14 +102,14 @@ pub(super) async fn serve(
 /// Reads the magic and the HELLO frame and answers it; Ok: the session attached and the
 /// user the connection is. Err: the connection must close (after `out`, which may hold
 /// an error frame, is written).
-async fn handshake(
+async fn handshake<S: Stream>(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     stop: &mut watch::Receiver<bool>,
     inbuf: &mut BytesMut,
     out: &mut BytesMut,
+    deadline: Instant,
 ) -> Result<(Attachment, Arc<User>), ()> {
-    let deadline = Instant::now() + Duration::from_millis(shared.config.auth_timeout_ms);
     let header = loop {
         let n = inbuf.len().min(MAGIC.len());
         if inbuf[..n] != MAGIC[..n] {
@@ -363,10 +372,10 @@ struct Served {
 }
 
 impl Served {
-    async fn run(
+    async fn run<S: Stream>(
         &mut self,
         mut att: Attachment,
-        stream: &mut TcpStream,
+        stream: &mut S,
         stop: &mut watch::Receiver<bool>,
         mut inbuf: BytesMut,
     ) -> (Exit, Attachment, Instant) {
@@ -402,7 +411,7 @@ impl Served {
                             _ => 0,
                         };
                         refuse(&mut self.out, id, err(format!("Protocol error: {e}")));
-                        let _ = stream.write_all(&self.out).await;
+                        let _ = stream.send(&self.out).await;
                         break 'conn Exit::Protocol;
                     }
                 };
@@ -429,11 +438,11 @@ impl Served {
                     // Nothing computed on state the log does not have may go out.
                     self.out.clear();
                     refuse(&mut self.out, 0, err(format!("{e}; not acknowledged")));
-                    let _ = stream.write_all(&self.out).await;
+                    let _ = stream.send(&self.out).await;
                     break Exit::Closed;
                 }
                 self.ticket = 0;
-                if stream.write_all(&self.out).await.is_err() {
+                if stream.send(&self.out).await.is_err() {
                     break Exit::Closed;
                 }
                 self.out.clear();

@@ -95,6 +95,7 @@ impl Cluster {
             .clone()
             .or_else(|| config.requirepass.clone());
         opts.shards = config.shards;
+        opts.tls = crate::tls::PeerTls::from_config(config)?;
         opts.limits = config.engine_limits();
         opts.heartbeat = Duration::from_millis(config.heartbeat_ms);
         opts.election_timeout_min = Duration::from_millis(config.election_timeout_ms);

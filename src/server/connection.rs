@@ -1,5 +1,5 @@
-//! One client connection: tell text mode from binary by the first byte (binary clients go
-//! to [`super::binary`]); in text mode read, decode every complete command, apply, write
+//! One client connection: on a TLS port the handshake first, then tell text mode from
+//! binary by the first byte (binary clients go to [`super::binary`]); in text mode read, decode every complete command, apply, write
 //! all replies with one write; park on a blocking ACQUIRE until the lock table grants it or
 //! its WAIT runs out; end the session when the connection ends.
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::debug;
 
 use super::cluster::{Cluster, Refusal};
+use super::io::Stream;
 use super::Shared;
 use crate::cmd::{self, ConnState, Flow};
 use crate::durable::command::{Applied, Command};
@@ -24,19 +25,30 @@ use crate::protocol::binary::MAGIC;
 use crate::protocol::resp::{arg, parse_command, Parsed};
 use crate::protocol::{Proto, ReplyWriter};
 
-/// Refuses a connection over a limit: one error line, then close.
+/// Refuses a connection over a limit: one error line, then close. On a TLS port the
+/// line goes out after the handshake (bounded by `--auth-timeout-ms`), or not at all.
 pub(super) async fn refuse(shared: &Shared, mut stream: TcpStream, line: &[u8]) {
     shared
         .stats
         .rejected_connections
         .fetch_add(1, Ordering::Relaxed);
-    let _ = stream.write_all(line).await;
+    match &shared.tls {
+        None => {
+            let _ = stream.write_all(line).await;
+        }
+        Some(acceptor) => {
+            let timeout = std::time::Duration::from_millis(shared.config.auth_timeout_ms);
+            if let Ok(Ok(mut tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                let _ = tls.send(line).await;
+            }
+        }
+    }
 }
 
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
     mut stop: watch::Receiver<bool>,
@@ -45,6 +57,10 @@ pub(super) async fn serve(
         refuse(&shared, stream, b"-LIMIT max number of clients reached\r\n").await;
         return;
     };
+    // --auth-timeout-ms counts from here: the TLS handshake, the first bytes, the binary
+    // handshake and AUTH all fall within it.
+    let auth_deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(shared.config.auth_timeout_ms);
     let _ = stream.set_nodelay(true);
     if shared.config.tcp_keepalive_secs > 0 {
         let idle = std::time::Duration::from_secs(shared.config.tcp_keepalive_secs);
@@ -59,15 +75,46 @@ pub(super) async fn serve(
         .stats
         .total_connections
         .fetch_add(1, Ordering::Relaxed);
+    match shared.tls.clone() {
+        None => detect(shared, stream, peer, stop, auth_deadline).await,
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout_at(auth_deadline, acceptor.accept(stream)) => r,
+                _ = stop.changed() => {
+                    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            match handshake {
+                Ok(Ok(tls)) => detect(shared, tls, peer, stop, auth_deadline).await,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
 
+/// Tells the mode by the first byte (after TLS, on the decrypted stream) and serves it.
+async fn detect<S: Stream>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    auth_deadline: tokio::time::Instant,
+) {
     // Protocol detection: the first byte of a binary client is MAGIC[0] (0xF5), which no
     // RESP array ('*') and no inline command typed as UTF-8 text can start with.
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
-    let auth_timeout = std::time::Duration::from_millis(shared.config.auth_timeout_ms);
     let first = tokio::select! {
         read = stream.read_buf(&mut inbuf) => read,
         // A connection that never says anything holds a slot for nothing.
-        _ = tokio::time::sleep(auth_timeout) => Ok(0),
+        _ = tokio::time::sleep_until(auth_deadline) => Ok(0),
         _ = stop.changed() => Ok(0),
     };
     if matches!(first, Ok(0) | Err(_)) {
@@ -75,20 +122,21 @@ pub(super) async fn serve(
         return;
     }
     if inbuf[0] == MAGIC[0] {
-        super::binary::serve(shared.clone(), stream, peer, stop, inbuf).await;
+        super::binary::serve(shared.clone(), stream, peer, stop, inbuf, auth_deadline).await;
         shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
-    serve_text(shared, stream, peer, stop, inbuf).await;
+    serve_text(shared, stream, peer, stop, inbuf, auth_deadline).await;
 }
 
 /// Serves a text-mode connection whose first bytes are in `inbuf`.
-async fn serve_text(
+async fn serve_text<S: Stream>(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
     mut inbuf: BytesMut,
+    auth_deadline: tokio::time::Instant,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     // In cluster mode the session is opened (proposed) with the first state change:
@@ -118,8 +166,6 @@ async fn serve_text(
 
     // The log index the replies in `outbuf` wait for.
     let mut ticket: Ticket = 0;
-    let auth_deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(shared.config.auth_timeout_ms);
     // Set when the server stops: with a log the session then outlives this process (it
     // comes back after the restart and ends after the session timeout).
     let mut stopping = false;
@@ -139,7 +185,7 @@ async fn serve_text(
                         proto: conn.proto,
                     };
                     w.error(&format!("ERR Protocol error: {e}"));
-                    let _ = stream.write_all(&outbuf).await;
+                    let _ = stream.send(&outbuf).await;
                     break 'conn;
                 }
             };
@@ -187,7 +233,7 @@ async fn serve_text(
                 Flow::Continue | Flow::Replicate(_) => {}
                 Flow::Close => {
                     if durable(&shared, ticket, &mut outbuf, conn.proto).await {
-                        let _ = stream.write_all(&outbuf).await;
+                        let _ = stream.send(&outbuf).await;
                     }
                     break 'conn;
                 }
@@ -195,7 +241,7 @@ async fn serve_text(
                     // Replies to the commands before the ACQUIRE go out now.
                     if !outbuf.is_empty() {
                         let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
-                        if stream.write_all(&outbuf).await.is_err() || !ok {
+                        if stream.send(&outbuf).await.is_err() || !ok {
                             break 'conn;
                         }
                         outbuf.clear();
@@ -208,7 +254,7 @@ async fn serve_text(
                                 Some(_) => {}
                                 None => break 'conn,
                             },
-                            read = super::io::read_some(&stream, &mut inbuf), if inbuf.len() < park_cap => match read {
+                            read = stream.read_some(&mut inbuf), if inbuf.len() < park_cap => match read {
                                 Ok(0) | Err(_) => break 'conn,
                                 Ok(_) => {}
                             },
@@ -238,7 +284,7 @@ async fn serve_text(
         shared.stats.add_commands(processed);
         if !outbuf.is_empty() {
             let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
-            if stream.write_all(&outbuf).await.is_err() || !ok {
+            if stream.send(&outbuf).await.is_err() || !ok {
                 break;
             }
             outbuf.clear();
@@ -251,13 +297,13 @@ async fn serve_text(
             inbuf = BytesMut::with_capacity(16 * 1024);
         }
         tokio::select! {
-            read = super::io::read_some(&stream, &mut inbuf) => match read {
+            read = stream.read_some(&mut inbuf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
             // Until it authenticates, a connection gets --auth-timeout-ms in all.
             _ = tokio::time::sleep_until(auth_deadline), if !conn.authed => {
-                let _ = stream.write_all(b"-ERR authentication timeout\r\n").await;
+                let _ = stream.send(b"-ERR authentication timeout\r\n").await;
                 break;
             }
             _ = stop.changed() => { stopping = true; break }
@@ -326,6 +372,12 @@ async fn replicate(
                     Some(index) => w.integer(index as i64),
                     None => w.simple("OK"),
                 }
+                Ok(Flow::Continue)
+            }
+            cmd::Op::Admin(op) => {
+                let user = io.conn.user.name().to_string();
+                let r = super::admin::run_replicated(shared, cluster, op, &user).await?;
+                io.with_ctx(shared, now, |ctx| cmd::admin::reply(ctx, r));
                 Ok(Flow::Continue)
             }
             cmd::Op::Read => {

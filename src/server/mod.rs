@@ -4,6 +4,7 @@
 //! [`run`] is what `turnstile serve` calls and what integration tests call with a listener
 //! bound to `127.0.0.1:0`.
 
+pub mod admin;
 mod binary;
 mod clock;
 pub mod cluster;
@@ -59,6 +60,8 @@ pub struct Shared {
     /// The cluster node in cluster mode (`--node-id`); then the table is the replicated
     /// state machine's and `store` is unused.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// The client port's TLS acceptor (`--tls-cert`): every connection handshakes first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The lock table a reader sees: the store's, or the cluster state machine's (which a
@@ -112,6 +115,8 @@ pub async fn run(
     // A users file that does not parse stops the start, naming the line.
     let acl = crate::acl::Acl::load(config.users_file.as_deref(), config.requirepass.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // Certificates that do not load stop the start, naming the file.
+    let tls = crate::tls::client_acceptor(&config)?;
     let (store, clock, restored, next_counter, cluster) = if config.node_id.is_some() {
         let advertise = config
             .advertise_addr
@@ -141,6 +146,7 @@ pub async fn run(
         cluster,
         config,
         acl,
+        tls,
     });
     restore_sessions(&shared, restored);
     // A log that can no longer make anything durable stops the server: nothing more may
@@ -187,7 +193,7 @@ pub async fn run(
         tokio::spawn(metrics::serve(metrics, shared.clone(), stop_rx.clone()));
     }
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    info!(%addr, shards = shared.config.shards, "turnstile listening");
+    info!(%addr, shards = shared.config.shards, tls = shared.tls.is_some(), "turnstile listening");
 
     tokio::pin!(shutdown);
     tokio::pin!(failed);

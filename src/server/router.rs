@@ -90,6 +90,9 @@ enum Route {
 /// Session -> connection channel.
 pub struct Router {
     shards: Box<[CachePadded<Mutex<RouteMap>>]>,
+    /// Text sessions an administrator ended (ADMIN END-SESSION) so far: while 0, no
+    /// connection needs to look up whether its session was.
+    ended: std::sync::atomic::AtomicU64,
 }
 
 type RouteMap = HashMap<SessionId, Route>;
@@ -101,6 +104,7 @@ impl Router {
             shards: (0..shards.max(1))
                 .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
                 .collect(),
+            ended: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -138,6 +142,31 @@ impl Router {
             self.shard(session).lock().get(&session),
             Some(Route::Text { .. })
         )
+    }
+
+    /// Whether any connection (text or binary) serves `session` or waits for it.
+    pub fn knows(&self, session: SessionId) -> bool {
+        self.shard(session).lock().contains_key(&session)
+    }
+
+    /// An administrator ended text session `session`: its events are no longer routed,
+    /// and its connection is told at its next command ([`Self::was_ended`]). False if
+    /// no text connection serves it.
+    pub fn end_text(&self, session: SessionId) -> bool {
+        let mut shard = self.shard(session).lock();
+        if !matches!(shard.get(&session), Some(Route::Text { .. })) {
+            return false;
+        }
+        shard.remove(&session);
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the text connection serving `session` lost it to [`Self::end_text`]
+    /// (its route is gone while it runs). One relaxed load while nobody was ended.
+    #[inline]
+    pub fn was_ended(&self, session: SessionId) -> bool {
+        self.ended.load(Ordering::Relaxed) != 0 && !self.has(session)
     }
 
     /// Stops routing `session`'s events.

@@ -388,6 +388,28 @@ impl Sessions {
         true
     }
 
+    /// An administrator ended binary session `id` (its end is applied and logged
+    /// already): it leaves the registry and the router, and the connection serving it,
+    /// if any, is let go. False if no binary session has this id.
+    pub fn forget(&self, shared: &Shared, id: SessionId) -> bool {
+        let session = {
+            let mut map = self.by_secret.lock();
+            let Some(secret) = map.iter().find(|(_, s)| s.id == id).map(|(k, _)| *k) else {
+                return false;
+            };
+            map.remove(&secret).expect("found just now")
+        };
+        {
+            let mut st = session.state.lock();
+            st.ended = true;
+            if let Some(kick) = st.kick.take() {
+                let _ = kick.send(());
+            }
+        }
+        shared.router.unregister(id);
+        true
+    }
+
     /// Forgets every session without ending it (a cluster node that stops leading: the
     /// sessions live on in the replicated state, and their clients resume them on the
     /// new leader). Attached connections are closed.
