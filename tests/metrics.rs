@@ -109,7 +109,9 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if let Some(name) = word.strip_prefix("turnstile_") {
             let base = name.strip_suffix("_bucket").unwrap_or(name);
-            let durable = base.starts_with("log_") || base.starts_with("snapshot");
+            let durable = base.starts_with("log_")
+                || base.starts_with("snapshot")
+                || base.starts_with("wal_");
             assert!(
                 durable || docs.contains_key(&format!("turnstile_{base}")),
                 "alert rule uses turnstile_{base}, which /metrics does not serve"
@@ -120,6 +122,51 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     let (head, _) = get(maddr, "/").await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.stop().await;
+}
+
+/// With a data directory: the log's fsync latency and batch size histograms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_server_reports_fsync_latency_and_batch_size() {
+    let maddr = free_port();
+    let dir = std::env::temp_dir().join(format!("turnstile-metrics-wal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::start_with(Config {
+        metrics_addr: Some(maddr),
+        data_dir: dir.clone(),
+        ..Config::default()
+    })
+    .await;
+    let mut a = server.redis().await;
+    for i in 0..5 {
+        acquire(&mut a, &format!("w{i}"), &["TTL", "60000"]).await;
+    }
+    let (_, body) = eventually_get(maddr).await;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text format");
+    for name in [
+        "turnstile_wal_fsync_seconds",
+        "turnstile_wal_fsync_batch_records",
+    ] {
+        let h = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("{name} missing in\n{body}"));
+        match &h.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
+                // Each acknowledged ACQUIRE waited for an fsync (the start's own too).
+                assert!(inf.count >= 1.0, "{name}: {inf:?}");
+                assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+            }
+            other => panic!("{name} is not a histogram: {other:?}"),
+        }
+    }
+    assert!(scrape
+        .docs
+        .contains_key("turnstile_snapshot_duration_seconds"));
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The endpoint starts with the server; the first scrape may race it.

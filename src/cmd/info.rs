@@ -120,15 +120,20 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                 );
             }
             "persistence" => match shared.store.persistence() {
-                None => s.push_str("# Persistence\r\npersistence:none\r\nfsync:none\r\n"),
+                None => match &shared.cluster {
+                    None => s.push_str("# Persistence\r\npersistence:none\r\nfsync:none\r\n"),
+                    Some(c) => {
+                        let _ = write!(
+                            s,
+                            "# Persistence\r\npersistence:raft\r\ndata_dir:{}\r\nfsync:{}\r\n",
+                            cfg.data_dir.display(),
+                            fsync_name(cfg.fsync)
+                        );
+                        wal_lines(&mut s, &c.node().wal_stats());
+                    }
+                },
                 Some(p) => {
-                    let fsync = match p.fsync {
-                        crate::wal::FsyncMode::Always => "always".to_string(),
-                        crate::wal::FsyncMode::Never => "never".to_string(),
-                        crate::wal::FsyncMode::Interval(d) => {
-                            format!("interval:{}", d.as_millis())
-                        }
-                    };
+                    let fsync = fsync_name(p.fsync);
                     let _ = write!(
                             s,
                             "# Persistence\r\npersistence:wal\r\ndata_dir:{}\r\nfsync:{}\r\nepoch:{}\r\nlog_last_index:{}\r\nlog_durable_index:{}\r\nlog_first_index:{}\r\nsnapshot_last_index:{}\r\nsnapshots_saved:{}\r\nsnapshot_in_progress:{}\r\n",
@@ -142,6 +147,8 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                             p.snapshots_saved,
                             u8::from(p.snapshot_in_progress),
                         );
+                    wal_lines(&mut s, &p.wal);
+                    let _ = write!(s, "snapshot_last_duration_ms:{}\r\n", p.snapshot_last_ms);
                     let r = p.recovery;
                     let _ = write!(
                         s,
@@ -164,6 +171,35 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
         }
     }
     s
+}
+
+fn fsync_name(mode: crate::wal::FsyncMode) -> String {
+    match mode {
+        crate::wal::FsyncMode::Always => "always".to_string(),
+        crate::wal::FsyncMode::Never => "never".to_string(),
+        crate::wal::FsyncMode::Interval(d) => format!("interval:{}", d.as_millis()),
+    }
+}
+
+/// The log's fsync latency and batch size, as /metrics has them.
+fn wal_lines(s: &mut String, w: &crate::wal::WalStats) {
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
+    let _ = write!(
+        s,
+        "wal_fsyncs:{}\r\nwal_fsync_p50_us:{}\r\nwal_fsync_p99_us:{}\r\nwal_fsync_max_us:{}\r\nwal_batch_mean_records:{:.1}\r\nwal_batch_max_records:{}\r\n",
+        w.fsyncs,
+        q(&w.fsync_micros, 0.5),
+        q(&w.fsync_micros, 0.99),
+        w.fsync_micros.max(),
+        w.batch_records.mean(),
+        w.batch_records.max(),
+    );
 }
 
 /// INFO replication in cluster mode: this node's part, the leader, the log positions and,

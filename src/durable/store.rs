@@ -73,6 +73,8 @@ pub(super) struct Journal {
     /// Last index of the newest snapshot saved (0: none), and how many were saved.
     snapshot_index: Arc<AtomicU64>,
     snapshots_saved: Arc<AtomicU64>,
+    /// How long the newest snapshot took, drawing to saved, in ms.
+    snapshot_last_ms: Arc<AtomicU64>,
     fsync: crate::wal::FsyncMode,
     /// What recovery did at startup, for INFO.
     recovery: std::sync::OnceLock<RecoverySummary>,
@@ -114,6 +116,10 @@ pub struct PersistenceInfo {
     pub snapshots_saved: u64,
     /// Whether a snapshot is being written.
     pub snapshot_in_progress: bool,
+    /// How long the newest snapshot took, drawing to saved, in ms.
+    pub snapshot_last_ms: u64,
+    /// fsync latency and batch size of the log.
+    pub wal: crate::wal::WalStats,
     /// What recovery did.
     pub recovery: RecoverySummary,
 }
@@ -173,6 +179,7 @@ impl Store {
                 snapshotting: Arc::new(AtomicBool::new(false)),
                 snapshot_index: Arc::new(AtomicU64::new(start.snapshot_index)),
                 snapshots_saved: Arc::new(AtomicU64::new(0)),
+                snapshot_last_ms: Arc::new(AtomicU64::new(0)),
                 fsync: start.fsync,
                 recovery: std::sync::OnceLock::new(),
             }),
@@ -263,6 +270,8 @@ impl Store {
             snapshot_index: j.snapshot_index.load(Ordering::Relaxed),
             snapshots_saved: j.snapshots_saved.load(Ordering::Relaxed),
             snapshot_in_progress: j.snapshotting.load(Ordering::Relaxed),
+            snapshot_last_ms: j.snapshot_last_ms.load(Ordering::Relaxed),
+            wal: j.wal.stats(),
             recovery: j.recovery.get().copied().unwrap_or_default(),
         })
     }
@@ -592,6 +601,7 @@ impl Store {
         let paused = began.elapsed();
         let (wal, snapshots, flag) = (j.wal.clone(), j.snapshots.clone(), j.snapshotting.clone());
         let (saved_index, saved) = (j.snapshot_index.clone(), j.snapshots_saved.clone());
+        let took = j.snapshot_last_ms.clone();
         let spawned = std::thread::Builder::new()
             .name("turnstile-snapshot".into())
             .spawn(move || {
@@ -601,6 +611,7 @@ impl Store {
                     Ok(meta) => {
                         info!(last_index, bytes = meta.len, ?paused, "snapshot saved");
                         saved_index.store(last_index, Ordering::Relaxed);
+                        took.store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
                         saved.fetch_add(1, Ordering::Relaxed);
                         // Records up to the snapshot are no longer needed to recover.
                         if let Err(e) = wal.purge(last_index).wait() {

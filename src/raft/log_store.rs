@@ -210,6 +210,11 @@ impl LogStore {
         }
     }
 
+    /// fsync latency and batch size of the log.
+    pub fn wal_stats(&self) -> crate::wal::WalStats {
+        self.wal.stats()
+    }
+
     /// Entries in `[start, end)` that the log holds.
     #[allow(clippy::result_large_err)] // openraft's error type
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {

@@ -532,6 +532,11 @@ impl RaftNode {
             .then_some(m.current_term)
     }
 
+    /// fsync latency and batch size of the raft log.
+    pub fn wal_stats(&self) -> crate::wal::WalStats {
+        self.log.wal_stats()
+    }
+
     /// The node's metrics now.
     pub fn metrics(&self) -> ClusterMetrics {
         let m = self.raft.metrics().borrow().clone();

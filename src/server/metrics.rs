@@ -293,23 +293,76 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     // Wait time of queued ACQUIREs until their grant, as a histogram in seconds.
-    let h = shared.stats.wait_histogram();
-    let name = "turnstile_wait_seconds";
-    let _ = write!(
-        s,
-        "# HELP {name} How long queued ACQUIREs waited until granted.\n# TYPE {name} histogram\n"
+    histogram(
+        &mut s,
+        "turnstile_wait_seconds",
+        "How long queued ACQUIREs waited until granted.",
+        &shared.stats.wait_histogram(),
+        &WAIT_BUCKETS,
+        1e6,
     );
-    for le in WAIT_BUCKETS {
-        let us = (le * 1e6) as u64;
+    let wal = match (&shared.cluster, shared.store.persistence()) {
+        (Some(c), _) => Some((c.node().wal_stats(), None)),
+        (None, Some(p)) => Some((p.wal, Some(p.snapshot_last_ms))),
+        (None, None) => None,
+    };
+    if let Some((w, snapshot_ms)) = wal {
+        histogram(
+            &mut s,
+            "turnstile_wal_fsync_seconds",
+            "How long each fsync of the write-ahead log took.",
+            &w.fsync_micros,
+            &FSYNC_BUCKETS,
+            1e6,
+        );
+        histogram(
+            &mut s,
+            "turnstile_wal_fsync_batch_records",
+            "Log records each fsync made durable (group commit).",
+            &w.batch_records,
+            &BATCH_BUCKETS,
+            1.0,
+        );
+        if let Some(ms) = snapshot_ms {
+            let _ = write!(
+                s,
+                "# HELP turnstile_snapshot_duration_seconds How long the newest snapshot took, drawing to saved.\n# TYPE turnstile_snapshot_duration_seconds gauge\nturnstile_snapshot_duration_seconds {}\n",
+                ms as f64 / 1e3
+            );
+        }
+    }
+    s
+}
+
+/// fsync durations worth telling apart, in seconds.
+const FSYNC_BUCKETS: [f64; 10] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+];
+
+/// Records per fsync.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Writes an HDR histogram as a Prometheus histogram; `scale` turns recorded units into
+/// the metric's (1e6: microseconds to seconds).
+fn histogram(
+    s: &mut String,
+    name: &str,
+    help: &str,
+    h: &hdrhistogram::Histogram<u64>,
+    buckets: &[f64],
+    scale: f64,
+) {
+    let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for le in buckets {
+        let upto = (le * scale) as u64;
         let count = if h.is_empty() {
             0
         } else {
-            h.count_between(0, us)
+            h.count_between(0, upto)
         };
         let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {count}");
     }
     let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(s, "{name}_sum {}", h.mean() * h.len() as f64 / 1e6);
+    let _ = writeln!(s, "{name}_sum {}", h.mean() * h.len() as f64 / scale);
     let _ = writeln!(s, "{name}_count {}", h.len());
-    s
 }

@@ -50,7 +50,7 @@ pub use io::{is_disk_full, FaultIo, FsIo, IoStats, WalFile, WalIo, ENOSPC};
 pub use reader::{RecoveryMode, RecoveryReport, TailCut};
 pub use segment::Record;
 pub use snapshot::{Snapshot, SnapshotMeta, SnapshotStore};
-pub use writer::{Callback, FsyncMode};
+pub use writer::{Callback, FsyncMode, WalStats};
 
 use segment::LogIndex;
 use writer::{Op, Reply, Shared, Writer, WriterConfig};
@@ -195,6 +195,7 @@ impl Wal {
                 next_index: report.next_index,
             }),
             fatal: Mutex::new(None),
+            stats: Mutex::new(WalStats::default()),
         });
         let (tx, rx) = queue::unbounded();
         let config = WriterConfig {
@@ -219,6 +220,11 @@ impl Wal {
             },
             report,
         ))
+    }
+
+    /// fsync latency and batch size so far.
+    pub fn stats(&self) -> WalStats {
+        self.shared.stats.lock().clone()
     }
 
     fn submit(&self, op: Op) {

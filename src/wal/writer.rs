@@ -56,6 +56,34 @@ pub(super) struct Shared {
     pub(super) index: RwLock<LogIndex>,
     /// Set once, by the writer, when it stops on a fatal error.
     pub(super) fatal: Mutex<Option<Arc<WalError>>>,
+    /// What the writer's fsyncs cost and cover (for metrics).
+    pub(super) stats: Mutex<WalStats>,
+}
+
+/// What the log's fsyncs cost and how much each covered: the figures operators of a
+/// durable lock service watch (a slow disk shows here before it shows in latency).
+#[derive(Debug, Clone)]
+pub struct WalStats {
+    /// fsyncs so far.
+    pub fsyncs: u64,
+    /// Each fsync's duration in microseconds.
+    pub fsync_micros: hdrhistogram::Histogram<u64>,
+    /// Records each fsync made durable (group commit's batch size).
+    pub batch_records: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for WalStats {
+    fn default() -> Self {
+        let h = || {
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2)
+                .expect("static bounds are valid")
+        };
+        WalStats {
+            fsyncs: 0,
+            fsync_micros: h(),
+            batch_records: h(),
+        }
+    }
 }
 
 impl Shared {
@@ -178,6 +206,8 @@ pub(super) struct Writer {
     next_index: u64,
     /// Bytes written to the active file since its last fsync.
     unsynced: bool,
+    /// Records written since the last fsync (its batch size).
+    records_since_sync: u64,
     last_sync: Instant,
 }
 
@@ -215,6 +245,7 @@ impl Writer {
             active_records,
             next_index,
             unsynced: false,
+            records_since_sync: 0,
             last_sync: Instant::now(),
         }
     }
@@ -405,6 +436,7 @@ impl Writer {
             encode_entry(&mut self.buf, self.next_index, data);
             self.next_index += 1;
             self.active_records += 1;
+            self.records_since_sync += 1;
         }
         Ok(Flow::Continue)
     }
@@ -431,11 +463,18 @@ impl Writer {
     }
 
     fn sync_active(&mut self) -> WalResult<()> {
+        let began = Instant::now();
         self.active
             .sync()
             .map_err(|e| WalError::io("fsync", &self.active_path, e))?;
         self.unsynced = false;
         self.last_sync = Instant::now();
+        let micros = (self.last_sync - began).as_micros() as u64;
+        let records = std::mem::take(&mut self.records_since_sync);
+        let mut stats = self.shared.stats.lock();
+        stats.fsyncs += 1;
+        stats.fsync_micros.saturating_record(micros.max(1));
+        stats.batch_records.saturating_record(records.max(1));
         Ok(())
     }
 
