@@ -31,14 +31,18 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
 pub(crate) fn reply(ctx: &mut Ctx, result: Result<(), NotHeld>) {
     match result {
         Ok(()) => ctx.out.integer(1),
-        Err(_) => {
-            ctx.shared
-                .stats
-                .notheld
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.out.error(NOTHELD)
-        }
+        Err(_) => notheld(ctx),
     }
+}
+
+/// Counts a NOTHELD (a lease that ran out before its holder was done, usually) and
+/// replies it: RELEASE and RENEW.
+pub(crate) fn notheld(ctx: &mut Ctx) {
+    ctx.shared
+        .stats
+        .notheld
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.out.error(NOTHELD)
 }
 
 /// The NOTHELD reply shared by RELEASE and RENEW.

@@ -5,7 +5,6 @@
 //! hold's last TTL is used again.
 
 use super::acquire::validate_ttl;
-use super::release::NOTHELD;
 use super::{key_ok, parse_u64, Ctx, Flow, Op};
 use crate::engine::NotHeld;
 
@@ -54,12 +53,6 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
 pub(crate) fn reply(ctx: &mut Ctx, result: Result<u64, NotHeld>) {
     match result {
         Ok(left) => ctx.out.integer(left as i64),
-        Err(_) => {
-            ctx.shared
-                .stats
-                .notheld
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ctx.out.error(NOTHELD)
-        }
+        Err(_) => super::release::notheld(ctx),
     }
 }

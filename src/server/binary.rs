@@ -788,21 +788,21 @@ impl Served {
                     ttl_ms: u32::try_from(left).unwrap_or(u32::MAX),
                 },
             ),
-            Err(_) => {
-                self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
-                self.error(id, error_from_text(cmd::release::NOTHELD))
-            }
+            Err(_) => self.notheld(id),
         }
     }
 
     fn released(&mut self, id: u32, result: Result<(), crate::engine::NotHeld>) {
         match result {
             Ok(()) => self.reply(id, Response::Ok),
-            Err(_) => {
-                self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
-                self.error(id, error_from_text(cmd::release::NOTHELD))
-            }
+            Err(_) => self.notheld(id),
         }
+    }
+
+    /// Counts a NOTHELD and replies it (RELEASE and RENEW).
+    fn notheld(&mut self, id: u32) {
+        self.shared.stats.notheld.fetch_add(1, Ordering::Relaxed);
+        self.error(id, error_from_text(cmd::release::NOTHELD))
     }
 
     fn inspect(&mut self, id: u32, key: &[u8], now: u64) {
@@ -940,6 +940,14 @@ impl Served {
         }
     }
 
+    /// The session forgets a cancelled request; its PUSH_CANCELLED goes out before the
+    /// CANCEL_RESULT.
+    fn cancelled(&mut self, core: &mut Core, request: crate::engine::RequestId, target: u32) {
+        core.queued.remove(&request);
+        core.by_client.remove(&target);
+        Push::Cancelled.encode(target, &mut self.out);
+    }
+
     /// Whether `request` of this session still waits on `key` (its grant or timeout may
     /// have happened already, with the push on its way).
     fn still_queued(&self, key: &[u8], request: crate::engine::RequestId, now: u64) -> bool {
@@ -962,10 +970,7 @@ impl Served {
         };
         let now = self.shared.clock.now_ms();
         let mut cancelled = false;
-        let queued = core
-            .by_client
-            .get(&target)
-            .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())));
+        let queued = queued_request(core, target);
         if let Some((request, key)) = queued {
             if self.still_queued(key.as_bytes(), request, now) {
                 let command = Command::Cancel {
@@ -973,9 +978,7 @@ impl Served {
                     key: key.as_bytes(),
                 };
                 if let Applied::Cancel(true) = cluster.propose(now, command).await? {
-                    core.queued.remove(&request);
-                    core.by_client.remove(&target);
-                    Push::Cancelled.encode(target, &mut self.out);
+                    self.cancelled(core, request, target);
                     cancelled = true;
                 }
             }
@@ -986,10 +989,7 @@ impl Served {
 
     fn cancel(&mut self, core: &mut Core, id: u32, target: u32, now: u64) {
         let mut cancelled = false;
-        let queued = core
-            .by_client
-            .get(&target)
-            .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())));
+        let queued = queued_request(core, target);
         if let Some((request, key)) = queued {
             // Only this very request: its grant or timeout may have happened already
             // (the push is on its way) and another request of the session may since
@@ -1003,9 +1003,7 @@ impl Served {
                 done
             };
             if done {
-                core.queued.remove(&request);
-                core.by_client.remove(&target);
-                Push::Cancelled.encode(target, &mut self.out);
+                self.cancelled(core, request, target);
                 cancelled = true;
             }
         }
@@ -1099,4 +1097,11 @@ impl Served {
             .encode(0, &mut self.out),
         }
     }
+}
+
+/// The queued ACQUIRE a CANCEL names by its client request id, with its key.
+fn queued_request(core: &Core, target: u32) -> Option<(crate::engine::RequestId, Key)> {
+    core.by_client
+        .get(&target)
+        .and_then(|r| core.queued.get(r).map(|q| (*r, q.key.clone())))
 }
