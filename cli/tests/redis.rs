@@ -50,6 +50,10 @@ fn start_redis(test: &str, extra: &[&str]) -> Option<Redis> {
         eprintln!("{test}: skipped, redis-server is not installed (apt-get install redis-server)");
         return None;
     };
+    let password = extra
+        .iter()
+        .position(|arg| *arg == "--requirepass")
+        .and_then(|at| extra.get(at + 1).copied());
     // A port that was free a moment ago can be taken by then: try a few.
     for _ in 0..5 {
         let port = free_port();
@@ -79,14 +83,43 @@ fn start_redis(test: &str, extra: &[&str]) -> Option<Redis> {
             if let Ok(Some(_)) = redis.child.try_wait() {
                 break; // exited: the port was taken, try another
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(redis);
+            if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+                // Another test's redis-server may own this port (two tests can be handed
+                // the same free port; ours then fails to bind and exits). Only a server
+                // that reports our child's process id is ours.
+                if server_pid(stream, password) == Some(redis.child.id()) {
+                    return Some(redis);
+                }
             }
             thread::sleep(Duration::from_millis(20));
         }
         drop(redis);
     }
     panic!("redis-server did not start");
+}
+
+/// The `process_id` that the redis-server behind `stream` reports in `INFO server`
+/// (after AUTH with `password` when the server requires one).
+fn server_pid(mut stream: TcpStream, password: Option<&str>) -> Option<u32> {
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    if let Some(password) = password {
+        // Pipelined: the +OK comes before the INFO reply and is skipped below.
+        stream
+            .write_all(format!("AUTH {password}\r\n").as_bytes())
+            .ok()?;
+    }
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let line = line.ok()?;
+        if let Some(pid) = line.strip_prefix("process_id:") {
+            return pid.trim().parse().ok();
+        }
+        if line.starts_with('-') {
+            return None; // an error reply, e.g. still loading
+        }
+    }
+    None
 }
 
 /// The example binary that stands in for `turnstile cli`; `cargo test` builds examples.
