@@ -21,7 +21,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use turnstile::engine::{
     shard_of, AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, Key, KeyInfo,
-    Kind, LimitKind, Limits, LockTable, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
+    Kind, LimitKind, Limits, LockTable, Mode, MultiOutcome, MultiRequest, NotHeld, RequestId,
+    SessionId, WaiterInfo,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -47,6 +48,29 @@ struct MWaiter {
     ttl: u64,
     since: u64,
     deadline: Option<u64>,
+    /// A member of a multi-lock (granted only with all its keys).
+    multi: bool,
+}
+
+/// What a model operation found about multi-locks, acted on at its end (as the engine
+/// does once it has let go of its shards).
+#[derive(Clone, Copy, Debug)]
+enum MNote {
+    Ready(u64, u64),
+    TimedOut(u64, u64),
+    Cancel(u64, u64),
+}
+
+/// What a MACQUIRE replies in the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MMulti {
+    Granted(Vec<u64>),
+    Queued,
+    WouldBlock,
+    SelfDeadlock,
+    Deadlock,
+    WrongType(usize, Kind),
+    Limit(LimitKind),
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +139,9 @@ struct Model {
     /// Grants issued so far by each shard.
     issued: Vec<u64>,
     next_session: u64,
+    /// Queued multi-locks: (session, request) -> keys in request order.
+    groups: BTreeMap<(u64, u64), Vec<Vec<u8>>>,
+    notes: Vec<MNote>,
 }
 
 impl Model {
@@ -127,6 +154,8 @@ impl Model {
             keys: BTreeMap::new(),
             issued: vec![0; shards],
             next_session: 1,
+            groups: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -185,7 +214,12 @@ impl Model {
                 return;
             };
             match k.queue.first() {
-                Some(head) if fits(&k.holders, head.mode) => {}
+                Some(head) if fits(&k.holders, head.mode) => {
+                    if head.multi {
+                        self.notes.push(MNote::Ready(head.session, head.request));
+                        return;
+                    }
+                }
                 _ => return,
             }
             let w = k.queue.remove(0);
@@ -324,8 +358,112 @@ impl Model {
                 ttl,
                 since: now,
                 deadline: req.wait_ms.map(|w| now + w),
+                multi: false,
             });
         MAcq::Queued
+    }
+
+    /// A multi-lock: all keys at once, queued on all, or refused with nothing changed.
+    fn acquire_multi(
+        &mut self,
+        s: u64,
+        items: &[(&[u8], Mode)],
+        req: &MultiRequest,
+        now: u64,
+    ) -> MMulti {
+        for (i, (key, _)) in items.iter().enumerate() {
+            if items[..i].iter().any(|(k, _)| k == key) {
+                return MMulti::SelfDeadlock;
+            }
+        }
+        for (i, (key, mode)) in items.iter().enumerate() {
+            if let Some(k) = self.keys.get(*key) {
+                if k.kind != kind_of(*mode) {
+                    return MMulti::WrongType(i, k.kind);
+                }
+                if k.holders.iter().any(|h| h.session == s)
+                    || k.queue.iter().any(|w| w.session == s)
+                {
+                    return MMulti::SelfDeadlock;
+                }
+            }
+        }
+        let free = |k: Option<&MKey>, mode: Mode| {
+            k.is_none_or(|k| k.queue.is_empty() && fits(&k.holders, mode))
+        };
+        let all_free = items
+            .iter()
+            .all(|(key, mode)| free(self.keys.get(*key), *mode));
+        if !all_free && req.wait_ms == Some(0) {
+            return MMulti::WouldBlock;
+        }
+        if !all_free
+            && items.iter().any(|(key, _)| {
+                self.keys
+                    .get(*key)
+                    .is_some_and(|k| k.queue.len() >= self.max_waiters)
+            })
+        {
+            return MMulti::Limit(LimitKind::WaitersPerKey);
+        }
+        let new_keys = items
+            .iter()
+            .filter(|(key, _)| !self.keys.contains_key(*key))
+            .count();
+        if new_keys > 0 && self.keys.len() + new_keys > self.max_keys {
+            return MMulti::Limit(LimitKind::Keys);
+        }
+        if self.footprint(s) + items.len() > self.max_per_session {
+            return MMulti::Limit(LimitKind::HoldsPerSession);
+        }
+        let ttl = req.ttl_ms;
+        let create = |model: &mut Model, key: &[u8], mode: Mode| {
+            model.keys.entry(key.to_vec()).or_insert(MKey {
+                kind: kind_of(mode),
+                last_token: 0,
+                holders: Vec::new(),
+                queue: Vec::new(),
+            });
+        };
+        if all_free {
+            let mut tokens = Vec::new();
+            for (key, mode) in items {
+                create(self, key, *mode);
+                tokens.push(self.grant(key, s, *mode, ttl, now));
+            }
+            return MMulti::Granted(tokens);
+        }
+        for (i, (key, mode)) in items.iter().enumerate() {
+            let pending = self.keys.get(*key).map_or(0, |k| k.queue.len());
+            let start = self.waits_for(key, *mode, pending);
+            if self.reaches(&start, s) {
+                for (k, _) in &items[..i] {
+                    let mk = self.keys.get_mut(*k).expect("queued on");
+                    mk.queue.retain(|w| w.session != s);
+                    self.remove_if_idle(k);
+                }
+                return MMulti::Deadlock;
+            }
+            create(self, key, *mode);
+            self.keys
+                .get_mut(*key)
+                .expect("created")
+                .queue
+                .push(MWaiter {
+                    session: s,
+                    request: req.id.0,
+                    mode: *mode,
+                    ttl,
+                    since: now,
+                    deadline: req.wait_ms.map(|w| now + w),
+                    multi: true,
+                });
+        }
+        self.groups.insert(
+            (s, req.id.0),
+            items.iter().map(|(k, _)| k.to_vec()).collect(),
+        );
+        MMulti::Queued
     }
 
     /// Whether `cycle` is a cycle of the wait-for graph closed by `s` queueing on `key` in
@@ -385,6 +523,7 @@ impl Model {
         k.holders.remove(i);
         self.grant_waiters(key, now, events);
         self.remove_if_idle(key);
+        self.settle(now, events);
         Ok(())
     }
 
@@ -408,13 +547,20 @@ impl Model {
         let Some(i) = k.queue.iter().position(|w| w.session == s) else {
             return false;
         };
+        if k.queue[i].multi {
+            self.notes.push(MNote::Cancel(s, k.queue[i].request));
+            self.settle(now, events);
+            return true;
+        }
         k.queue.remove(i);
         self.grant_waiters(key, now, events);
         self.remove_if_idle(key);
+        self.settle(now, events);
         true
     }
 
     fn close_session(&mut self, s: u64, now: u64, events: &mut Vec<Event>) {
+        self.groups.retain(|(gs, _), _| *gs != s);
         let keys: Vec<Vec<u8>> = self.keys.keys().cloned().collect();
         for key in keys {
             let k = self.keys.get_mut(&key).expect("listed");
@@ -426,6 +572,7 @@ impl Model {
                 self.remove_if_idle(&key);
             }
         }
+        self.settle(now, events);
     }
 
     /// The first timer due at `now` in `shard`, in the order (deadline, key, lease before
@@ -472,6 +619,12 @@ impl Model {
                         .iter()
                         .position(|w| w.session == s)
                         .expect("due waiter");
+                    if k.queue[i].multi {
+                        // Its timer is spent; the whole multi-lock times out at the end.
+                        k.queue[i].deadline = None;
+                        self.notes.push(MNote::TimedOut(s, k.queue[i].request));
+                        continue;
+                    }
                     let w = k.queue.remove(i);
                     events.push(Event::TimedOut {
                         session: SessionId(s),
@@ -481,6 +634,61 @@ impl Model {
                 }
                 self.grant_waiters(&key, now, events);
                 self.remove_if_idle(&key);
+            }
+        }
+        self.settle(now, events);
+    }
+
+    /// Acts on the notes of an operation, first noted first.
+    fn settle(&mut self, now: u64, events: &mut Vec<Event>) {
+        while !self.notes.is_empty() {
+            match self.notes.remove(0) {
+                MNote::Ready(s, r) => {
+                    let Some(keys) = self.groups.get(&(s, r)).cloned() else {
+                        continue;
+                    };
+                    let ready = keys.iter().all(|key| {
+                        let k = &self.keys[key];
+                        k.queue.first().is_some_and(|w| {
+                            w.session == s && w.request == r && fits(&k.holders, w.mode)
+                        })
+                    });
+                    if !ready {
+                        continue;
+                    }
+                    self.groups.remove(&(s, r));
+                    for key in &keys {
+                        let w = self.keys.get_mut(key).expect("member key").queue.remove(0);
+                        let token = self.grant(key, s, w.mode, w.ttl, now);
+                        events.push(Event::Granted {
+                            session: SessionId(s),
+                            request: RequestId(r),
+                            key: Key::new(key),
+                            token: FencingToken(token),
+                        });
+                    }
+                    for key in &keys {
+                        self.grant_waiters(key, now, events);
+                    }
+                }
+                note @ (MNote::TimedOut(s, r) | MNote::Cancel(s, r)) => {
+                    let Some(keys) = self.groups.remove(&(s, r)) else {
+                        continue;
+                    };
+                    if let MNote::TimedOut(..) = note {
+                        events.push(Event::TimedOut {
+                            session: SessionId(s),
+                            request: RequestId(r),
+                            key: Key::new(&keys[0]),
+                        });
+                    }
+                    for key in &keys {
+                        let k = self.keys.get_mut(key).expect("member key");
+                        k.queue.retain(|w| w.session != s);
+                        self.grant_waiters(key, now, events);
+                        self.remove_if_idle(key);
+                    }
+                }
             }
         }
     }
@@ -625,6 +833,18 @@ enum Op {
         slot: usize,
         key: usize,
     },
+    /// A multi-lock of up to three keys (a key may repeat: refused).
+    Multi {
+        slot: usize,
+        keys: Vec<(usize, ModeSel)>,
+        ttl: u64,
+        wait: Option<u64>,
+    },
+    /// Releases of several keys in one command.
+    ReleaseMany {
+        slot: usize,
+        keys: Vec<usize>,
+    },
     /// Closes the slot's session and opens a new one in its place.
     Reopen {
         slot: usize,
@@ -667,7 +887,16 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Release { slot, key }),
         2 => (slot.clone(), key.clone(), proptest::option::of(1..50u64))
             .prop_map(|(slot, key, ttl)| Op::Renew { slot, key, ttl }),
-        2 => (slot.clone(), key).prop_map(|(slot, key)| Op::Cancel { slot, key }),
+        2 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Cancel { slot, key }),
+        4 => (
+            slot.clone(),
+            proptest::collection::vec((key.clone(), mode_sel()), 1..=3),
+            1..50u64,
+            wait()
+        )
+            .prop_map(|(slot, keys, ttl, wait)| Op::Multi { slot, keys, ttl, wait }),
+        1 => (slot.clone(), proptest::collection::vec(key, 1..=3))
+            .prop_map(|(slot, keys)| Op::ReleaseMany { slot, keys }),
         1 => slot.prop_map(|slot| Op::Reopen { slot }),
         3 => (0..10u64).prop_map(|ms| Op::Advance { ms }),
         1 => (10..60u64).prop_map(|ms| Op::Advance { ms }),
@@ -703,6 +932,8 @@ struct Harness {
     tokens: BTreeMap<u64, Vec<u8>>,
     /// The largest token seen granted per key, over the whole run.
     last_grant: BTreeMap<Vec<u8>, u64>,
+    /// Request ids of multi-locks.
+    multi_requests: BTreeSet<u64>,
 }
 
 fn fail(msg: String) -> TestCaseError {
@@ -729,6 +960,7 @@ impl Harness {
             next_request: 1,
             tokens: BTreeMap::new(),
             last_grant: BTreeMap::new(),
+            multi_requests: BTreeSet::new(),
         }
     }
 
@@ -851,6 +1083,67 @@ impl Harness {
                 prop_assert_eq!(&got_ev, &want_ev, "events of CANCEL {:?} by {}", k, s);
                 self.note_grant_events(&got_ev)?;
             }
+            Op::Multi {
+                slot,
+                ref keys,
+                ttl,
+                wait,
+            } => {
+                let s = self.sessions[slot];
+                let items: Vec<(&[u8], Mode)> =
+                    keys.iter().map(|&(k, m)| (KEYS[k], m.mode(k))).collect();
+                let req = MultiRequest {
+                    id: RequestId(self.next_request),
+                    ttl_ms: ttl,
+                    wait_ms: wait,
+                };
+                self.multi_requests.insert(req.id.0);
+                self.next_request += 1;
+                let got = self
+                    .table
+                    .acquire_multi(SessionId(s), &items, &req, self.now);
+                let want = self.model.acquire_multi(s, &items, &req, self.now);
+                match (&got, &want) {
+                    (MultiOutcome::Granted(t), MMulti::Granted(w)) => {
+                        let t: Vec<u64> = t.iter().map(|t| t.0).collect();
+                        prop_assert_eq!(&t, w, "tokens of MACQUIRE {:?}", items);
+                        for ((k, _), token) in items.iter().zip(&t) {
+                            self.new_token(k, *token)?;
+                        }
+                    }
+                    (MultiOutcome::Queued, MMulti::Queued)
+                    | (MultiOutcome::WouldBlock, MMulti::WouldBlock)
+                    | (MultiOutcome::Deadlock(_), MMulti::Deadlock) => {}
+                    (MultiOutcome::Deadlock(c), MMulti::SelfDeadlock) => {
+                        prop_assert_eq!(&c.sessions, &vec![SessionId(s)]);
+                    }
+                    (MultiOutcome::WrongType { index, current }, MMulti::WrongType(i, k)) => {
+                        prop_assert_eq!((index, current), (i, k));
+                    }
+                    (MultiOutcome::Limit(l), MMulti::Limit(w)) => prop_assert_eq!(l, w),
+                    _ => {
+                        return Err(fail(format!(
+                            "MACQUIRE {items:?} by {s} at {}: engine {got:?}, model {want:?}",
+                            self.now
+                        )))
+                    }
+                }
+            }
+            Op::ReleaseMany { slot, ref keys } => {
+                let s = self.sessions[slot];
+                let ks: Vec<&[u8]> = keys.iter().map(|&k| KEYS[k]).collect();
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                let got = self
+                    .table
+                    .release_many(SessionId(s), &ks, self.now, &mut got_ev);
+                let want = ks
+                    .iter()
+                    .filter(|k| self.model.release(s, k, self.now, &mut want_ev).is_ok())
+                    .count();
+                prop_assert_eq!(got, want, "MRELEASE {:?} by {}", ks, s);
+                prop_assert_eq!(&got_ev, &want_ev, "events of MRELEASE {:?} by {}", ks, s);
+                self.note_grant_events(&got_ev)?;
+            }
             Op::Reopen { slot } => {
                 let s = self.sessions[slot];
                 let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
@@ -890,7 +1183,11 @@ impl Harness {
             | Event::TimedOut { key, .. }
             | Event::Expired { key, .. } => key.as_bytes().to_vec(),
         };
-        let shards: Vec<usize> = got
+        // Multi-lock grants (and what their holds let in after them) come after the
+        // shard-by-shard walk, as the table settles them.
+        let multi = |e: &Event| matches!(e, Event::Granted { request, .. } if self.multi_requests.contains(&request.0));
+        let walk = got.iter().position(multi).unwrap_or(got.len());
+        let shards: Vec<usize> = got[..walk]
             .iter()
             .map(|e| shard_of(&key_of(e), self.shards))
             .collect();
@@ -970,9 +1267,39 @@ impl Harness {
                 prop_assert!(info.holders.windows(2).all(|w| w[0].token < w[1].token));
             }
         }
+        // The queued multi-locks are the same, and each is queued on every one of its keys
+        // (never a partial hold: members leave their queues all together).
+        let mut got: Vec<(u64, u64, Vec<Vec<u8>>)> = self
+            .table
+            .export()
+            .multi
+            .into_iter()
+            .map(|m| {
+                let keys = m.keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+                (m.session.0, m.request.0, keys)
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(u64, u64, Vec<Vec<u8>>)> = self
+            .model
+            .groups
+            .iter()
+            .map(|(&(s, r), keys)| (s, r, keys.clone()))
+            .collect();
+        prop_assert_eq!(&got, &want, "queued multi-locks");
+        for (s, r, keys) in &want {
+            for key in keys {
+                let queued = self.model.keys.get(key).is_some_and(|k| {
+                    k.queue
+                        .iter()
+                        .any(|w| w.session == *s && w.request == *r && w.multi)
+                });
+                prop_assert!(queued, "multi-lock {} of {} not queued on {:?}", r, s, key);
+            }
+        }
         // The model itself never leaves a grantable head in a queue.
         for (key, k) in &self.model.keys {
-            if let Some(head) = k.queue.first() {
+            if let Some(head) = k.queue.first().filter(|w| !w.multi) {
                 prop_assert!(
                     !fits(&k.holders, head.mode),
                     "model left {:?} grantable",

@@ -28,6 +28,9 @@
 //! 10 EndSession   session user
 //! 11 SetLimit     limit:u8 value user   (limit: 0 max-waiters-per-key, 1 max-keys,
 //!                                        2 max-holds-per-session)
+//! 12 MultiAcquire session request flags:u8 ttl_ms [wait_ms] count { key mode }*
+//!                 (flags: 2 has wait)
+//! 13 MultiRelease session count { key }*
 //! ```
 //!
 //! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
@@ -37,8 +40,8 @@ use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, 
 use std::collections::BTreeMap;
 
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, FencingToken, Key, LimitKind, Limits, LockTable,
-    NotHeld, RequestId, SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, Key, LimitKind, Limits, LockTable, Mode,
+    MultiOutcome, MultiRequest, NotHeld, RequestId, SessionId,
 };
 
 /// The limits set at runtime (ADMIN LIMITS SET), by the log: they override the
@@ -170,6 +173,22 @@ pub enum Command<'a> {
         /// Who ran it.
         user: &'a str,
     },
+    /// A multi-lock (MACQUIRE) that was granted or queued.
+    MultiAcquire {
+        /// Who.
+        session: SessionId,
+        /// Its keys and modes, in request order.
+        items: Vec<(&'a [u8], Mode)>,
+        /// Id, TTL and WAIT.
+        req: MultiRequest,
+    },
+    /// MRELEASE: releases of several keys, in order, that released at least one.
+    MultiRelease {
+        /// Who.
+        session: SessionId,
+        /// The keys, in order.
+        keys: Vec<&'a [u8]>,
+    },
     /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
     /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
     SetLimit {
@@ -211,6 +230,8 @@ impl Entry<'_> {
             Command::ForceRelease { .. } => 9,
             Command::EndSession { .. } => 10,
             Command::SetLimit { .. } => 11,
+            Command::MultiAcquire { .. } => 12,
+            Command::MultiRelease { .. } => 13,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -269,6 +290,31 @@ impl Entry<'_> {
                 out.push(limit.tag());
                 put_u64(out, *value);
                 put_bytes(out, user.as_bytes());
+            }
+            Command::MultiAcquire {
+                session,
+                items,
+                req,
+            } => {
+                put_u64(out, session.0);
+                put_u64(out, req.id.0);
+                out.push(u8::from(req.wait_ms.is_some()) << 1);
+                put_u64(out, req.ttl_ms);
+                if let Some(w) = req.wait_ms {
+                    put_u64(out, w);
+                }
+                put_u64(out, items.len() as u64);
+                for (key, mode) in items {
+                    put_bytes(out, key);
+                    put_mode(out, *mode);
+                }
+            }
+            Command::MultiRelease { session, keys } => {
+                put_u64(out, session.0);
+                put_u64(out, keys.len() as u64);
+                for key in keys {
+                    put_bytes(out, key);
+                }
             }
         }
     }
@@ -385,6 +431,40 @@ impl<'a> Entry<'a> {
                     user: user(&mut r)?,
                 }
             }
+            12 => {
+                let s = session(&mut r)?;
+                let id = RequestId(r.u64()?);
+                let flags = r.u8()?;
+                if flags & !2 != 0 {
+                    return Err(DecodeError::Value("unknown multi-acquire flags"));
+                }
+                let ttl_ms = r.u64()?;
+                let wait_ms = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+                let n = r.count()?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let key = r.bytes()?;
+                    items.push((key, r.mode()?));
+                }
+                Command::MultiAcquire {
+                    session: s,
+                    items,
+                    req: MultiRequest {
+                        id,
+                        ttl_ms,
+                        wait_ms,
+                    },
+                }
+            }
+            13 => {
+                let s = session(&mut r)?;
+                let n = r.count()?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(r.bytes()?);
+                }
+                Command::MultiRelease { session: s, keys }
+            }
             tag => {
                 return Err(DecodeError::Tag {
                     what: "command",
@@ -411,6 +491,10 @@ pub enum Applied {
     Cancel(bool),
     /// The holds a forced release dropped.
     ForceRelease(Vec<(SessionId, FencingToken)>),
+    /// The multi-lock's outcome.
+    MultiAcquire(MultiOutcome),
+    /// How many keys a multi-release released.
+    MultiRelease(usize),
 }
 
 impl Applied {
@@ -422,6 +506,10 @@ impl Applied {
             Applied::Release(r) => r.is_ok(),
             Applied::Cancel(c) => *c,
             Applied::ForceRelease(dropped) => !dropped.is_empty(),
+            Applied::MultiAcquire(o) => {
+                matches!(o, MultiOutcome::Granted(_) | MultiOutcome::Queued)
+            }
+            Applied::MultiRelease(n) => *n > 0,
         }
     }
 }
@@ -474,6 +562,14 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
         Command::SetLimit { limit, value, .. } => {
             table.set_limit(*limit, *value);
             Applied::Done
+        }
+        Command::MultiAcquire {
+            session,
+            items,
+            req,
+        } => Applied::MultiAcquire(table.acquire_multi(*session, items, req, now)),
+        Command::MultiRelease { session, keys } => {
+            Applied::MultiRelease(table.release_many(*session, keys, now, events))
         }
     }
 }

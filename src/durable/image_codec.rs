@@ -3,7 +3,7 @@
 //! adds the magic, the last included log index and the CRC-32C around it.
 //!
 //! ```text
-//! version:u8 = 2
+//! version:u8 = 3
 //! epoch now next_request shards next_session
 //! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
 //! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
@@ -11,7 +11,9 @@
 //!            locks: count { key kind:u8 [limit] last_token
 //!                           holders: count { session token ttl_ms count mode }*
 //!                           waiters: count { session request mode ttl_ms since has:u8 [deadline] }* }*
+//!                           (has: bit 0 a deadline follows, bit 1 a multi-lock member)
 //!            sessions: count { session holds: count { key }* queued: count { key }* }*
+//! multi-locks: count { session request keys: count { key }* }*          (not before version 3)
 //! ```
 
 use std::collections::BTreeMap;
@@ -19,13 +21,13 @@ use std::collections::BTreeMap;
 use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, Reader};
 use super::command::{LimitsSet, SessionKind};
 use crate::engine::{
-    HoldImage, Key, Kind, LimitKind, LockImage, RequestId, SessionId, SessionImage, ShardImage,
-    TableImage, WaiterImage,
+    HoldImage, Key, Kind, LimitKind, LockImage, MultiImage, RequestId, SessionId, SessionImage,
+    ShardImage, TableImage, WaiterImage,
 };
 
-/// The payload version this build writes (it reads this one and version 1, which had no
-/// limits set at runtime).
-pub const VERSION: u8 = 2;
+/// The payload version this build writes (it reads this one, version 2, which had no
+/// multi-locks, and version 1, which had no limits set at runtime either).
+pub const VERSION: u8 = 3;
 
 /// Everything a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,10 +93,11 @@ pub fn encode(state: &State) -> Vec<u8> {
                 put_mode(&mut out, w.mode);
                 put_u64(&mut out, u64::from(w.ttl_ms));
                 put_u64(&mut out, w.since);
+                let multi = if w.multi { 2 } else { 0 };
                 match w.deadline {
-                    None => out.push(0),
+                    None => out.push(multi),
                     Some(d) => {
-                        out.push(1);
+                        out.push(1 | multi);
                         put_u64(&mut out, d);
                     }
                 }
@@ -113,6 +116,15 @@ pub fn encode(state: &State) -> Vec<u8> {
             }
         }
     }
+    put_u64(&mut out, state.table.multi.len() as u64);
+    for m in &state.table.multi {
+        put_u64(&mut out, m.session.0);
+        put_u64(&mut out, m.request.0);
+        put_u64(&mut out, m.keys.len() as u64);
+        for k in &m.keys {
+            put_bytes(&mut out, k.as_bytes());
+        }
+    }
     out
 }
 
@@ -120,7 +132,7 @@ pub fn encode(state: &State) -> Vec<u8> {
 pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::Version(version, VERSION));
     }
     let epoch = r.u64()?;
@@ -188,10 +200,12 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                 let mode = r.mode()?;
                 let ttl_ms = r.u32()?;
                 let since = r.u64()?;
-                let deadline = match r.u8()? {
+                let has = r.u8()?;
+                let deadline = match has & 1 {
                     0 => None,
                     _ => Some(r.u64()?),
                 };
+                let multi = has & 2 != 0;
                 waiters.push(WaiterImage {
                     session,
                     request,
@@ -199,6 +213,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     ttl_ms,
                     since,
                     deadline,
+                    multi,
                 });
             }
             locks.push(LockImage {
@@ -233,6 +248,22 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
             sessions: sess,
         });
     }
+    let mut multi = Vec::new();
+    if version >= 3 {
+        for _ in 0..r.count()? {
+            let session = SessionId(r.u64()?);
+            let request = RequestId(r.u64()?);
+            let mut keys = Vec::new();
+            for _ in 0..r.count()? {
+                keys.push(Key::new(r.bytes()?));
+            }
+            multi.push(MultiImage {
+                session,
+                request,
+                keys,
+            });
+        }
+    }
     r.finish()?;
     Ok(State {
         epoch,
@@ -243,6 +274,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
         table: TableImage {
             next_session,
             shards: images,
+            multi,
         },
     })
 }

@@ -26,8 +26,8 @@ use super::command::{apply, fired_from, Applied, Command, Entry, LimitsSet, Sess
 use super::image_codec::{self, State};
 use super::watermark::{LogFailed, Watermark};
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, FencingToken, LimitKind, LockTable, NotHeld, RequestId,
-    SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, LimitKind, LockTable, Mode, MultiOutcome,
+    MultiRequest, NotHeld, RequestId, SessionId,
 };
 use crate::wal::{SnapshotStore, Wal};
 
@@ -426,6 +426,39 @@ impl Store {
         }
     }
 
+    /// MACQUIRE: a multi-lock.
+    pub fn acquire_multi(
+        &self,
+        session: SessionId,
+        items: Vec<(&[u8], Mode)>,
+        req: &MultiRequest,
+        now: u64,
+    ) -> (MultiOutcome, Ticket) {
+        let command = Command::MultiAcquire {
+            session,
+            items,
+            req: *req,
+        };
+        match self.run(now, command, &mut Vec::new()) {
+            (Applied::MultiAcquire(outcome), t) => (outcome, t),
+            _ => unreachable!("a multi-acquire applies as one"),
+        }
+    }
+
+    /// MRELEASE: releases each key in turn; returns how many were released.
+    pub fn release_many(
+        &self,
+        session: SessionId,
+        keys: Vec<&[u8]>,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (usize, Ticket) {
+        match self.run(now, Command::MultiRelease { session, keys }, events) {
+            (Applied::MultiRelease(n), t) => (n, t),
+            _ => unreachable!("a multi-release applies as one"),
+        }
+    }
+
     /// Cancels a queued request.
     pub fn cancel(
         &self,
@@ -454,6 +487,9 @@ impl Store {
         let t = if applied.changed() {
             match &entry.command {
                 Command::Acquire { req, .. } => seq.max_request = seq.max_request.max(req.id.0),
+                Command::MultiAcquire { req, .. } => {
+                    seq.max_request = seq.max_request.max(req.id.0)
+                }
                 Command::SetLimit { limit, value, .. } => {
                     seq.limits.insert(*limit, *value);
                 }

@@ -20,6 +20,20 @@ pub struct TableImage {
     /// One per shard, in shard order (the shard count is part of the picture: tokens and
     /// shard choice depend on it).
     pub shards: Vec<ShardImage>,
+    /// The queued multi-locks, each with its keys in request order (the order in which
+    /// its grant takes tokens).
+    pub multi: Vec<MultiImage>,
+}
+
+/// A queued multi-lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultiImage {
+    /// Whose.
+    pub session: SessionId,
+    /// Its request id (every member's waiter carries it).
+    pub request: RequestId,
+    /// Its keys in request order.
+    pub keys: Vec<Key>,
 }
 
 /// One shard.
@@ -78,6 +92,9 @@ pub struct WaiterImage {
     pub since: u64,
     /// When its WAIT runs out (table clock); None waits without a limit.
     pub deadline: Option<u64>,
+    /// A member of a queued multi-lock (its keys, in order, are in
+    /// [`TableImage::multi`]).
+    pub multi: bool,
 }
 
 /// A session's footprint in one shard.
@@ -99,6 +116,7 @@ impl TableImage {
             shard.locks.sort_by(|a, b| a.key.cmp(&b.key));
             shard.sessions.sort_by_key(|s| s.session);
         }
+        self.multi.sort_by_key(|m| (m.session, m.request));
         self
     }
 }

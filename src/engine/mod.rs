@@ -12,6 +12,7 @@
 
 mod image;
 mod key;
+mod multi;
 mod shard;
 mod types;
 
@@ -21,8 +22,11 @@ use std::sync::OnceLock;
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
-pub use image::{HoldImage, LockImage, SessionImage, ShardImage, TableImage, WaiterImage};
+pub use image::{
+    HoldImage, LockImage, MultiImage, SessionImage, ShardImage, TableImage, WaiterImage,
+};
 pub use key::Key;
+pub use multi::{MultiOutcome, MultiRequest};
 pub use types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
@@ -276,6 +280,8 @@ pub struct LockTable {
     /// When the timer driver plans to wake up next; a timer armed earlier calls `waker`.
     wake_at: AtomicU64,
     waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The queued multi-locks (see [`multi`]).
+    multi: Mutex<multi::Registry>,
 }
 
 impl LockTable {
@@ -293,6 +299,7 @@ impl LockTable {
             next_session: AtomicU64::new(1),
             wake_at: AtomicU64::new(u64::MAX),
             waker: OnceLock::new(),
+            multi: Mutex::new(multi::Registry::default()),
         }
     }
 
@@ -334,6 +341,7 @@ impl LockTable {
             keys: &self.keys,
             wake_at: &self.wake_at,
             waker: self.waker.get().map(|w| &**w),
+            notes: Default::default(),
         }
     }
 
@@ -351,9 +359,11 @@ impl LockTable {
     /// grant other sessions' requests (pushed onto `events`).
     pub fn close_session(&self, session: SessionId, now: u64, events: &mut Vec<Event>) {
         let ctx = self.ctx();
+        self.forget_multi(session);
         for shard in self.shards.iter() {
             shard.lock().close_session(session, now, &ctx, events);
         }
+        self.settle(&ctx, now, events);
     }
 
     /// Applies an ACQUIRE of `key` by `session`.
@@ -380,7 +390,9 @@ impl LockTable {
     ) -> Result<(), NotHeld> {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard.lock().release(session, key, hash, now, &ctx, events)
+        let released = shard.lock().release(session, key, hash, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        released
     }
 
     /// Renews `session`'s lease on `key` to `ttl_ms` from now (the hold's last TTL when
@@ -408,7 +420,9 @@ impl LockTable {
     ) -> bool {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard.lock().cancel(session, key, hash, now, &ctx, events)
+        let cancelled = shard.lock().cancel(session, key, hash, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        cancelled
     }
 
     /// Fires every lease expiry and wait timeout due at `now`, shard by shard.
@@ -417,6 +431,7 @@ impl LockTable {
         for shard in self.shards.iter() {
             shard.lock().advance(now, &ctx, events);
         }
+        self.settle(&ctx, now, events);
     }
 
     /// What [`Self::advance`] would end at `now`, shard by shard, without ending it (see
@@ -440,7 +455,9 @@ impl LockTable {
     ) -> bool {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard.lock().expire(session, key, hash, now, &ctx, events)
+        let expired = shard.lock().expire(session, key, hash, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        expired
     }
 
     /// Replays a WAIT timeout the timer driver decided. False if `session` had no queued
@@ -454,7 +471,9 @@ impl LockTable {
     ) -> bool {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard.lock().time_out(session, key, hash, now, &ctx, events)
+        let timed_out = shard.lock().time_out(session, key, hash, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        timed_out
     }
 
     /// Makes every later token larger than `floor`, in every shard.
@@ -495,9 +514,11 @@ impl LockTable {
     ) -> Vec<(SessionId, FencingToken)> {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard
+        let dropped = shard
             .lock()
-            .force_release(key, hash, holds, now, &ctx, events)
+            .force_release(key, hash, holds, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        dropped
     }
 
     /// The holders of `key` now: session and token of each.
@@ -513,6 +534,7 @@ impl LockTable {
         TableImage {
             next_session: self.next_session.load(Ordering::Relaxed),
             shards: self.shards.iter().map(|s| s.lock().export()).collect(),
+            multi: self.export_multi(),
         }
     }
 
@@ -532,6 +554,7 @@ impl LockTable {
         for (shard, img) in self.shards.iter().zip(&image.shards) {
             shard.lock().import(img, now, &ctx);
         }
+        self.import_multi(&image.multi);
     }
 
     /// A time no later than the earliest pending timer, or None when there is none.

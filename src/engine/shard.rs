@@ -205,6 +205,9 @@ struct Waiter {
     ttl_ms: u32,
     since: u64,
     timer: Option<TimerId>,
+    /// A member of an atomic multi-lock (see [`super::multi`]): at the head of the queue
+    /// and compatible it is *ready*, not granted; the table grants all members together.
+    multi: bool,
 }
 
 /// One key's state.
@@ -280,9 +283,16 @@ pub(crate) struct Ctx<'a> {
     pub keys: &'a std::sync::atomic::AtomicUsize,
     pub wake_at: &'a std::sync::atomic::AtomicU64,
     pub waker: Option<&'a (dyn Fn() + Send + Sync)>,
+    /// What shards found about multi-locks during this operation, for the table to act
+    /// on once no shard is locked (see [`super::multi`]).
+    pub notes: std::cell::RefCell<Vec<super::multi::Note>>,
 }
 
 impl Ctx<'_> {
+    fn note(&self, note: super::multi::Note) {
+        self.notes.borrow_mut().push(note);
+    }
+
     /// Tell the timer driver when a timer is due before it planned to wake up.
     fn armed(&self, deadline: u64) {
         if deadline < self.wake_at.load(std::sync::atomic::Ordering::Relaxed) {
@@ -530,6 +540,12 @@ impl Shard {
             if !lock.compatible(front.mode) {
                 return;
             }
+            if front.multi {
+                // Ready here; granted only with its other keys. It keeps its place, so
+                // nothing behind it passes.
+                ctx.note(super::multi::Note::Ready(front.session, front.request));
+                return;
+            }
             let waiter = self.drop_waiter(idx, 0, true, ctx);
             let token = self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx);
             let lock = self.lock(idx);
@@ -666,6 +682,7 @@ impl Shard {
                 ttl_ms,
                 since: now,
                 timer,
+                multi: false,
             });
         self.session_entry(session).queued.push(idx);
         self.stats.waiters += 1;
@@ -747,6 +764,10 @@ impl Shard {
         let Some(pos) = self.lock(idx).waiter(session) else {
             return false;
         };
+        if let Some(request) = self.multi_member(idx, pos) {
+            ctx.note(super::multi::Note::Cancel(session, request));
+            return true;
+        }
         self.drop_waiter(idx, pos, false, ctx);
         self.stats.cancels += 1;
         self.grant_waiters(idx, now, ctx, events);
@@ -827,6 +848,11 @@ impl Shard {
                 }) else {
                     continue;
                 };
+                if let Some(request) = self.multi_member(idx, pos) {
+                    let session = self.lock(idx).queue.as_ref().expect("queued")[pos].session;
+                    ctx.note(super::multi::Note::TimedOut(session, request));
+                    continue;
+                }
                 self.end_wait(idx, pos, None, now, ctx, events);
             } else {
                 let Some(pos) = lock
@@ -1001,6 +1027,10 @@ impl Shard {
         let Some(pos) = self.lock(idx).waiter(session) else {
             return false;
         };
+        if let Some(request) = self.multi_member(idx, pos) {
+            ctx.note(super::multi::Note::TimedOut(session, request));
+            return true;
+        }
         self.end_wait(idx, pos, Some(hash), now, ctx, events);
         true
     }
@@ -1052,6 +1082,7 @@ impl Shard {
                         ttl_ms: w.ttl_ms,
                         since: w.since,
                         deadline: w.timer.and_then(|t| self.wheel.deadline(t)),
+                        multi: w.multi,
                     })
                     .collect(),
             })
@@ -1132,6 +1163,7 @@ impl Shard {
                         ttl_ms: w.ttl_ms,
                         since: w.since,
                         timer,
+                        multi: w.multi,
                     });
                 self.stats.waiters += 1;
             }
@@ -1230,6 +1262,216 @@ impl Shard {
                     h.count,
                 );
             }
+        }
+    }
+}
+
+/// How one key of a multi-lock stands, seen with every shard of the request locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No such key: it would be created.
+    Absent,
+    /// Grantable now: nothing queued, compatible with the holders.
+    Free,
+    /// It would have to queue.
+    Busy,
+}
+
+/// The multi-lock side of a shard (see [`super::multi`]): the table calls these with
+/// every shard of the request locked, in shard order.
+impl Shard {
+    /// The request id of waiter `pos` of lock `idx` if it is a multi-lock member.
+    fn multi_member(&self, idx: u32, pos: usize) -> Option<RequestId> {
+        let w = &self.lock(idx).queue.as_ref()?[pos];
+        w.multi.then_some(w.request)
+    }
+
+    /// How `key` stands for a member in `mode` of `session`'s multi-lock; `Err` is the
+    /// refusal (another kind; already held or queued on by the session).
+    pub(crate) fn multi_probe(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        mode: Mode,
+    ) -> Result<Probe, AcquireOutcome> {
+        let Some(idx) = self.find(key, hash) else {
+            return Ok(Probe::Absent);
+        };
+        let lock = self.lock(idx);
+        if lock.kind != mode.kind() {
+            return Err(AcquireOutcome::WrongType { current: lock.kind });
+        }
+        if lock.holder(session).is_some() || lock.waiter(session).is_some() {
+            return Err(AcquireOutcome::Deadlock(self_cycle(session, key)));
+        }
+        Ok(if lock.queue.is_none() && lock.compatible(mode) {
+            Probe::Free
+        } else {
+            Probe::Busy
+        })
+    }
+
+    /// Whether `key`'s queue is already at the per-key limit.
+    pub(crate) fn multi_queue_full(&self, key: &[u8], hash: u64, max: usize) -> bool {
+        self.find(key, hash)
+            .and_then(|idx| self.lock(idx).queue.as_ref().map(|q| q.len()))
+            .unwrap_or(0)
+            >= max
+    }
+
+    /// Grants a member at once (the caller found every key free and counted new keys and
+    /// the session's holds). Returns the token.
+    #[allow(clippy::too_many_arguments, reason = "one member's whole grant")]
+    pub(crate) fn multi_grant_now(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        mode: Mode,
+        ttl_ms: u32,
+        now: u64,
+        ctx: &Ctx,
+    ) -> FencingToken {
+        self.stats.acquires += 1;
+        let idx = match self.find(key, hash) {
+            Some(idx) => idx,
+            None => self.create(key, hash, mode.kind()),
+        };
+        FencingToken(self.grant(idx, session, mode, ttl_ms, now, ctx))
+    }
+
+    /// Queues a member (creating the key if need be) unless waiting would close a cycle.
+    #[allow(clippy::too_many_arguments, reason = "one member's whole request")]
+    pub(crate) fn multi_enqueue(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        mode: Mode,
+        request: RequestId,
+        ttl_ms: u32,
+        wait_ms: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+    ) -> Result<(), Cycle> {
+        let idx = match self.find(key, hash) {
+            Some(idx) => idx,
+            None => self.create(key, hash, mode.kind()),
+        };
+        let lock = self.lock(idx);
+        let holders = lock.holder_pairs();
+        let semaphore = matches!(lock.kind, Kind::Semaphore { .. });
+        {
+            let mut graph = ctx.graph.lock();
+            if let Some(cycle) = graph.detect(session, &lock.key, semaphore, mode, &holders) {
+                drop(graph);
+                self.stats.deadlocks += 1;
+                self.remove_if_idle(idx, Some(hash), ctx);
+                return Err(cycle);
+            }
+            graph.enqueue(&lock.key, semaphore, &holders, session, mode);
+        }
+        let timer = wait_ms.map(|wait| {
+            let deadline = now.saturating_add(wait);
+            ctx.armed(deadline);
+            self.wheel.insert(deadline, TimerRef::wait(idx, session))
+        });
+        self.lock_mut(idx)
+            .queue
+            .get_or_insert_with(Default::default)
+            .push_back(Waiter {
+                session,
+                request,
+                mode,
+                ttl_ms,
+                since: now,
+                timer,
+                multi: true,
+            });
+        self.session_entry(session).queued.push(idx);
+        self.stats.acquires += 1;
+        self.stats.waiters += 1;
+        self.stats.queued += 1;
+        Ok(())
+    }
+
+    /// Whether `session`'s member `request` is at the head of `key`'s queue and
+    /// compatible with the holders.
+    pub(crate) fn multi_ready(
+        &self,
+        session: SessionId,
+        request: RequestId,
+        key: &[u8],
+        hash: u64,
+    ) -> bool {
+        let Some(idx) = self.find(key, hash) else {
+            return false;
+        };
+        let lock = self.lock(idx);
+        lock.queue
+            .as_ref()
+            .and_then(|q| q.front())
+            .is_some_and(|w| {
+                w.session == session && w.request == request && lock.compatible(w.mode)
+            })
+    }
+
+    /// Turns the ready member at the head of `key`'s queue into a hold. Returns its token.
+    pub(crate) fn multi_take(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+    ) -> FencingToken {
+        let idx = self.find(key, hash).expect("a ready member's key exists");
+        let waiter = self.drop_waiter(idx, 0, true, ctx);
+        FencingToken(self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx))
+    }
+
+    /// Grants what the queue of `key` now lets in (after a multi-lock took or left it).
+    pub(crate) fn multi_regrant(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(idx) = self.find(key, hash) {
+            self.grant_waiters(idx, now, ctx, events);
+            self.remove_if_idle(idx, Some(hash), ctx);
+        }
+    }
+
+    /// Takes `session`'s member off `key`'s queue (the multi-lock was cancelled, timed
+    /// out or refused) and grants what that lets in.
+    pub(crate) fn multi_unqueue(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(idx) = self.find(key, hash) else {
+            return;
+        };
+        if let Some(pos) = self.lock(idx).waiter(session) {
+            self.drop_waiter(idx, pos, false, ctx);
+            self.grant_waiters(idx, now, ctx, events);
+            self.remove_if_idle(idx, Some(hash), ctx);
+        }
+    }
+
+    /// Counts one timeout or cancel of a whole multi-lock.
+    pub(crate) fn multi_count(&mut self, timed_out: bool) {
+        if timed_out {
+            self.stats.timeouts += 1;
+        } else {
+            self.stats.cancels += 1;
         }
     }
 }

@@ -156,8 +156,8 @@ mod wire {
     use super::Response;
     use crate::durable::command::Applied;
     use crate::engine::{
-        AcquireOutcome, Cycle, Event, FencingToken, Key, Kind, LimitKind, NotHeld, RequestId,
-        SessionId,
+        AcquireOutcome, Cycle, Event, FencingToken, Key, Kind, LimitKind, MultiOutcome, NotHeld,
+        RequestId, SessionId,
     };
 
     #[derive(Serialize, Deserialize)]
@@ -174,6 +174,58 @@ mod wire {
         Release(bool),
         Cancel(bool),
         ForceRelease(Vec<(u64, u64)>),
+        MultiAcquire(MultiWire),
+        MultiRelease(u64),
+    }
+
+    /// A multi-lock's outcome: its tokens, or a single ACQUIRE's outcome of the same
+    /// meaning (with the index of the key a WRONGTYPE names).
+    #[derive(Serialize, Deserialize)]
+    enum MultiWire {
+        Granted(Vec<u64>),
+        Other(OutcomeWire, u64),
+    }
+
+    impl From<&MultiOutcome> for MultiWire {
+        fn from(o: &MultiOutcome) -> MultiWire {
+            let single = match o {
+                MultiOutcome::Granted(tokens) => {
+                    return MultiWire::Granted(tokens.iter().map(|t| t.0).collect())
+                }
+                MultiOutcome::Queued => AcquireOutcome::Queued,
+                MultiOutcome::WouldBlock => AcquireOutcome::WouldBlock,
+                MultiOutcome::Deadlock(c) => AcquireOutcome::Deadlock(c.clone()),
+                MultiOutcome::WrongType { index, current } => {
+                    return MultiWire::Other(
+                        OutcomeWire::from(&AcquireOutcome::WrongType { current: *current }),
+                        *index as u64,
+                    )
+                }
+                MultiOutcome::Limit(l) => AcquireOutcome::Limit(*l),
+            };
+            MultiWire::Other(OutcomeWire::from(&single), 0)
+        }
+    }
+
+    impl From<MultiWire> for MultiOutcome {
+        fn from(w: MultiWire) -> MultiOutcome {
+            match w {
+                MultiWire::Granted(tokens) => {
+                    MultiOutcome::Granted(tokens.into_iter().map(FencingToken).collect())
+                }
+                MultiWire::Other(o, index) => match AcquireOutcome::from(o) {
+                    AcquireOutcome::Granted(t) => MultiOutcome::Granted(vec![t]),
+                    AcquireOutcome::Queued => MultiOutcome::Queued,
+                    AcquireOutcome::WouldBlock => MultiOutcome::WouldBlock,
+                    AcquireOutcome::Deadlock(c) => MultiOutcome::Deadlock(c),
+                    AcquireOutcome::WrongType { current } => MultiOutcome::WrongType {
+                        index: index as usize,
+                        current,
+                    },
+                    AcquireOutcome::Limit(l) => MultiOutcome::Limit(l),
+                },
+            }
+        }
     }
 
     #[derive(Serialize, Deserialize)]
@@ -249,6 +301,8 @@ mod wire {
                 Applied::ForceRelease(d) => {
                     AppliedWire::ForceRelease(d.iter().map(|(s, t)| (s.0, t.0)).collect())
                 }
+                Applied::MultiAcquire(o) => AppliedWire::MultiAcquire(MultiWire::from(o)),
+                Applied::MultiRelease(n) => AppliedWire::MultiRelease(*n as u64),
             }
         }
     }
@@ -267,6 +321,8 @@ mod wire {
                         .map(|(s, t)| (SessionId(s), FencingToken(t)))
                         .collect(),
                 ),
+                AppliedWire::MultiAcquire(m) => Applied::MultiAcquire(MultiOutcome::from(m)),
+                AppliedWire::MultiRelease(n) => Applied::MultiRelease(n as usize),
             }
         }
     }
