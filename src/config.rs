@@ -91,6 +91,9 @@ pub struct Config {
     /// Largest semaphore limit.
     #[arg(long, env = "TURNSTILE_MAX_SEMAPHORE", default_value_t = 1_000_000)]
     pub max_semaphore: u32,
+    /// Most keys in one multi-lock (MACQUIRE) or multi-release (MRELEASE).
+    #[arg(long, env = "TURNSTILE_MAX_MULTI_KEYS", default_value_t = 64)]
+    pub max_multi_keys: usize,
     /// TCP keepalive idle time in seconds (0: off). A peer that vanished without closing
     /// is found dead after this plus a few probes, and its session ends.
     #[arg(long, env = "TURNSTILE_TCP_KEEPALIVE", default_value_t = 60)]

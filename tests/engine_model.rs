@@ -620,9 +620,11 @@ impl Model {
                         .position(|w| w.session == s)
                         .expect("due waiter");
                     if k.queue[i].multi {
-                        // Its timer is spent; the whole multi-lock times out at the end.
+                        // Its timer is spent; the whole multi-lock times out, before the
+                        // next timer fires.
                         k.queue[i].deadline = None;
                         self.notes.push(MNote::TimedOut(s, k.queue[i].request));
+                        self.settle(now, events);
                         continue;
                     }
                     let w = k.queue.remove(i);
@@ -634,9 +636,10 @@ impl Model {
                 }
                 self.grant_waiters(&key, now, events);
                 self.remove_if_idle(&key);
+                // What the timer made ready is granted before the next timer fires.
+                self.settle(now, events);
             }
         }
-        self.settle(now, events);
     }
 
     /// Acts on the notes of an operation, first noted first.

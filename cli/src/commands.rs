@@ -99,6 +99,28 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          holds nothing on key (for example because its lease ran out).",
     ),
     cmd(
+        "MACQUIRE",
+        "numkeys key mode [key mode ...] [TTL ms] [WAIT ms]",
+        Group::Locks,
+        "Takes several keys at once, all or none (an atomic multi-lock). Each key is \
+         followed by its mode: EXCLUSIVE, SHARED, or SEMAPHORE limit [PERMITS n]. It \
+         queues as one request on every key and is granted when it can take them all, so \
+         it never holds some keys while waiting for others, and two MACQUIREs that list \
+         the same keys in different orders never deadlock. TTL and WAIT as for ACQUIRE \
+         (for every key). Replies with an array of fencing tokens, one per key in the \
+         order given; nil when WAIT ran out; DEADLOCK, WRONGTYPE (naming the key) or \
+         LIMIT as ACQUIRE does, and DEADLOCK when a key is listed twice. At most 64 keys \
+         unless the server is configured otherwise (--max-multi-keys).",
+    ),
+    cmd(
+        "MRELEASE",
+        "key [key ...]",
+        Group::Locks,
+        "Releases this session's hold on each key (one level of a reentrant hold), in \
+         order, in one command. Replies with the number of keys released, or NOTHELD when \
+         the session held none of them.",
+    ),
+    cmd(
         "RENEW",
         "key [TTL ms]",
         Group::Locks,
@@ -888,7 +910,7 @@ mod tests {
         let client = help_topic(&["CLIENT"], false).expect("known");
         assert_eq!(client.matches("\n  CLIENT ").count(), 4);
         let locks = help_topic(&["@locks"], false).expect("known");
-        assert_eq!(locks.matches("group: locks").count(), 5);
+        assert_eq!(locks.matches("group: locks").count(), 7);
         assert!(help_topic(&["NOSUCH"], false).is_none());
         assert!(help_topic(&["@nosuch"], false).is_none());
         assert!(help_topic(&["RELEASE", "extra"], false).is_none());

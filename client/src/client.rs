@@ -283,6 +283,17 @@ enum Pending {
     /// A RELEASE nobody waits for (a dropped guard): sent again after the resume if its
     /// connection was lost before the answer, or a follower refused it.
     Release { key: Bytes, gen: u64 },
+    /// A MACQUIRE: answered MGRANTED, or QUEUED and then one PUSH_GRANTED per key.
+    Multi(MultiWait),
+}
+
+/// A MACQUIRE waiting for its outcome.
+pub(crate) struct MultiWait {
+    /// Tokens in key order, or None for BUSY.
+    tx: Option<oneshot::Sender<Result<Option<Vec<u64>>>>>,
+    keys: usize,
+    tokens: Vec<u64>,
+    gen: u64,
 }
 
 pub(crate) struct AcquireWait {
@@ -680,9 +691,21 @@ impl Inner {
                 }
             }
             ServerMessage::Push(push) => match push {
-                Push::Granted { token } => self.push_outcome(id, Ok(Acquired::Granted(token))),
-                Push::TimedOut => self.push_outcome(id, Err(Error::Timeout)),
-                Push::Cancelled => self.push_outcome(id, Err(Error::Cancelled)),
+                Push::Granted { token } => {
+                    if !self.multi_push(id, Ok(token)) {
+                        self.push_outcome(id, Ok(Acquired::Granted(token)))
+                    }
+                }
+                Push::TimedOut => {
+                    if !self.multi_push(id, Err(Error::Timeout)) {
+                        self.push_outcome(id, Err(Error::Timeout))
+                    }
+                }
+                Push::Cancelled => {
+                    if !self.multi_push(id, Err(Error::Cancelled)) {
+                        self.push_outcome(id, Err(Error::Cancelled))
+                    }
+                }
                 Push::LeaseLost { reason, token, key } => {
                     self.keeper.lease_lost(&key, token);
                     let _ = self
@@ -726,6 +749,28 @@ impl Inner {
                     let _ = tx.send(Ok(r));
                 }
             }
+            Some(Pending::Multi(w)) => {
+                let outcome = match r {
+                    _ if moved => Err(Error::Disconnected),
+                    Response::Queued => {
+                        w.gen = link.gen;
+                        return;
+                    }
+                    Response::MultiGranted { tokens } => Ok(Some(tokens)),
+                    Response::Busy => Ok(None),
+                    Response::Error(e) => Err(e.into()),
+                    other => {
+                        warn!(?other, "unexpected reply to MACQUIRE");
+                        Err(Error::Disconnected)
+                    }
+                };
+                if let Some(Pending::Multi(w)) = pending.remove(&id) {
+                    drop(pending);
+                    if let Some(tx) = w.tx {
+                        let _ = tx.send(outcome);
+                    }
+                }
+            }
             Some(Pending::Release { .. }) => {
                 if let Some(Pending::Release { key, .. }) = pending.remove(&id) {
                     drop(pending);
@@ -759,6 +804,69 @@ impl Inner {
                     self.finish_acquire(w, outcome);
                 }
             }
+        }
+    }
+
+    /// A push for a queued MACQUIRE: one token per key, then the outcome. False when
+    /// `id` is not one.
+    fn multi_push(&self, id: u32, push: Result<u64>) -> bool {
+        let mut pending = lock(&self.pending);
+        let Some(Pending::Multi(w)) = pending.get_mut(&id) else {
+            return false;
+        };
+        let outcome = match push {
+            Ok(token) => {
+                w.tokens.push(token);
+                if w.tokens.len() < w.keys {
+                    return true;
+                }
+                Ok(Some(std::mem::take(&mut w.tokens)))
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(Pending::Multi(w)) = pending.remove(&id) {
+            drop(pending);
+            if let Some(tx) = w.tx {
+                let _ = tx.send(outcome);
+            }
+        }
+        true
+    }
+
+    /// Sends a MACQUIRE and waits for its outcome: the tokens in key order, or None when
+    /// a try-lock found a key busy. Not carried over a lost connection: it fails with
+    /// [`Error::Disconnected`] (what was granted meanwhile is released when the session
+    /// ends, or with [`Client::release_many`]).
+    pub(crate) async fn acquire_multi(
+        self: &Arc<Self>,
+        req: turnstile_proto::MultiAcquire<'_>,
+    ) -> Result<Option<Vec<u64>>> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        let link = self.link().await?;
+        let alone = {
+            let mut pending = lock(&self.pending);
+            pending.insert(
+                id,
+                Pending::Multi(MultiWait {
+                    tx: Some(tx),
+                    keys: req.items.len(),
+                    tokens: Vec::new(),
+                    gen: link.gen,
+                }),
+            );
+            pending.len() == 1
+        };
+        if link
+            .send(alone, |out| Request::MultiAcquire(req).encode(id, out))
+            .is_err()
+        {
+            lock(&self.pending).remove(&id);
+            return Err(Error::Disconnected);
+        }
+        match rx.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::Disconnected),
         }
     }
 
@@ -799,6 +907,7 @@ impl Inner {
                 .iter()
                 .filter(|(_, p)| match p {
                     Pending::Call { gen: g, .. } | Pending::Release { gen: g, .. } => *g <= gen,
+                    Pending::Multi(w) => w.gen <= gen,
                     Pending::Acquire(_) => false,
                 })
                 .map(|(id, _)| *id)
@@ -807,6 +916,11 @@ impl Inner {
                 match pending.remove(&id) {
                     Some(Pending::Call { tx, .. }) => failed.push(tx),
                     Some(Pending::Release { key, .. }) => lock(&self.deferred).push(key),
+                    Some(Pending::Multi(w)) => {
+                        if let Some(tx) = w.tx {
+                            let _ = tx.send(Err(Error::Disconnected));
+                        }
+                    }
                     _ => {}
                 }
             }

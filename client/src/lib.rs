@@ -58,12 +58,14 @@ mod conn;
 mod error;
 mod events;
 mod lock;
+mod multi;
 mod tls;
 
 pub use client::{Builder, Client, ToAddrs};
 pub use error::{Error, Result};
 pub use events::{Events, SessionEvent};
 pub use lock::{GuardStatus, LockBuilder, LockGuard, Lost};
+pub use multi::MultiLockBuilder;
 pub use tls::TlsConfig;
 /// The rustls types [`TlsConfig`] takes (root stores, certificates, keys).
 pub use tokio_rustls::rustls;

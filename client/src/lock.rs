@@ -166,23 +166,13 @@ impl LockBuilder {
     }
 
     fn guard(&self, token: u64) -> LockGuard {
-        let inner = self.client.inner.clone();
-        let ttl = self.ttl.unwrap_or_else(|| {
-            inner
-                .session()
-                .map_or(Duration::from_secs(30), |s| s.default_ttl)
-        });
-        let (id, status) = inner
-            .keeper
-            .add(self.key.clone(), token, ttl, self.watchdog);
-        LockGuard {
-            inner,
-            key: self.key.clone(),
+        LockGuard::new(
+            self.client.inner.clone(),
+            self.key.clone(),
             token,
-            id,
-            status,
-            released: false,
-        }
+            self.ttl,
+            self.watchdog,
+        )
     }
 }
 
@@ -227,6 +217,31 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
+    /// A guard of a hold just granted (its lease renewed in the background when
+    /// `watchdog`; `ttl` None: the server's default).
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        key: Bytes,
+        token: u64,
+        ttl: Option<Duration>,
+        watchdog: bool,
+    ) -> LockGuard {
+        let ttl = ttl.unwrap_or_else(|| {
+            inner
+                .session()
+                .map_or(Duration::from_secs(30), |s| s.default_ttl)
+        });
+        let (id, status) = inner.keeper.add(key.clone(), token, ttl, watchdog);
+        LockGuard {
+            inner,
+            key,
+            token,
+            id,
+            status,
+            released: false,
+        }
+    }
+
     /// The fencing token: strictly increasing over the grants of the key.
     pub fn token(&self) -> u64 {
         self.token

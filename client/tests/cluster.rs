@@ -230,3 +230,63 @@ async fn an_unanswered_acquire_is_sent_again_to_the_new_leader() {
     assert!(waiters.is_empty());
     within("release", g.release()).await.expect("released");
 }
+
+/// A multi-lock goes through the log like any change: granted at once on the leader with
+/// one token per key, queued on every key and granted all together when the holder lets
+/// go, and refused by a follower with NOTLEADER (text mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_lock_is_replicated() {
+    let cluster = block_in_place(|| Cluster::start("multi", 3, 15_000));
+    let leader = block_in_place(|| cluster.wait_leader());
+    let a = connect(cluster.addrs()).await;
+    let b = connect(cluster.addrs()).await;
+    let guards = within(
+        "multi",
+        a.lock_many().exclusive("m1").shared("m2").acquire(),
+    )
+    .await
+    .expect("granted");
+    assert_eq!(guards.len(), 2);
+    let (holders, _) = holders_and_waiters(&b, "m1").await;
+    assert_eq!(holders, [(a.session_id(), guards[0].token())]);
+    let queued = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.lock_many()
+                .exclusive("m2")
+                .exclusive("m1")
+                .exclusive("m3")
+                .wait(Duration::from_secs(10))
+                .acquire()
+                .await
+        }
+    });
+    let deadline = tokio::time::Instant::now() + FAILOVER;
+    while holders_and_waiters(&a, "m3").await.1 != [b.session_id()] {
+        assert!(tokio::time::Instant::now() < deadline, "never queued on m3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = guards[0].token();
+    for g in guards {
+        g.release().await.expect("released");
+    }
+    let got = within("queued multi", queued)
+        .await
+        .expect("joined")
+        .expect("granted");
+    assert_eq!(got.len(), 3);
+    assert!(got[1].token() > first, "m1's token went up");
+    for (g, key) in got.iter().zip(["m2", "m1", "m3"]) {
+        let (holders, waiters) = holders_and_waiters(&a, key).await;
+        assert_eq!(holders, [(b.session_id(), g.token())]);
+        assert!(waiters.is_empty());
+    }
+    // Text mode on a follower: NOTLEADER naming the leader.
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let reply = block_in_place(|| {
+        common::cluster::text_command(&cluster.node(follower).addr(), "MACQUIRE 1 t1 EXCLUSIVE")
+    })
+    .expect("a reply");
+    assert!(reply.starts_with("NOTLEADER"), "{reply}");
+    drop(got);
+}

@@ -44,8 +44,8 @@ mod wire;
 pub use error::{ErrorCode, ErrorDetail, ErrorReply, LimitKind};
 pub use frame::{DecodeError, Header, HEADER_LEN, HELLO_MAX_PAYLOAD, MAX_PAYLOAD};
 pub use message::{
-    op, Acquire, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind, Push, Request,
-    Response, ServerMessage, Waiter, MAX_STR,
+    op, Acquire, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind, MultiAcquire,
+    Push, Request, Response, ServerMessage, Waiter, MAX_STR,
 };
 
 /// The first bytes a binary client sends. 0xF5 never occurs in UTF-8 text and is not `*`,

@@ -36,6 +36,10 @@ pub mod op {
     pub const INFO: u8 = 0x09;
     /// Request: end the connection (and optionally the session).
     pub const BYE: u8 = 0x0A;
+    /// Request: an atomic multi-lock of several keys.
+    pub const MACQUIRE: u8 = 0x0B;
+    /// Request: release several keys (one reentrant level each).
+    pub const MRELEASE: u8 = 0x0C;
 
     /// Response: an error.
     pub const ERROR: u8 = 0x80;
@@ -62,6 +66,10 @@ pub mod op {
     pub const LOCKS_RESULT: u8 = 0x8A;
     /// Response to INFO.
     pub const INFO_RESULT: u8 = 0x8B;
+    /// Response to MACQUIRE: granted at once, one token per key.
+    pub const MGRANTED: u8 = 0x8C;
+    /// Response to MRELEASE: how many keys were released.
+    pub const RELEASED: u8 = 0x91;
 
     /// Push: a queued ACQUIRE was granted (id: the ACQUIRE's).
     pub const PUSH_GRANTED: u8 = 0xA0;
@@ -87,6 +95,10 @@ pub mod op {
             LOCKS => "LOCKS",
             INFO => "INFO",
             BYE => "BYE",
+            MACQUIRE => "MACQUIRE",
+            MRELEASE => "MRELEASE",
+            MGRANTED => "MGRANTED",
+            RELEASED => "RELEASED",
             ERROR => "ERROR",
             HELLO_OK => "HELLO_OK",
             OK => "OK",
@@ -263,6 +275,45 @@ pub struct Acquire<'a> {
     pub wait_ms: Option<u32>,
 }
 
+/// MACQUIRE: `u8 flags (bit1 WAIT) | u32 ttl_ms | u32 wait_ms | u16 n |
+/// n x (u8 mode | u32 limit | u32 permits | str16 key)`.
+///
+/// Answered GRANTED-like with MGRANTED (`u16 n | n x u64 token`, in key order), QUEUED
+/// (then one PUSH_GRANTED per key, in key order, all together; or one PUSH_TIMED_OUT /
+/// PUSH_CANCELLED), BUSY (WAIT 0), or an ERROR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultiAcquire<'a> {
+    /// The keys and their modes, in order.
+    pub items: Vec<(&'a [u8], Mode)>,
+    /// The lease of every hold in ms; 0 asks for the server's default.
+    pub ttl_ms: u32,
+    /// How long it may queue: None until granted, Some(0) try-lock.
+    pub wait_ms: Option<u32>,
+}
+
+fn put_mode(out: &mut BytesMut, mode: Mode) {
+    let (m, limit, permits) = match mode {
+        Mode::Exclusive => (0, 0, 0),
+        Mode::Shared => (1, 0, 0),
+        Mode::Semaphore { limit, permits } => (2, limit, permits),
+    };
+    out.put_u8(m);
+    out.put_u32(limit);
+    out.put_u32(permits);
+}
+
+fn read_mode(rd: &mut Rd<'_>) -> Result<Mode, Bad> {
+    let kind = ModeKind::decode(rd.u8()?)?;
+    let limit = rd.u32()?;
+    let permits = rd.u32()?;
+    Ok(match (kind, limit, permits) {
+        (ModeKind::Exclusive, 0, 0) => Mode::Exclusive,
+        (ModeKind::Shared, 0, 0) => Mode::Shared,
+        (ModeKind::Semaphore, limit, permits) => Mode::Semaphore { limit, permits },
+        _ => return Err("limit and permits must be 0 unless semaphore"),
+    })
+}
+
 /// A request, borrowing its strings from the input buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
@@ -307,6 +358,14 @@ pub enum Request<'a> {
         /// The section.
         section: &'a [u8],
     },
+    /// MACQUIRE (see [`MultiAcquire`]).
+    MultiAcquire(MultiAcquire<'a>),
+    /// MRELEASE: `u16 n | n x str16 key`. Answered RELEASED (`u32 released`), or
+    /// ERROR NOTHELD when none was held.
+    MultiRelease {
+        /// The keys.
+        keys: Vec<&'a [u8]>,
+    },
     /// BYE: `u8 flags (bit0 END_SESSION)`. OK, then the server closes the connection;
     /// with END_SESSION the session ends at once instead of waiting for a resume.
     Bye {
@@ -329,6 +388,8 @@ impl<'a> Request<'a> {
             Request::Locks { .. } => op::LOCKS,
             Request::Info { .. } => op::INFO,
             Request::Bye { .. } => op::BYE,
+            Request::MultiAcquire(_) => op::MACQUIRE,
+            Request::MultiRelease { .. } => op::MRELEASE,
         }
     }
 
@@ -380,6 +441,22 @@ impl<'a> Request<'a> {
             }
             Request::Info { section } => put_str16(out, section),
             Request::Bye { end_session } => out.put_u8(u8::from(*end_session)),
+            Request::MultiAcquire(m) => {
+                out.put_u8(u8::from(m.wait_ms.is_some()) << 1);
+                out.put_u32(m.ttl_ms);
+                out.put_u32(m.wait_ms.unwrap_or(0));
+                out.put_u16(m.items.len().min(usize::from(u16::MAX)) as u16);
+                for (key, mode) in m.items.iter().take(usize::from(u16::MAX)) {
+                    put_mode(out, *mode);
+                    put_str16(out, key);
+                }
+            }
+            Request::MultiRelease { keys } => {
+                out.put_u16(keys.len().min(usize::from(u16::MAX)) as u16);
+                for key in keys.iter().take(usize::from(u16::MAX)) {
+                    put_str16(out, key);
+                }
+            }
         }
         finish(out, start);
     }
@@ -483,6 +560,40 @@ impl<'a> Request<'a> {
             op::INFO => Request::Info {
                 section: rd.str16()?,
             },
+            op::MACQUIRE => {
+                let flags = rd.u8()?;
+                if flags & !2 != 0 {
+                    return Err("unknown MACQUIRE flags");
+                }
+                let ttl_ms = rd.u32()?;
+                let wait = rd.u32()?;
+                let wait_ms = if flags & 2 != 0 {
+                    Some(wait)
+                } else if wait != 0 {
+                    return Err("wait_ms must be 0 without the WAIT flag");
+                } else {
+                    None
+                };
+                let n = rd.u16()?;
+                let mut items = Vec::with_capacity(usize::from(n).min(1024));
+                for _ in 0..n {
+                    let mode = read_mode(&mut rd)?;
+                    items.push((rd.str16()?, mode));
+                }
+                Request::MultiAcquire(MultiAcquire {
+                    items,
+                    ttl_ms,
+                    wait_ms,
+                })
+            }
+            op::MRELEASE => {
+                let n = rd.u16()?;
+                let mut keys = Vec::with_capacity(usize::from(n).min(1024));
+                for _ in 0..n {
+                    keys.push(rd.str16()?);
+                }
+                Request::MultiRelease { keys }
+            }
             op::BYE => {
                 let flags = rd.u8()?;
                 if flags & !1 != 0 {
@@ -644,6 +755,17 @@ pub enum Response {
     },
     /// INFO_RESULT: the text, the whole payload.
     Info(Bytes),
+    /// MGRANTED: `u16 n | n x u64 token` (a MACQUIRE granted at once, tokens in key
+    /// order).
+    MultiGranted {
+        /// One token per key.
+        tokens: Vec<u64>,
+    },
+    /// RELEASED: `u32 released` (MRELEASE).
+    Released {
+        /// Keys released.
+        count: u32,
+    },
 }
 
 impl Response {
@@ -662,6 +784,8 @@ impl Response {
             Response::Inspect(_) => op::INSPECT_RESULT,
             Response::Locks { .. } => op::LOCKS_RESULT,
             Response::Info(_) => op::INFO_RESULT,
+            Response::MultiGranted { .. } => op::MGRANTED,
+            Response::Released { .. } => op::RELEASED,
         }
     }
 
@@ -738,6 +862,13 @@ impl Response {
             Response::Info(text) => {
                 out.put_slice(&text[..text.len().min(MAX_PAYLOAD)]);
             }
+            Response::MultiGranted { tokens } => {
+                out.put_u16(tokens.len().min(usize::from(u16::MAX)) as u16);
+                for t in tokens.iter().take(usize::from(u16::MAX)) {
+                    out.put_u64(*t);
+                }
+            }
+            Response::Released { count } => out.put_u32(*count),
         }
         finish(out, start);
     }
@@ -840,6 +971,15 @@ impl Response {
                 }
             }
             op::INFO_RESULT => Response::Info(Bytes::copy_from_slice(rd.rest())),
+            op::MGRANTED => {
+                let n = rd.u16()?;
+                let mut tokens = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    tokens.push(rd.u64()?);
+                }
+                Response::MultiGranted { tokens }
+            }
+            op::RELEASED => Response::Released { count: rd.u32()? },
             _ => return Err("unknown response opcode"),
         };
         rd.end()?;

@@ -224,6 +224,7 @@ pub(crate) fn reply(
             return Flow::Park {
                 request,
                 since: Instant::now(),
+                keys: 0,
             }
         }
         AcquireOutcome::WouldBlock => ctx.out.null(),

@@ -15,6 +15,7 @@ mod hello;
 pub(crate) mod info;
 mod inspect;
 mod locks;
+pub(crate) mod multi;
 mod ping;
 pub(crate) mod release;
 pub(crate) mod renew;
@@ -80,6 +81,9 @@ pub enum Flow {
         request: RequestId,
         /// When it queued.
         since: Instant,
+        /// A multi-lock's number of keys (its grant is one event per key, answered as
+        /// one array); 0 for an ACQUIRE.
+        keys: usize,
     },
     /// Cluster mode: the command needs the cluster (a proposal or a read index) before
     /// it can answer; the connection does that and replies (see
@@ -96,6 +100,18 @@ pub enum Op {
         key: Vec<u8>,
         /// The request, with its id.
         req: AcquireRequest,
+    },
+    /// Propose this MACQUIRE.
+    MultiAcquire {
+        /// The keys and modes.
+        items: Vec<(Vec<u8>, crate::engine::Mode)>,
+        /// The request, with its id.
+        req: crate::engine::MultiRequest,
+    },
+    /// Propose this MRELEASE.
+    MultiRelease {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
     },
     /// Propose this RELEASE.
     Release {
@@ -187,6 +203,8 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         7 if is("ACQUIRE") => return acquire::run(ctx, a),
         7 if is("RELEASE") => return release::run(ctx, a),
         5 if is("RENEW") => return renew::run(ctx, a),
+        8 if is("MACQUIRE") => return multi::run_acquire(ctx, a),
+        8 if is("MRELEASE") => return multi::run_release(ctx, a),
         4 if is("PING") => ping::run(ctx, a),
         7 if is("INSPECT") => inspect::run(ctx, a),
         5 if is("LOCKS") => locks::run(ctx, a),

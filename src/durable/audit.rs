@@ -354,6 +354,8 @@ fn touched(table: &LockTable, entry: &Entry<'_>) -> Vec<Key> {
         | Command::ForceRelease { key, .. } => {
             vec![Key::new(key)]
         }
+        Command::MultiAcquire { items, .. } => items.iter().map(|(k, _)| Key::new(k)).collect(),
+        Command::MultiRelease { keys, .. } => keys.iter().map(|k| Key::new(k)).collect(),
         Command::Tick { fired } => {
             let mut keys: Vec<Key> = fired
                 .iter()

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use super::command::{apply, fired_from, with_set, Command, Entry, Fired, LimitsSet, SessionKind};
 use super::image_codec::{self, State};
 use crate::engine::{
-    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, RequestId, SessionId,
+    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, MultiRequest, RequestId,
+    SessionId,
 };
 
 const KEYS: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
@@ -34,6 +35,15 @@ enum Op {
     EndSession(usize),
     /// ADMIN LIMITS SET (small values, so that they refuse things).
     SetLimit(u8, u64),
+    /// MACQUIRE of up to three keys.
+    Multi {
+        s: usize,
+        keys: Vec<(usize, u8)>,
+        ttl: u64,
+        wait: Option<u64>,
+    },
+    /// MRELEASE.
+    ReleaseMany(usize, Vec<usize>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -48,6 +58,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KEYS.len()).prop_map(Op::ForceRelease),
         1 => (0..8usize).prop_map(Op::EndSession),
         1 => (0..3u8, 1..6u64).prop_map(|(k, v)| Op::SetLimit(k, v)),
+        3 => (0..8usize, prop::collection::vec((0..KEYS.len(), 0..4u8), 1..=3), 1..200u64, prop::option::of(0..300u64))
+            .prop_map(|(s, keys, ttl, wait)| Op::Multi { s, keys, ttl, wait }),
+        1 => (0..8usize, prop::collection::vec(0..KEYS.len(), 1..=3)).prop_map(|(s, k)| Op::ReleaseMany(s, k)),
     ]
 }
 
@@ -182,6 +195,33 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                     },
                 })
             }
+            Op::Multi {
+                s,
+                ref keys,
+                ttl,
+                wait,
+            } if s < sessions.len() => {
+                request += 1;
+                Some(Entry {
+                    now,
+                    command: Command::MultiAcquire {
+                        session: sessions[s],
+                        items: keys.iter().map(|&(k, m)| (KEYS[k], mode(m, k))).collect(),
+                        req: MultiRequest {
+                            id: RequestId(request),
+                            ttl_ms: ttl,
+                            wait_ms: wait,
+                        },
+                    },
+                })
+            }
+            Op::ReleaseMany(s, ref keys) if s < sessions.len() => Some(Entry {
+                now,
+                command: Command::MultiRelease {
+                    session: sessions[s],
+                    keys: keys.iter().map(|&k| KEYS[k]).collect(),
+                },
+            }),
             Op::Advance(d) => {
                 now += d;
                 events.clear();
@@ -405,6 +445,34 @@ fn every_command_round_trips() {
                 limit: LimitKind::HoldsPerSession,
                 value: 5,
                 user: "ops",
+            },
+        },
+        Entry {
+            now: 14,
+            command: Command::MultiAcquire {
+                session: SessionId(9),
+                items: vec![
+                    (b"a", Mode::Exclusive),
+                    (
+                        b"s",
+                        Mode::Semaphore {
+                            limit: 3,
+                            permits: 2,
+                        },
+                    ),
+                ],
+                req: MultiRequest {
+                    id: RequestId(77),
+                    ttl_ms: 500,
+                    wait_ms: Some(20),
+                },
+            },
+        },
+        Entry {
+            now: 15,
+            command: Command::MultiRelease {
+                session: SessionId(9),
+                keys: vec![b"a", b"s"],
             },
         },
     ];

@@ -429,9 +429,12 @@ impl LockTable {
     pub fn advance(&self, now: u64, events: &mut Vec<Event>) {
         let ctx = self.ctx();
         for shard in self.shards.iter() {
-            shard.lock().advance(now, &ctx, events);
+            // A timer that leaves a multi-lock note is acted on before the next one.
+            while shard.lock().advance(now, &ctx, events) {
+                self.settle(&ctx, now, events);
+            }
+            self.settle(&ctx, now, events);
         }
-        self.settle(&ctx, now, events);
     }
 
     /// What [`Self::advance`] would end at `now`, shard by shard, without ending it (see

@@ -315,6 +315,8 @@ pub(crate) struct Shard {
     sessions: HashMap<SessionId, SessionShard>,
     next_seq: u64,
     fired: Vec<(u64, TimerRef)>,
+    /// Timers taken off the wheel by [`Self::advance`] and not fired yet.
+    firing: VecDeque<(u64, TimerRef)>,
     pub(crate) stats: Stats,
 }
 
@@ -331,6 +333,7 @@ impl Shard {
             sessions: HashMap::new(),
             next_seq: 0,
             fired: Vec::new(),
+            firing: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -828,44 +831,60 @@ impl Shard {
         fired
     }
 
-    /// Fires every lease and wait timer due at `now`, in the order (deadline, key, leases
+    /// Fires the lease and wait timers due at `now`, in the order (deadline, key, leases
     /// before waits, session), so the outcome never depends on the wheel's internals.
-    pub(crate) fn advance(&mut self, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
-        let fired = self.take_due(now);
-        for &(_, timer) in &fired {
-            let idx = timer.index();
-            let Some(lock) = self.locks[idx as usize].as_ref() else {
-                continue;
-            };
-            let wheel = &self.wheel;
-            if timer.is_wait() {
-                // The waiter whose deadline fired: its timer is no longer pending.
-                let Some(pos) = lock.queue.as_ref().and_then(|q| {
-                    q.iter().position(|w| {
-                        timer.names(w.session)
-                            && w.timer.is_some_and(|t| wheel.deadline(t).is_none())
-                    })
-                }) else {
-                    continue;
-                };
-                if let Some(request) = self.multi_member(idx, pos) {
-                    let session = self.lock(idx).queue.as_ref().expect("queued")[pos].session;
-                    ctx.note(super::multi::Note::TimedOut(session, request));
-                    continue;
-                }
-                self.end_wait(idx, pos, None, now, ctx, events);
-            } else {
-                let Some(pos) = lock
-                    .holders
-                    .iter()
-                    .position(|h| timer.names(h.session) && wheel.deadline(h.timer).is_none())
-                else {
-                    continue;
-                };
-                self.end_lease(idx, pos, None, now, ctx, events);
+    ///
+    /// Stops after a timer whose end left a note for the table (a multi-lock became
+    /// ready or timed out) and returns true if timers are left: the table acts on the
+    /// note first and calls again, so that every timer's consequences come before the
+    /// next timer's, exactly as when a replay applies them one by one.
+    pub(crate) fn advance(&mut self, now: u64, ctx: &Ctx, events: &mut Vec<Event>) -> bool {
+        if self.firing.is_empty() {
+            let fired = self.take_due(now);
+            self.firing.extend(fired.iter().copied());
+            self.fired = fired;
+        }
+        while let Some((_, timer)) = self.firing.pop_front() {
+            self.fire(timer, now, ctx, events);
+            if !ctx.notes.borrow().is_empty() {
+                return !self.firing.is_empty();
             }
         }
-        self.fired = fired;
+        false
+    }
+
+    /// Ends the hold or wait whose timer fired, if it is still there.
+    fn fire(&mut self, timer: TimerRef, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+        let idx = timer.index();
+        let Some(lock) = self.locks[idx as usize].as_ref() else {
+            return;
+        };
+        let wheel = &self.wheel;
+        if timer.is_wait() {
+            // The waiter whose deadline fired: its timer is no longer pending.
+            let Some(pos) = lock.queue.as_ref().and_then(|q| {
+                q.iter().position(|w| {
+                    timer.names(w.session) && w.timer.is_some_and(|t| wheel.deadline(t).is_none())
+                })
+            }) else {
+                return;
+            };
+            if let Some(request) = self.multi_member(idx, pos) {
+                let session = self.lock(idx).queue.as_ref().expect("queued")[pos].session;
+                ctx.note(super::multi::Note::TimedOut(session, request));
+                return;
+            }
+            self.end_wait(idx, pos, None, now, ctx, events);
+        } else {
+            let Some(pos) = lock
+                .holders
+                .iter()
+                .position(|h| timer.names(h.session) && wheel.deadline(h.timer).is_none())
+            else {
+                return;
+            };
+            self.end_lease(idx, pos, None, now, ctx, events);
+        }
     }
 
     /// What [`Self::advance`] would end at `now`, without ending it: the due timers are

@@ -5,9 +5,9 @@
 
 pub use turnstile_proto::{
     frame, op, Acquire, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello, HelloOk,
-    Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, Push, Request, Response,
-    ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_PAYLOAD, MAX_STR, MAX_VERSION,
-    MIN_VERSION, SECRET_LEN,
+    Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, MultiAcquire, Push, Request,
+    Response, ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_PAYLOAD, MAX_STR,
+    MAX_VERSION, MIN_VERSION, SECRET_LEN,
 };
 
 use bytes::Bytes;

@@ -369,6 +369,7 @@ fn apply_command(
             st.sessions.remove(session);
         }
         Command::Acquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
+        Command::MultiAcquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
         Command::SetLimit { limit, value, .. } => {
             st.limits.insert(*limit, *value);
         }

@@ -32,12 +32,14 @@ use crate::acl::{self, User};
 use crate::cmd::{self, ConnState};
 use crate::durable::command::{Applied, Command};
 use crate::durable::{SessionKind, Ticket};
-use crate::engine::{AcquireOutcome, AcquireRequest, Event, Key, SessionId};
+use crate::engine::{
+    AcquireOutcome, AcquireRequest, Event, Key, MultiOutcome, MultiRequest, SessionId,
+};
 use crate::protocol::binary::{
     deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
     mode_from_wire, mode_kind, wrongtype_error, Acquire, DecodeError, ErrorCode, ErrorDetail,
-    ErrorReply, Header, Hello, HelloOk, LimitKind, LostReason, Mode, Push, Request, Response,
-    HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION, MIN_VERSION,
+    ErrorReply, Header, Hello, HelloOk, LimitKind, LostReason, Mode, MultiAcquire, Push, Request,
+    Response, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION, MIN_VERSION,
 };
 use crate::protocol::{Proto, ReplyWriter};
 
@@ -522,6 +524,12 @@ impl Served {
             Request::Inspect { key } => (acl::Command::Inspect, Some(*key)),
             Request::Locks { .. } => (acl::Command::Locks, None),
             Request::Info { .. } => (acl::Command::Info, None),
+            Request::MultiAcquire(m) => {
+                return self.permitted_keys(id, acl::Command::Acquire, m.items.iter().map(|i| i.0))
+            }
+            Request::MultiRelease { keys } => {
+                return self.permitted_keys(id, acl::Command::Release, keys.iter().copied())
+            }
             Request::Hello(_) | Request::Ping(_) | Request::Bye { .. } => return true,
         };
         if !self.user.may_run(cmd) {
@@ -540,6 +548,145 @@ impl Served {
         true
     }
 
+    /// [`Self::permitted`] for a request with several keys.
+    fn permitted_keys<'k>(
+        &mut self,
+        id: u32,
+        cmd: acl::Command,
+        mut keys: impl Iterator<Item = &'k [u8]>,
+    ) -> bool {
+        if !self.user.may_run(cmd) {
+            self.error(
+                id,
+                ErrorReply::new(ErrorCode::NoPerm, acl::noperm_command(cmd)),
+            );
+            return false;
+        }
+        let max = self.shared.config.max_key_len;
+        if let Some(key) = keys.find(|k| k.len() <= max && !self.user.may_access(k)) {
+            self.error(id, ErrorReply::new(ErrorCode::NoPerm, acl::noperm_key(key)));
+            return false;
+        }
+        true
+    }
+
+    /// Checks a MACQUIRE and gives it a request id; None: the error reply is written.
+    fn prepare_multi(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        m: &MultiAcquire<'_>,
+    ) -> Option<MultiRequest> {
+        let cfg = &self.shared.config;
+        if m.items.is_empty() {
+            self.error(id, err("MACQUIRE needs at least one key"));
+            return None;
+        }
+        if m.items.len() > cfg.max_multi_keys {
+            let e = limit_error(
+                LimitKind::Value,
+                format!(
+                    "{} keys in one MACQUIRE is above the maximum of {}",
+                    m.items.len(),
+                    cfg.max_multi_keys
+                ),
+            );
+            self.error(id, e);
+            return None;
+        }
+        for (key, mode) in &m.items {
+            // The same checks as one ACQUIRE of each key.
+            let single = Acquire {
+                key,
+                mode: *mode,
+                reentrant: false,
+                ttl_ms: m.ttl_ms,
+                wait_ms: Some(0),
+            };
+            self.prepare_acquire(core, id, &single)?;
+        }
+        let single = Acquire {
+            key: m.items[0].0,
+            mode: m.items[0].1,
+            reentrant: false,
+            ttl_ms: m.ttl_ms,
+            wait_ms: m.wait_ms,
+        };
+        let req = self.prepare_acquire(core, id, &single)?;
+        Some(MultiRequest {
+            id: req.id,
+            ttl_ms: req.ttl_ms,
+            wait_ms: req.wait_ms,
+        })
+    }
+
+    /// Replies to a MACQUIRE that applied with `outcome`.
+    fn multi_acquired(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        m: &MultiAcquire<'_>,
+        req: &MultiRequest,
+        outcome: MultiOutcome,
+    ) {
+        match outcome {
+            MultiOutcome::Granted(tokens) => self.reply(
+                id,
+                Response::MultiGranted {
+                    tokens: tokens.iter().map(|t| t.0).collect(),
+                },
+            ),
+            MultiOutcome::Queued => {
+                core.queued.insert(
+                    req.id,
+                    Queued {
+                        client_id: id,
+                        key: Key::new(m.items[0].0),
+                        since: std::time::Instant::now(),
+                        remaining: m.items.len() as u32,
+                    },
+                );
+                core.by_client.insert(id, req.id);
+                self.reply(id, Response::Queued);
+            }
+            MultiOutcome::WouldBlock => self.reply(id, Response::Busy),
+            MultiOutcome::Deadlock(cycle) => {
+                cmd::acquire::log_deadlock(&cycle);
+                self.error(id, deadlock_error(&cycle))
+            }
+            MultiOutcome::WrongType { current, .. } => self.error(id, wrongtype_error(current)),
+            MultiOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+    }
+
+    /// Checks an MRELEASE; false: the error reply is written.
+    fn prepare_multi_release(&mut self, id: u32, keys: &[&[u8]]) -> bool {
+        let max = self.shared.config.max_multi_keys;
+        if keys.is_empty() || keys.len() > max {
+            let e = limit_error(
+                LimitKind::Value,
+                format!("MRELEASE takes 1 to {max} keys, not {}", keys.len()),
+            );
+            self.error(id, e);
+            return false;
+        }
+        keys.iter().all(|k| self.key_ok(id, k))
+    }
+
+    /// Replies to an MRELEASE that released `count` keys.
+    fn multi_released(&mut self, id: u32, count: usize) {
+        if count == 0 {
+            self.notheld(id);
+        } else {
+            self.reply(
+                id,
+                Response::Released {
+                    count: count as u32,
+                },
+            );
+        }
+    }
+
     fn handle(&mut self, core: &mut Core, h: &Header, payload: &[u8], now: u64) -> Flow {
         let id = h.request_id;
         let req = match Request::decode(h, payload) {
@@ -556,6 +703,8 @@ impl Served {
             && matches!(
                 req,
                 Request::Acquire(_)
+                    | Request::MultiAcquire(_)
+                    | Request::MultiRelease { .. }
                     | Request::Release { .. }
                     | Request::Renew { .. }
                     | Request::Cancel { .. }
@@ -569,6 +718,31 @@ impl Served {
             Request::Hello(_) => self.error(id, err("HELLO is only valid as the first frame")),
             Request::Ping(p) => self.reply(id, Response::Pong(Bytes::copy_from_slice(p))),
             Request::Acquire(a) => self.acquire(core, id, &a, now),
+            Request::MultiAcquire(m) => {
+                if let Some(req) = self.prepare_multi(core, id, &m) {
+                    let (outcome, ticket) = self.shared.store.acquire_multi(
+                        self.session,
+                        m.items
+                            .iter()
+                            .map(|(k, mode)| (*k, mode_from_wire(*mode)))
+                            .collect(),
+                        &req,
+                        now,
+                    );
+                    self.ticket = self.ticket.max(ticket);
+                    self.multi_acquired(core, id, &m, &req, outcome);
+                }
+            }
+            Request::MultiRelease { keys } => {
+                if self.prepare_multi_release(id, &keys) {
+                    let (count, ticket) =
+                        self.shared
+                            .store
+                            .release_many(self.session, keys, now, &mut self.events);
+                    self.ticket = self.ticket.max(ticket);
+                    self.multi_released(id, count);
+                }
+            }
             Request::Release { key } => {
                 if self.key_ok(id, key) {
                     let shared = &self.shared;
@@ -737,6 +911,7 @@ impl Served {
                         client_id: id,
                         key: key.clone(),
                         since: std::time::Instant::now(),
+                        remaining: 1,
                     },
                 );
                 core.by_client.insert(id, request);
@@ -876,6 +1051,45 @@ impl Served {
                     }
                 }
             },
+            Request::MultiAcquire(m) => match self.prepare_multi(core, id, &m) {
+                None => Ok(()),
+                Some(r) => {
+                    let command = Command::MultiAcquire {
+                        session: self.session,
+                        items: m
+                            .items
+                            .iter()
+                            .map(|(k, mode)| (*k, mode_from_wire(*mode)))
+                            .collect(),
+                        req: r,
+                    };
+                    match cluster.propose(clock(), command).await {
+                        Ok(Applied::MultiAcquire(outcome)) => {
+                            self.multi_acquired(core, id, &m, &r, outcome);
+                            Ok(())
+                        }
+                        Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+            Request::MultiRelease { keys } => {
+                if !self.prepare_multi_release(id, &keys) {
+                    return Flow::Continue;
+                }
+                let command = Command::MultiRelease {
+                    session: self.session,
+                    keys,
+                };
+                match cluster.propose(clock(), command).await {
+                    Ok(Applied::MultiRelease(count)) => {
+                        self.multi_released(id, count);
+                        Ok(())
+                    }
+                    Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
+                    Err(e) => Err(e),
+                }
+            }
             Request::Release { key } => {
                 if !self.key_ok(id, key) {
                     return Flow::Continue;
@@ -1054,9 +1268,16 @@ impl Served {
                 token,
                 ..
             }) => {
-                let Some(q) = core.queued.remove(&request) else {
+                let Some(q) = core.queued.get_mut(&request) else {
                     return;
                 };
+                if q.remaining > 1 {
+                    // A multi-lock: one push per key, the last one ends the request.
+                    q.remaining -= 1;
+                    Push::Granted { token: token.0 }.encode(q.client_id, &mut self.out);
+                    return;
+                }
+                let q = core.queued.remove(&request).expect("just found");
                 core.by_client.remove(&q.client_id);
                 Push::Granted { token: token.0 }.encode(q.client_id, &mut self.out);
                 self.shared

@@ -237,7 +237,11 @@ async fn serve_text<S: Stream>(
                     }
                     break 'conn;
                 }
-                Flow::Park { request, since } => {
+                Flow::Park {
+                    request,
+                    since,
+                    keys,
+                } => {
                     // Replies to the commands before the ACQUIRE go out now.
                     if !outbuf.is_empty() {
                         let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
@@ -246,11 +250,24 @@ async fn serve_text<S: Stream>(
                         }
                         outbuf.clear();
                     }
+                    // A multi-lock's grant is one event per key, all sent together.
+                    let mut tokens = Vec::with_capacity(keys.max(1));
                     let granted = loop {
+                        tokens.clear();
                         tokio::select! {
                             ev = rx.recv() => match ev {
-                                Some(Event::Granted { request: r, token, .. }) if r == request => break Some(token),
-                                Some(Event::TimedOut { request: r, .. }) if r == request => break None,
+                                Some(Event::Granted { request: r, token, .. }) if r == request => {
+                                    tokens.push(token);
+                                    while tokens.len() < keys {
+                                        match rx.recv().await {
+                                            Some(Event::Granted { request: r, token, .. }) if r == request => tokens.push(token),
+                                            Some(_) => {}
+                                            None => break 'conn,
+                                        }
+                                    }
+                                    break true;
+                                }
+                                Some(Event::TimedOut { request: r, .. }) if r == request => break false,
                                 Some(_) => {}
                                 None => break 'conn,
                             },
@@ -267,14 +284,20 @@ async fn serve_text<S: Stream>(
                     };
                     // The grant (or timeout) was logged before the event was sent.
                     ticket = shared.store.read_ticket();
-                    match granted {
-                        Some(token) => {
-                            w.integer(token.0 as i64);
-                            shared
-                                .stats
-                                .record_wait(conn.session.0, since.elapsed().as_micros() as u64);
+                    if granted {
+                        if keys == 0 {
+                            w.integer(tokens[0].0 as i64);
+                        } else {
+                            w.array(tokens.len());
+                            for t in &tokens {
+                                w.integer(t.0 as i64);
+                            }
                         }
-                        None => w.null(),
+                        shared
+                            .stats
+                            .record_wait(conn.session.0, since.elapsed().as_micros() as u64);
+                    } else {
+                        w.null();
                     }
                     // Commands pipelined behind the ACQUIRE run at the time they now run.
                     continue 'conn;
@@ -399,6 +422,44 @@ async fn replicate(
                     }
                     other => Err(Refusal::Failed(format!("unexpected outcome {other:?}"))),
                 }
+            }
+            cmd::Op::MultiAcquire { items, req } => {
+                let session = open_session(shared, cluster, io).await?;
+                let command = Command::MultiAcquire {
+                    session,
+                    items: items.iter().map(|(k, m)| (k.as_slice(), *m)).collect(),
+                    req,
+                };
+                match cluster.propose(shared.clock.now_ms(), command).await? {
+                    Applied::MultiAcquire(outcome) => {
+                        let keys: Vec<&[u8]> = items.iter().map(|(k, _)| k.as_slice()).collect();
+                        Ok(io.with_ctx(shared, now, |ctx| {
+                            cmd::multi::reply_acquire(ctx, &req, keys.len(), &keys, outcome)
+                        }))
+                    }
+                    other => Err(Refusal::Failed(format!("unexpected outcome {other:?}"))),
+                }
+            }
+            cmd::Op::MultiRelease { keys } => {
+                let released = if io.conn.session.0 == 0 {
+                    if !cluster.is_leading() {
+                        return Err(cluster.not_leader());
+                    }
+                    0
+                } else {
+                    let command = Command::MultiRelease {
+                        session: io.conn.session,
+                        keys: keys.iter().map(|k| k.as_slice()).collect(),
+                    };
+                    match cluster.propose(shared.clock.now_ms(), command).await? {
+                        Applied::MultiRelease(n) => n,
+                        other => {
+                            return Err(Refusal::Failed(format!("unexpected outcome {other:?}")))
+                        }
+                    }
+                };
+                io.with_ctx(shared, now, |ctx| cmd::multi::reply_release(ctx, released));
+                Ok(Flow::Continue)
             }
             cmd::Op::Release { key } => {
                 let result = if io.conn.session.0 == 0 {

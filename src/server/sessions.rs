@@ -93,6 +93,9 @@ pub struct Queued {
     pub key: Key,
     /// When it queued.
     pub since: std::time::Instant,
+    /// Grants still to come: 1 for an ACQUIRE, the number of keys for a MACQUIRE (one
+    /// PUSH_GRANTED per key).
+    pub remaining: u32,
 }
 
 /// A connection's hold on a session.
@@ -465,12 +468,18 @@ impl Session {
         };
         for (request, key) in queued {
             let client_id = request.0 as u32;
+            // A multi-lock has a waiter per key, all with its request id.
+            if let Some(q) = core.queued.get_mut(&request) {
+                q.remaining += 1;
+                continue;
+            }
             core.queued.insert(
                 request,
                 Queued {
                     client_id,
                     key,
                     since: std::time::Instant::now(),
+                    remaining: 1,
                 },
             );
             core.by_client.insert(client_id, request);
