@@ -14,7 +14,8 @@ use crate::SECRET_LEN;
 /// The longest `str16`: keys, names, patterns, messages.
 pub const MAX_STR: usize = u16::MAX as usize;
 
-/// Opcodes: requests 0x01..=0x0A, responses 0x80..=0x8B, pushes 0xA0..=0xA4.
+/// Opcodes: requests 0x01..=0x0C, responses 0x80..=0x8C and 0x91, pushes 0xA0..=0xA4
+/// (protocol.md §4 and §8).
 pub mod op {
     /// Request: the handshake; the first frame of a connection.
     pub const HELLO: u8 = 0x01;
