@@ -7,6 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ErrorReply;
+use crate::explain::{ExplainTarget, Explanation, WaitGraph};
 use crate::frame::{begin, finish, DecodeError, Header, MAX_PAYLOAD};
 use crate::wire::{put_str16, Bad, Rd};
 use crate::SECRET_LEN;
@@ -36,6 +37,10 @@ pub mod op {
     pub const INFO: u8 = 0x09;
     /// Request: end the connection (and optionally the session).
     pub const BYE: u8 = 0x0A;
+    /// Request: why a session or a queued request waits (the chain of blockers).
+    pub const EXPLAIN: u8 = 0x12;
+    /// Request: the whole wait-for graph, bounded.
+    pub const WAITGRAPH: u8 = 0x13;
 
     /// Response: an error.
     pub const ERROR: u8 = 0x80;
@@ -62,6 +67,10 @@ pub mod op {
     pub const LOCKS_RESULT: u8 = 0x8A;
     /// Response to INFO.
     pub const INFO_RESULT: u8 = 0x8B;
+    /// Response to EXPLAIN.
+    pub const EXPLAIN_RESULT: u8 = 0x8E;
+    /// Response to WAITGRAPH.
+    pub const GRAPH_RESULT: u8 = 0x8F;
 
     /// Push: a queued ACQUIRE was granted (id: the ACQUIRE's).
     pub const PUSH_GRANTED: u8 = 0xA0;
@@ -87,6 +96,10 @@ pub mod op {
             LOCKS => "LOCKS",
             INFO => "INFO",
             BYE => "BYE",
+            EXPLAIN => "EXPLAIN",
+            WAITGRAPH => "WAITGRAPH",
+            EXPLAIN_RESULT => "EXPLAIN_RESULT",
+            GRAPH_RESULT => "GRAPH_RESULT",
             ERROR => "ERROR",
             HELLO_OK => "HELLO_OK",
             OK => "OK",
@@ -157,7 +170,7 @@ pub enum ModeKind {
 }
 
 impl ModeKind {
-    fn decode(b: u8) -> Result<ModeKind, Bad> {
+    pub(crate) fn decode(b: u8) -> Result<ModeKind, Bad> {
         match b {
             0 => Ok(ModeKind::Exclusive),
             1 => Ok(ModeKind::Shared),
@@ -313,6 +326,19 @@ pub enum Request<'a> {
         /// End the session now.
         end_session: bool,
     },
+    /// EXPLAIN: `u8 target | u64 id | u32 count (0: the server's default)` (see
+    /// [`ExplainTarget`]).
+    Explain {
+        /// What to explain.
+        target: ExplainTarget,
+        /// At most this many edges; 0 for the server's default.
+        count: u32,
+    },
+    /// WAITGRAPH: `u32 count (0: the server's default)`.
+    WaitGraph {
+        /// At most this many edges; 0 for the server's default.
+        count: u32,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -329,6 +355,8 @@ impl<'a> Request<'a> {
             Request::Locks { .. } => op::LOCKS,
             Request::Info { .. } => op::INFO,
             Request::Bye { .. } => op::BYE,
+            Request::Explain { .. } => op::EXPLAIN,
+            Request::WaitGraph { .. } => op::WAITGRAPH,
         }
     }
 
@@ -380,6 +408,11 @@ impl<'a> Request<'a> {
             }
             Request::Info { section } => put_str16(out, section),
             Request::Bye { end_session } => out.put_u8(u8::from(*end_session)),
+            Request::Explain { target, count } => {
+                target.encode(out);
+                out.put_u32(*count);
+            }
+            Request::WaitGraph { count } => out.put_u32(*count),
         }
         finish(out, start);
     }
@@ -492,6 +525,11 @@ impl<'a> Request<'a> {
                     end_session: flags & 1 != 0,
                 }
             }
+            op::EXPLAIN => Request::Explain {
+                target: ExplainTarget::decode(&mut rd)?,
+                count: rd.u32()?,
+            },
+            op::WAITGRAPH => Request::WaitGraph { count: rd.u32()? },
             _ => return Err("unknown request opcode"),
         };
         rd.end()?;
@@ -644,6 +682,10 @@ pub enum Response {
     },
     /// INFO_RESULT: the text, the whole payload.
     Info(Bytes),
+    /// EXPLAIN_RESULT (see [`Explanation`]).
+    Explain(Explanation),
+    /// GRAPH_RESULT (see [`WaitGraph`]).
+    WaitGraph(WaitGraph),
 }
 
 impl Response {
@@ -662,6 +704,8 @@ impl Response {
             Response::Inspect(_) => op::INSPECT_RESULT,
             Response::Locks { .. } => op::LOCKS_RESULT,
             Response::Info(_) => op::INFO_RESULT,
+            Response::Explain(_) => op::EXPLAIN_RESULT,
+            Response::WaitGraph(_) => op::GRAPH_RESULT,
         }
     }
 
@@ -738,6 +782,8 @@ impl Response {
             Response::Info(text) => {
                 out.put_slice(&text[..text.len().min(MAX_PAYLOAD)]);
             }
+            Response::Explain(e) => e.encode(out),
+            Response::WaitGraph(g) => g.encode(out),
         }
         finish(out, start);
     }
@@ -840,6 +886,8 @@ impl Response {
                 }
             }
             op::INFO_RESULT => Response::Info(Bytes::copy_from_slice(rd.rest())),
+            op::EXPLAIN_RESULT => Response::Explain(Explanation::decode(&mut rd)?),
+            op::GRAPH_RESULT => Response::WaitGraph(WaitGraph::decode(&mut rd)?),
             _ => return Err("unknown response opcode"),
         };
         rd.end()?;
