@@ -122,7 +122,7 @@ pub(super) fn parse_count(ctx: &mut Ctx, value: &[u8]) -> Option<usize> {
 
 /// One edge as a map (see the module docs); `depth` only in EXPLAIN.
 pub(super) fn edge(out: &mut ReplyWriter, depth: Option<u32>, e: &WaitEdge) {
-    out.map(13 + usize::from(depth.is_some()));
+    out.map(12 + usize::from(depth.is_some()));
     if let Some(d) = depth {
         out.bulk(b"depth");
         out.integer(i64::from(d));
