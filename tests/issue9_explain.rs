@@ -519,3 +519,110 @@ async fn cli_writes_the_dot_file() {
         .expect("run turnstile cli --help");
     assert!(String::from_utf8_lossy(&help.stdout).contains("--waitgraph-dot <FILE>"));
 }
+
+/// Three in-process cluster nodes (node 3 with `--follower-reads stale`): EXPLAIN and
+/// WAITGRAPH are reads, served as INSPECT is: by the leader behind a read index, refused
+/// by a follower with NOTLEADER naming the leader, or answered by a stale follower from its
+/// own state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_serves_explain_as_a_read() {
+    // Six free loopback ports, all bound at once so none is handed out twice.
+    let held: Vec<std::net::TcpListener> = (0..6)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<std::net::SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
+    drop(held);
+    let (clients, rafts) = (&ports[..3], &ports[3..]);
+    let members: String = (0..3)
+        .map(|i| format!("{}={}/{}", i + 1, rafts[i], clients[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let base = std::env::temp_dir().join(format!(
+        "turnstile-issue9-cluster-{}-{}",
+        std::process::id(),
+        clients[0].port()
+    ));
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut config = turnstile::Config::default();
+        config.data_dir = base.join(format!("node-{}", i + 1));
+        config.node_id = Some(i as u64 + 1);
+        config.raft_addr = Some(rafts[i].to_string());
+        config.advertise_addr = Some(clients[i].to_string());
+        config.cluster = Some(turnstile::config::parse_members(&members).expect("members"));
+        config.heartbeat_ms = 50;
+        config.election_timeout_ms = 200;
+        if i == 2 {
+            config.follower_reads = "stale".into();
+        }
+        nodes.push(Server::start_at(config, clients[i]).await);
+    }
+    // The leader: the node that grants an ACQUIRE (one whose HELLO says leader may not
+    // have committed its term's first entry yet: it refuses until then).
+    let mut leader = None;
+    'find: for _ in 0..500 {
+        for (i, n) in nodes.iter().enumerate() {
+            let Ok(Ok(mut con)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                redis::Client::open(n.url())
+                    .unwrap()
+                    .get_multiplexed_async_connection(),
+            )
+            .await
+            else {
+                continue;
+            };
+            if q::<i64>(&mut con, &c(&["ACQUIRE", "k1", "TTL", "60000"]))
+                .await
+                .is_ok()
+            {
+                leader = Some((i, con));
+                break 'find;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (leader, a) = leader.expect("a leader within 10 s");
+    let b = nodes[leader].redis().await;
+    let _parked = queue(&b, &["ACQUIRE", "k1", "TTL", "60000"]);
+    let mut obs = nodes[leader].redis().await;
+    wait_for_waiters(&mut obs, "k1", 1).await;
+    let v: Value = ok(&mut obs, &["WAITGRAPH"]).await;
+    assert_eq!(items(field(&pairs(&v), "edges")).len(), 1);
+    let b_session = int(field(
+        &pairs(&items(field(&pairs(&v), "edges"))[0]),
+        "waiter",
+    ));
+    let v: Value = ok(&mut obs, &["EXPLAIN", "SESSION", &b_session.to_string()]).await;
+    assert_eq!(items(field(&pairs(&v), "edges")).len(), 1);
+    for (i, n) in nodes.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        let mut con = n.redis().await;
+        if i == 2 {
+            // Stale: the follower's own state, which catches up.
+            eventually("the stale follower shows the edge", || {
+                let mut con = con.clone();
+                async move {
+                    let v: Value = ok(&mut con, &["WAITGRAPH"]).await;
+                    items(field(&pairs(&v), "edges")).len() == 1
+                }
+            })
+            .await;
+            let dot: String = ok(&mut con, &["WAITGRAPH", "DOT"]).await;
+            check_dot(&dot, 1);
+        } else {
+            for words in [&["EXPLAIN"][..], &["WAITGRAPH"], &["WAITGRAPH", "DOT"]] {
+                let (code, msg) = err(&mut con, words).await;
+                assert_eq!(code, "NOTLEADER", "{words:?}: {msg}");
+                assert!(msg.contains(&clients[leader].to_string()), "{msg}");
+            }
+        }
+    }
+    drop((a, b, obs));
+    for n in nodes {
+        n.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
