@@ -636,3 +636,49 @@ async fn cluster_serves_explain_as_a_read() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// EXPLAIN and WAITGRAPH need the `locks` permission, and leave out (and do not follow)
+/// edges on keys the user may not access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_hides_keys_and_needs_locks() {
+    let file =
+        std::env::temp_dir().join(format!("turnstile-issue9-acl-{}.acl", std::process::id()));
+    std::fs::write(
+        &file,
+        "user lister on >l ~k1 +locks\nuser locker on >x ~* +@lock\n",
+    )
+    .expect("write the users file");
+    let server = Server::start_with(turnstile::Config {
+        users_file: Some(file.clone()),
+        ..turnstile::Config::default()
+    })
+    .await;
+    let (mut a, mut b, mut obs) = (
+        server.redis().await,
+        server.redis().await,
+        server.redis().await,
+    );
+    let c = server.redis().await;
+    acquire(&mut a, "k1", &["TTL", "60000"]).await;
+    acquire(&mut b, "k2", &["TTL", "60000"]).await;
+    let _p1 = queue(&b, &["ACQUIRE", "k1"]);
+    wait_for_waiters(&mut obs, "k1", 1).await;
+    let mut c_id = c.clone();
+    let sc = client_id(&mut c_id).await;
+    let _p2 = queue(&c, &["ACQUIRE", "k2"]);
+    wait_for_waiters(&mut obs, "k2", 1).await;
+
+    let mut lister = connect_url(&format!("redis://lister:l@{}", server.addr)).await;
+    let v: Value = ok(&mut lister, &["WAITGRAPH"]).await;
+    let edges = items(field(&pairs(&v), "edges")).to_vec();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(text(field(&pairs(&edges[0]), "key")), "k1");
+    // C waits on k2, which lister may not see: nothing is shown or followed.
+    let v: Value = ok(&mut lister, &["EXPLAIN", "SESSION", &sc.to_string()]).await;
+    assert!(items(field(&pairs(&v), "edges")).is_empty());
+    let mut locker = connect_url(&format!("redis://locker:x@{}", server.addr)).await;
+    for words in [&["EXPLAIN"][..], &["WAITGRAPH", "DOT"]] {
+        assert_eq!(err(&mut locker, words).await.0, "NOPERM", "{words:?}");
+    }
+    let _ = std::fs::remove_file(&file);
+}
