@@ -1350,6 +1350,7 @@ impl Harness {
         keys.sort();
         let want: Vec<Vec<u8>> = self.model.keys.keys().cloned().collect();
         prop_assert_eq!(&keys, &want, "LOCKS");
+        self.check_wait_edges()?;
         let stats = self.table.stats();
         let holders: usize = self.model.keys.values().map(|k| k.holders.len()).sum();
         let waiters: usize = self.model.keys.values().map(|k| k.queue.len()).sum();
@@ -1367,6 +1368,65 @@ impl Harness {
             (None, None) => {}
             (Some(t), Some(d)) => prop_assert!(t <= d, "next_deadline {} after {}", t, d),
             (got, want) => return Err(fail(format!("next_deadline {got:?}, earliest {want:?}"))),
+        }
+        Ok(())
+    }
+}
+
+impl Harness {
+    /// EXPLAIN and WAITGRAPH against the model's wait-for edges: the whole graph edge for
+    /// edge, each session's direct waits, and everything an explanation reaches.
+    fn check_wait_edges(&self) -> Result<(), TestCaseError> {
+        use turnstile::engine::ExplainTarget;
+        let now = self.now;
+        let triple = |e: &turnstile::engine::WaitEdge| {
+            (
+                e.waiter.session.0,
+                e.key.as_bytes().to_vec(),
+                e.blocker.session().0,
+            )
+        };
+        let mut want = self.model.edges();
+        want.sort();
+        let dump = self.table.wait_graph(now, usize::MAX, |_| true);
+        prop_assert!(!dump.truncated);
+        let mut got: Vec<_> = dump.edges.iter().map(triple).collect();
+        got.sort();
+        prop_assert_eq!(&got, &want, "WAITGRAPH");
+        // Sessions that wait (the others wait for nothing, as WAITGRAPH showed).
+        let waiting: BTreeSet<u64> = want.iter().map(|e| e.0).collect();
+        for s in waiting {
+            let (direct, _) = self.table.waits_of(SessionId(s), now, usize::MAX);
+            let mut got: Vec<_> = direct.iter().map(triple).collect();
+            got.sort();
+            let mine: Vec<_> = want.iter().filter(|e| e.0 == s).cloned().collect();
+            prop_assert_eq!(&got, &mine, "direct waits of {}", s);
+            let ex = self
+                .table
+                .explain(
+                    &ExplainTarget::Session(SessionId(s)),
+                    now,
+                    usize::MAX,
+                    |_| true,
+                )
+                .expect("a session is always explained");
+            prop_assert!(ex.cycle.is_empty() && !ex.truncated, "{:?}", ex);
+            let reached: BTreeSet<u64> = ex
+                .steps
+                .iter()
+                .map(|st| st.edge.blocker.session().0)
+                .collect();
+            // Reachable from s along the model's edges (one breadth-first search).
+            let mut expected: BTreeSet<u64> = BTreeSet::new();
+            let mut todo: VecDeque<u64> = VecDeque::from([s]);
+            while let Some(from) = todo.pop_front() {
+                for e in want.iter().filter(|e| e.0 == from) {
+                    if expected.insert(e.2) {
+                        todo.push_back(e.2);
+                    }
+                }
+            }
+            prop_assert_eq!(reached, expected, "sessions session {} waits for", s);
         }
         Ok(())
     }

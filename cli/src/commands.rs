@@ -146,6 +146,31 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          pattern (as in Redis: * ? [abc]) with MATCH, and at most n of them with COUNT.",
     ),
     cmd(
+        "EXPLAIN",
+        "[SESSION id | REQUEST id] [COUNT n]",
+        Group::Locks,
+        "Explains why a session (this connection's by default) or a queued request (by the \
+         server's request id, as EXPLAIN and WAITGRAPH show it) waits: the holders and \
+         queued requests it waits for, then what those wait for, breadth first. Replies \
+         with session, waiting (the request ids explained), edges (each with depth, key, \
+         waiter, request, mode, permits, waited_ms, type holder or queued, blocker, \
+         blocker_mode, blocker_permits, then token and ttl_ms for a holder, or \
+         blocker_request and blocker_waited_ms for a request queued ahead), truncated (1 \
+         when more than COUNT edges, default 1000) and cycle (empty: deadlocks are \
+         refused). A parked ACQUIRE's connection cannot ask: use EXPLAIN SESSION id from \
+         another one.",
+    ),
+    cmd(
+        "WAITGRAPH",
+        "[DOT] [COUNT n]",
+        Group::Locks,
+        "Shows the whole wait-for graph: every edge from a queued request to a holder or \
+         to a request queued ahead of it that it waits for (fields as EXPLAIN's, without \
+         depth), and truncated (1 when more than COUNT edges, default 1000, at most \
+         100000). With DOT, one Graphviz document instead (dot -Tsvg); `turnstile cli \
+         --waitgraph-dot FILE` writes it to a file.",
+    ),
+    cmd(
         "PING",
         "[message]",
         Group::Connection,
@@ -910,7 +935,9 @@ mod tests {
         let client = help_topic(&["CLIENT"], false).expect("known");
         assert_eq!(client.matches("\n  CLIENT ").count(), 4);
         let locks = help_topic(&["@locks"], false).expect("known");
-        assert_eq!(locks.matches("group: locks").count(), 7);
+        let in_group = COMMANDS.iter().filter(|c| c.group == Group::Locks).count();
+        assert!(in_group >= 7, "ACQUIRE .. LOCKS, EXPLAIN, WAITGRAPH");
+        assert_eq!(locks.matches("group: locks").count(), in_group);
         assert!(help_topic(&["NOSUCH"], false).is_none());
         assert!(help_topic(&["@nosuch"], false).is_none());
         assert!(help_topic(&["RELEASE", "extra"], false).is_none());

@@ -17,7 +17,8 @@
 //! - `commands`: the command table, and the help, hints and completion made from it;
 //! - `editor`: the rustyline helper;
 //! - `nodes`: node addresses (`--nodes`) and cluster redirects (`-NOTLEADER host:port`);
-//! - `shell`: the session, the three modes, reconnecting, following redirects.
+//! - `shell`: the session, the three modes, reconnecting, following redirects;
+//! - `stat` and `waitgraph`: `--stat` and `--waitgraph-dot FILE`.
 
 mod client;
 mod commands;
@@ -28,6 +29,7 @@ mod resp;
 mod shell;
 mod split;
 mod stat;
+mod waitgraph;
 
 use std::io::{self, IsTerminal};
 
@@ -122,6 +124,14 @@ pub struct CliArgs {
     #[arg(long, requires = "stat")]
     pub count: Option<u64>,
 
+    /// Write the server's wait-for graph (who waits for whom) as a Graphviz DOT document
+    /// to FILE (`-` for stdout), then exit; draw it with `dot -Tsvg FILE > waits.svg`.
+    /// Runs `WAITGRAPH DOT COUNT 100000` (the server's maximum); a `// truncated` comment
+    /// in the document says when there were more edges. EXPLAIN in the shell says why one
+    /// session waits.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stat", "command"])]
+    pub waitgraph_dot: Option<std::path::PathBuf>,
+
     /// A command to run once, then exit (`ACQUIRE k TTL 5000`). Without one, a shell.
     #[arg(
         value_name = "COMMAND",
@@ -158,6 +168,16 @@ pub fn run(args: CliArgs) -> anyhow::Result<i32> {
             tls,
         };
         return stat::run(&opts, &mut io::stdout());
+    }
+    if let Some(file) = args.waitgraph_dot {
+        let opts = waitgraph::DotOptions {
+            nodes,
+            user: args.user,
+            pass: args.pass,
+            tls,
+            file,
+        };
+        return waitgraph::run(&opts, &mut io::stdout());
     }
     let stdout_is_tty = io::stdout().is_terminal();
     // redis-cli's rule: formatted for people on a terminal, raw for pipes and files.
@@ -245,6 +265,15 @@ mod tests {
         );
         assert!(parse(&["-p", "70000"]).is_err());
         assert!(parse(&["--tls"]).is_err(), "--tls needs --cacert");
+        let args = parse(&["-p", "7811", "--waitgraph-dot", "w.dot"]).expect("valid");
+        assert!(args.command.is_empty(), "{:?}", args.command);
+        let args = parse(&["--waitgraph-dot", "w.dot"]).expect("valid");
+        assert_eq!(
+            args.waitgraph_dot.as_deref(),
+            Some(std::path::Path::new("w.dot"))
+        );
+        assert!(parse(&["--waitgraph-dot", "w.dot", "--stat"]).is_err());
+        assert!(parse(&["--waitgraph-dot", "w.dot", "PING"]).is_err());
         assert!(parse(&["--tls", "--cacert", "ca.pem", "--cert", "c.pem"]).is_err());
         let args = parse(&[
             "--tls", "--cacert", "ca.pem", "--cert", "c.pem", "--key", "k.pem",

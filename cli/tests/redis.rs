@@ -327,6 +327,7 @@ fn connection_refused_exits_1() {
         stat: false,
         interval: 1.0,
         count: None,
+        waitgraph_dot: None,
         command: vec!["PING".into()],
     };
     assert_eq!(turnstile_cli::run(args).expect("no I/O failure"), 1);

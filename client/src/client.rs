@@ -15,6 +15,7 @@ use turnstile_proto::{
     Acquire, ErrorCode, ErrorDetail, ErrorReply, HelloOk, KeyState, Mode, Push, Request, Response,
     ServerMessage, MAX_STR,
 };
+use turnstile_proto::{ExplainTarget, Explanation, WaitGraph};
 
 use crate::conn::{self, Link};
 use crate::error::{Error, Result};
@@ -1369,6 +1370,32 @@ impl Client {
             .await?
         {
             Response::Locks { keys, .. } => Ok(keys),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Why a session or queued request waits: the holders and queued requests it waits
+    /// for, transitively, breadth first (at most the server's default of 1000 edges;
+    /// `truncated` says when more were left out). `ExplainTarget::OwnSession` explains
+    /// this client's session, `Session(n)` another one, `Request(id)` a queued request by
+    /// the server's id (as edges show it). An error when a named request is not queued.
+    pub async fn explain(&self, target: ExplainTarget) -> Result<Explanation> {
+        match self
+            .inner
+            .call(Request::Explain { target, count: 0 })
+            .await?
+        {
+            Response::Explain(ex) => Ok(ex),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The server's wait-for graph: every waiter -> blocker edge, at most `count` of them
+    /// (0: the server's default of 1000; the server caps it at 100000). Render it for
+    /// Graphviz with [`WaitGraph::to_dot`].
+    pub async fn wait_graph(&self, count: u32) -> Result<WaitGraph> {
+        match self.inner.call(Request::WaitGraph { count }).await? {
+            Response::WaitGraph(g) => Ok(g),
             _ => Err(unexpected()),
         }
     }

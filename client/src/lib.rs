@@ -70,4 +70,5 @@ pub use tls::TlsConfig;
 /// The rustls types [`TlsConfig`] takes (root stores, certificates, keys).
 pub use tokio_rustls::rustls;
 pub use turnstile_proto as proto;
+pub use turnstile_proto::{Blocker, ExplainTarget, Explanation, WaitEdge, WaitGraph};
 pub use turnstile_proto::{KeyState, LostReason, ModeKind};

@@ -37,11 +37,13 @@
 pub use bytes;
 
 pub mod error;
+pub mod explain;
 pub mod frame;
 pub mod message;
 mod wire;
 
 pub use error::{ErrorCode, ErrorDetail, ErrorReply, LimitKind};
+pub use explain::{Blocker, ExplainTarget, Explanation, WaitEdge, WaitGraph};
 pub use frame::{DecodeError, Header, HEADER_LEN, HELLO_MAX_PAYLOAD, MAX_PAYLOAD};
 pub use message::{
     op, Acquire, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind, MultiAcquire,

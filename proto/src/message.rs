@@ -7,6 +7,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ErrorReply;
+use crate::explain::{ExplainTarget, Explanation, WaitGraph};
 use crate::frame::{begin, finish, DecodeError, Header, MAX_PAYLOAD};
 use crate::wire::{put_str16, Bad, Rd};
 use crate::SECRET_LEN;
@@ -41,6 +42,10 @@ pub mod op {
     pub const MACQUIRE: u8 = 0x0B;
     /// Request: release several keys (one reentrant level each).
     pub const MRELEASE: u8 = 0x0C;
+    /// Request: why a session or a queued request waits (the chain of blockers).
+    pub const EXPLAIN: u8 = 0x12;
+    /// Request: the whole wait-for graph, bounded.
+    pub const WAITGRAPH: u8 = 0x13;
 
     /// Response: an error.
     pub const ERROR: u8 = 0x80;
@@ -71,6 +76,10 @@ pub mod op {
     pub const MGRANTED: u8 = 0x8C;
     /// Response to MRELEASE: how many keys were released.
     pub const RELEASED: u8 = 0x91;
+    /// Response to EXPLAIN.
+    pub const EXPLAIN_RESULT: u8 = 0x8E;
+    /// Response to WAITGRAPH.
+    pub const GRAPH_RESULT: u8 = 0x8F;
 
     /// Push: a queued ACQUIRE was granted (id: the ACQUIRE's).
     pub const PUSH_GRANTED: u8 = 0xA0;
@@ -100,6 +109,10 @@ pub mod op {
             MRELEASE => "MRELEASE",
             MGRANTED => "MGRANTED",
             RELEASED => "RELEASED",
+            EXPLAIN => "EXPLAIN",
+            WAITGRAPH => "WAITGRAPH",
+            EXPLAIN_RESULT => "EXPLAIN_RESULT",
+            GRAPH_RESULT => "GRAPH_RESULT",
             ERROR => "ERROR",
             HELLO_OK => "HELLO_OK",
             OK => "OK",
@@ -170,7 +183,7 @@ pub enum ModeKind {
 }
 
 impl ModeKind {
-    fn decode(b: u8) -> Result<ModeKind, Bad> {
+    pub(crate) fn decode(b: u8) -> Result<ModeKind, Bad> {
         match b {
             0 => Ok(ModeKind::Exclusive),
             1 => Ok(ModeKind::Shared),
@@ -373,6 +386,19 @@ pub enum Request<'a> {
         /// End the session now.
         end_session: bool,
     },
+    /// EXPLAIN: `u8 target | u64 id | u32 count (0: the server's default)` (see
+    /// [`ExplainTarget`]).
+    Explain {
+        /// What to explain.
+        target: ExplainTarget,
+        /// At most this many edges; 0 for the server's default.
+        count: u32,
+    },
+    /// WAITGRAPH: `u32 count (0: the server's default)`.
+    WaitGraph {
+        /// At most this many edges; 0 for the server's default.
+        count: u32,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -391,6 +417,8 @@ impl<'a> Request<'a> {
             Request::Bye { .. } => op::BYE,
             Request::MultiAcquire(_) => op::MACQUIRE,
             Request::MultiRelease { .. } => op::MRELEASE,
+            Request::Explain { .. } => op::EXPLAIN,
+            Request::WaitGraph { .. } => op::WAITGRAPH,
         }
     }
 
@@ -458,6 +486,11 @@ impl<'a> Request<'a> {
                     put_str16(out, key);
                 }
             }
+            Request::Explain { target, count } => {
+                target.encode(out);
+                out.put_u32(*count);
+            }
+            Request::WaitGraph { count } => out.put_u32(*count),
         }
         finish(out, start);
     }
@@ -604,6 +637,11 @@ impl<'a> Request<'a> {
                     end_session: flags & 1 != 0,
                 }
             }
+            op::EXPLAIN => Request::Explain {
+                target: ExplainTarget::decode(&mut rd)?,
+                count: rd.u32()?,
+            },
+            op::WAITGRAPH => Request::WaitGraph { count: rd.u32()? },
             _ => return Err("unknown request opcode"),
         };
         rd.end()?;
@@ -767,6 +805,10 @@ pub enum Response {
         /// Keys released.
         count: u32,
     },
+    /// EXPLAIN_RESULT (see [`Explanation`]).
+    Explain(Explanation),
+    /// GRAPH_RESULT (see [`WaitGraph`]).
+    WaitGraph(WaitGraph),
 }
 
 impl Response {
@@ -787,6 +829,8 @@ impl Response {
             Response::Info(_) => op::INFO_RESULT,
             Response::MultiGranted { .. } => op::MGRANTED,
             Response::Released { .. } => op::RELEASED,
+            Response::Explain(_) => op::EXPLAIN_RESULT,
+            Response::WaitGraph(_) => op::GRAPH_RESULT,
         }
     }
 
@@ -870,6 +914,8 @@ impl Response {
                 }
             }
             Response::Released { count } => out.put_u32(*count),
+            Response::Explain(e) => e.encode(out),
+            Response::WaitGraph(g) => g.encode(out),
         }
         finish(out, start);
     }
@@ -981,6 +1027,8 @@ impl Response {
                 Response::MultiGranted { tokens }
             }
             op::RELEASED => Response::Released { count: rd.u32()? },
+            op::EXPLAIN_RESULT => Response::Explain(Explanation::decode(&mut rd)?),
+            op::GRAPH_RESULT => Response::WaitGraph(WaitGraph::decode(&mut rd)?),
             _ => return Err("unknown response opcode"),
         };
         rd.end()?;

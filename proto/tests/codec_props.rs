@@ -36,6 +36,8 @@ enum OwnedRequest {
     Locks(Option<Vec<u8>>, u32),
     Info(Vec<u8>),
     Bye(bool),
+    Explain(turnstile_proto::ExplainTarget, u32),
+    WaitGraph(u32),
 }
 
 impl OwnedRequest {
@@ -83,6 +85,11 @@ impl OwnedRequest {
             },
             OwnedRequest::Info(s) => Request::Info { section: s },
             OwnedRequest::Bye(e) => Request::Bye { end_session: *e },
+            OwnedRequest::Explain(target, count) => Request::Explain {
+                target: *target,
+                count: *count,
+            },
+            OwnedRequest::WaitGraph(count) => Request::WaitGraph { count: *count },
         }
     }
 }
@@ -164,7 +171,59 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
             .prop_map(|(p, c)| OwnedRequest::Locks(p, c)),
         bytes(16).prop_map(OwnedRequest::Info),
         any::<bool>().prop_map(OwnedRequest::Bye),
+        (explain_target(), any::<u32>()).prop_map(|(t, c)| OwnedRequest::Explain(t, c)),
+        any::<u32>().prop_map(OwnedRequest::WaitGraph),
     ]
+}
+
+fn explain_target() -> impl Strategy<Value = turnstile_proto::ExplainTarget> {
+    use turnstile_proto::ExplainTarget as T;
+    prop_oneof![
+        Just(T::OwnSession),
+        any::<u64>().prop_map(T::Session),
+        any::<u64>().prop_map(T::Request),
+        any::<u32>().prop_map(T::OwnRequest),
+    ]
+}
+
+fn wait_edge() -> impl Strategy<Value = turnstile_proto::WaitEdge> {
+    use turnstile_proto::Blocker;
+    (
+        any::<[u64; 6]>(),
+        any::<[u32; 3]>(),
+        (mode_kind(), mode_kind(), kind(), any::<bool>()),
+        bbytes(20),
+    )
+        .prop_map(|(n, m, (mode, bmode, kind, holder), key)| {
+            let blocker = if holder {
+                Blocker::Holder {
+                    session: n[3],
+                    mode: bmode,
+                    permits: m[2],
+                    token: n[4],
+                    ttl_ms: n[5],
+                }
+            } else {
+                Blocker::Queued {
+                    session: n[3],
+                    mode: bmode,
+                    permits: m[2],
+                    request: n[4],
+                    waited_ms: n[5],
+                }
+            };
+            turnstile_proto::WaitEdge {
+                depth: m[0],
+                key,
+                kind,
+                waiter: n[0],
+                request: n[1],
+                mode,
+                permits: m[1],
+                waited_ms: n[2],
+                blocker,
+            }
+        })
 }
 
 fn error_reply() -> impl Strategy<Value = ErrorReply> {
@@ -277,6 +336,25 @@ fn response() -> impl Strategy<Value = Response> {
         (prop::collection::vec(bbytes(20), 0..8), any::<bool>())
             .prop_map(|(keys, truncated)| Response::Locks { keys, truncated }),
         bbytes(200).prop_map(Response::Info),
+        (
+            any::<u64>(),
+            prop::collection::vec(any::<u64>(), 0..4),
+            prop::collection::vec(wait_edge(), 0..5),
+            any::<bool>(),
+            prop::collection::vec(any::<u64>(), 0..4),
+        )
+            .prop_map(|(session, waiting, edges, truncated, cycle)| {
+                Response::Explain(turnstile_proto::Explanation {
+                    session,
+                    waiting,
+                    edges,
+                    truncated,
+                    cycle,
+                })
+            }),
+        (prop::collection::vec(wait_edge(), 0..5), any::<bool>()).prop_map(|(edges, truncated)| {
+            Response::WaitGraph(turnstile_proto::WaitGraph { edges, truncated })
+        }),
     ]
 }
 

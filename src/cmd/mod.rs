@@ -11,6 +11,7 @@ pub(crate) mod auth;
 pub(crate) mod client;
 pub mod cluster;
 mod compat;
+pub(crate) mod explain;
 mod hello;
 pub(crate) mod info;
 mod inspect;
@@ -19,6 +20,7 @@ pub(crate) mod multi;
 mod ping;
 pub(crate) mod release;
 pub(crate) mod renew;
+mod waitgraph;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,8 +131,8 @@ pub enum Op {
     Cluster(cluster::Admin),
     /// A changing ADMIN command (force-release, end-session, limits set).
     Admin(crate::server::admin::AdminOp),
-    /// INSPECT or LOCKS on the leader: run the command again once a read index confirmed
-    /// the leadership (with [`Ctx::read_ok`] set).
+    /// INSPECT, LOCKS, EXPLAIN or WAITGRAPH on the leader: run the command again once a
+    /// read index confirmed the leadership (with [`Ctx::read_ok`] set).
     Read,
 }
 
@@ -189,7 +191,8 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         }
     }
     if let Some(c) = &ctx.shared.cluster {
-        if (is("INSPECT") || is("LOCKS")) && !ctx.read_ok {
+        let explains = is("EXPLAIN") || is("WAITGRAPH");
+        if (is("INSPECT") || is("LOCKS") || explains) && !ctx.read_ok {
             if c.is_leading() {
                 return Flow::Replicate(Op::Read);
             }
@@ -214,6 +217,8 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         6 if is("CLIENT") => client::run(ctx, a),
         7 if is("CLUSTER") => return cluster::run(ctx, a),
         5 if is("ADMIN") => return admin::run(ctx, a),
+        7 if is("EXPLAIN") => explain::run(ctx, a),
+        9 if is("WAITGRAPH") => waitgraph::run(ctx, a),
         4 if is("QUIT") => {
             ctx.out.simple("OK");
             return Flow::Close;
@@ -236,7 +241,10 @@ fn acl_command(name: &[u8]) -> Option<acl::Command> {
         7 if is("RELEASE") => acl::Command::Release,
         5 if is("RENEW") => acl::Command::Renew,
         7 if is("INSPECT") => acl::Command::Inspect,
+        // They list keys across the table, as LOCKS does.
         5 if is("LOCKS") => acl::Command::Locks,
+        7 if is("EXPLAIN") => acl::Command::Locks,
+        9 if is("WAITGRAPH") => acl::Command::Locks,
         4 if is("INFO") => acl::Command::Info,
         7 if is("CLUSTER") => acl::Command::Cluster,
         5 if is("ADMIN") => acl::Command::Admin,

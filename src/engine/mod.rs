@@ -10,6 +10,7 @@
 //! in the same order with the same times, the same commands give the same grants, tokens and
 //! events; that is what the write-ahead log and replication rely on.
 
+mod explain;
 mod image;
 mod key;
 mod multi;
@@ -22,6 +23,9 @@ use std::sync::OnceLock;
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
+pub use explain::{
+    Blocker, ExplainTarget, Explanation, Step, WaitEdge, WaitGraphDump, DEFAULT_EDGES, MAX_EDGES,
+};
 pub use image::{
     HoldImage, LockImage, MultiImage, SessionImage, ShardImage, TableImage, WaiterImage,
 };

@@ -15,6 +15,7 @@ use hashbrown::{HashMap, HashTable};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use super::explain::{Blocker, WaitEdge};
 use super::image::{HoldImage, LockImage, SessionImage, ShardImage, WaiterImage};
 use super::types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
@@ -1499,5 +1500,136 @@ fn self_cycle(session: SessionId, key: &[u8]) -> Cycle {
     Cycle {
         sessions: vec![session],
         keys: vec![Key::new(key)],
+    }
+}
+
+/// Read-only views for EXPLAIN and WAITGRAPH (see [`super::explain`]). They take the shard
+/// as it is and change nothing, so the hot path never pays for them.
+impl Shard {
+    /// The wait-for edges out of `lock`'s queued requests (only `only`'s request when
+    /// given), in queue order and, per waiter, holders first then the requests ahead:
+    /// the rules of the wait-for graph (`crate::deadlock` module docs). Stops once `out`
+    /// has `limit` edges; returns false if it stopped early.
+    fn lock_edges(
+        &self,
+        lock: &Lock,
+        only: Option<SessionId>,
+        now: u64,
+        limit: usize,
+        out: &mut Vec<WaitEdge>,
+    ) -> bool {
+        let Some(queue) = lock.queue.as_ref() else {
+            return true;
+        };
+        let semaphore = matches!(lock.kind, Kind::Semaphore { .. });
+        let conflicts = |a: Mode, b: Mode| semaphore || !(a == Mode::Shared && b == Mode::Shared);
+        let info = |w: &Waiter| WaiterInfo {
+            session: w.session,
+            request: w.request,
+            mode: w.mode,
+            permits: w.mode.permits(),
+            waited_ms: now.saturating_sub(w.since),
+        };
+        for (pos, w) in queue.iter().enumerate() {
+            if only.is_some_and(|s| s != w.session) {
+                continue;
+            }
+            let waiter = info(w);
+            for h in lock.holders.iter() {
+                let held = h.mode.mode(lock.kind);
+                if !conflicts(w.mode, held) {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return false;
+                }
+                out.push(WaitEdge {
+                    key: lock.key.clone(),
+                    kind: lock.kind,
+                    waiter: waiter.clone(),
+                    blocker: Blocker::Holder(HolderInfo {
+                        session: h.session,
+                        mode: held,
+                        token: FencingToken(h.token),
+                        permits: h.mode.permits(),
+                        count: h.count,
+                        ttl_ms: self
+                            .wheel
+                            .deadline(h.timer)
+                            .map_or(0, |d| d.saturating_sub(now)),
+                    }),
+                });
+            }
+            for ahead in queue.range(..pos) {
+                if !conflicts(w.mode, ahead.mode) {
+                    continue;
+                }
+                if out.len() >= limit {
+                    return false;
+                }
+                out.push(WaitEdge {
+                    key: lock.key.clone(),
+                    kind: lock.kind,
+                    waiter: waiter.clone(),
+                    blocker: Blocker::Queued(info(ahead)),
+                });
+            }
+        }
+        true
+    }
+
+    /// The edges out of `session`'s queued request on `key`, if it has one.
+    pub(crate) fn waiter_edges(
+        &self,
+        key: &[u8],
+        hash: u64,
+        session: SessionId,
+        now: u64,
+        limit: usize,
+        out: &mut Vec<WaitEdge>,
+    ) -> bool {
+        match self.find(key, hash) {
+            Some(idx) => self.lock_edges(self.lock(idx), Some(session), now, limit, out),
+            None => true,
+        }
+    }
+
+    /// The keys `session` has a queued request on in this shard.
+    pub(crate) fn queued_keys(&self, session: SessionId) -> Vec<Key> {
+        self.sessions.get(&session).map_or_else(Vec::new, |s| {
+            s.queued.iter().map(|&i| self.lock(i).key.clone()).collect()
+        })
+    }
+
+    /// The session and key of the queued request `request`, by a scan of the keys that
+    /// have queues.
+    pub(crate) fn find_request(&self, request: RequestId) -> Option<(SessionId, Key)> {
+        self.locks.iter().flatten().find_map(|lock| {
+            lock.queue
+                .as_ref()?
+                .iter()
+                .find(|w| w.request == request)
+                .map(|w| (w.session, lock.key.clone()))
+        })
+    }
+
+    /// Every edge of the shard's queues whose key passes `filter`, in slot order, until
+    /// `out` has `limit` edges; false if it stopped early.
+    pub(crate) fn all_edges(
+        &self,
+        filter: &mut dyn FnMut(&[u8]) -> bool,
+        now: u64,
+        limit: usize,
+        out: &mut Vec<WaitEdge>,
+    ) -> bool {
+        for lock in self.locks.iter().flatten() {
+            if lock.queue.is_none() || !filter(lock.key.as_bytes()) {
+                continue;
+            }
+            if !self.lock_edges(lock, None, now, limit, out) {
+                return false;
+            }
+        }
+        true
     }
 }

@@ -530,6 +530,8 @@ impl Served {
             Request::MultiRelease { keys } => {
                 return self.permitted_keys(id, acl::Command::Release, keys.iter().copied())
             }
+            // They list keys across the table, as LOCKS does.
+            Request::Explain { .. } | Request::WaitGraph { .. } => (acl::Command::Locks, None),
             Request::Hello(_) | Request::Ping(_) | Request::Bye { .. } => return true,
         };
         if !self.user.may_run(cmd) {
@@ -710,6 +712,8 @@ impl Served {
                     | Request::Cancel { .. }
                     | Request::Inspect { .. }
                     | Request::Locks { .. }
+                    | Request::Explain { .. }
+                    | Request::WaitGraph { .. }
             )
         {
             return Flow::Replicate;
@@ -772,6 +776,14 @@ impl Served {
             Request::Locks { pattern, count } => {
                 self.ticket = self.ticket.max(self.shared.store.read_ticket());
                 self.locks(id, pattern, count);
+            }
+            Request::Explain { target, count } => {
+                self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                self.explain(core, id, target, count, now);
+            }
+            Request::WaitGraph { count } => {
+                self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                self.wait_graph(id, count, now);
             }
             Request::Info { section } => {
                 let text = self.info(section, now);
@@ -1009,6 +1021,72 @@ impl Served {
         );
     }
 
+    /// EXPLAIN (protocol.md "Explain waits"): an own request is found by its frame id in
+    /// the session's core, so the table is not scanned for it.
+    fn explain(
+        &mut self,
+        core: &Core,
+        id: u32,
+        target: turnstile_proto::ExplainTarget,
+        count: u32,
+        now: u64,
+    ) {
+        use crate::engine::{ExplainTarget, RequestId};
+        use turnstile_proto::ExplainTarget as Wire;
+        let target = match target {
+            Wire::OwnSession => ExplainTarget::Session(self.session),
+            Wire::Session(s) => ExplainTarget::Session(SessionId(s)),
+            Wire::Request(r) => ExplainTarget::Request(RequestId(r)),
+            Wire::OwnRequest(frame) => match queued_request(core, frame) {
+                Some((request, key)) => ExplainTarget::RequestOn {
+                    request,
+                    session: self.session,
+                    key,
+                },
+                None => {
+                    return self.error(
+                        id,
+                        err(format!("request {frame} of this session is not queued")),
+                    )
+                }
+            },
+        };
+        let user = self.user.clone();
+        let limit = edge_limit(count);
+        match self
+            .shared
+            .table()
+            .explain(&target, now, limit, |k| user.may_access(k))
+        {
+            Some(ex) => self.reply(id, Response::Explain(cmd::explain::wire_explanation(&ex))),
+            None => self.error(
+                id,
+                err("the request is not queued (granted, timed out, cancelled, or unknown)"),
+            ),
+        }
+    }
+
+    /// WAITGRAPH: the wait-for graph's edges (a client renders DOT from them).
+    fn wait_graph(&mut self, id: u32, count: u32, now: u64) {
+        let user = self.user.clone();
+        let graph = self
+            .shared
+            .table()
+            .wait_graph(now, edge_limit(count), |k| user.may_access(k));
+        let edges = graph
+            .edges
+            .iter()
+            .map(|e| cmd::explain::wire_edge(0, e))
+            .collect();
+        self.reply(
+            id,
+            Response::WaitGraph(turnstile_proto::WaitGraph {
+                edges,
+                truncated: graph.truncated,
+            }),
+        );
+    }
+
     /// Cluster mode: a request that needs the cluster (a proposal, or a read index
     /// before reading). Runs to its reply before the next frame, so a connection's
     /// changes apply in the order it sent them.
@@ -1139,6 +1217,13 @@ impl Served {
                 }
                 Err(e) => Err(e),
             },
+            Request::Explain { target, count } => reads().await.map(|()| {
+                let now = self.shared.clock.now_ms();
+                self.explain(core, id, target, count, now)
+            }),
+            Request::WaitGraph { count } => reads()
+                .await
+                .map(|()| self.wait_graph(id, count, self.shared.clock.now_ms())),
             _ => Ok(()),
         };
         match result {
@@ -1317,6 +1402,14 @@ impl Served {
             }
             .encode(0, &mut self.out),
         }
+    }
+}
+
+/// EXPLAIN's and WAITGRAPH's count: 0 is the default, anything is capped at the maximum.
+fn edge_limit(count: u32) -> usize {
+    match count {
+        0 => crate::engine::DEFAULT_EDGES,
+        n => (n as usize).min(crate::engine::MAX_EDGES),
     }
 }
 
