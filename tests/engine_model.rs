@@ -787,6 +787,7 @@ impl Harness {
                     reentrant,
                     ttl_ms: ttl,
                     wait_ms: wait,
+                    policy: Default::default(),
                 };
                 self.next_request += 1;
                 let held_before = self
@@ -1142,6 +1143,7 @@ fn model_finds_the_issue_cycle() {
         reentrant: false,
         ttl_ms: 100,
         wait_ms: None,
+        policy: Default::default(),
     };
     assert!(matches!(
         m.acquire(a, b"a", &req(Mode::Shared), 0),

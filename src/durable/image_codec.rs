@@ -3,14 +3,17 @@
 //! adds the magic, the last included log index and the CRC-32C around it.
 //!
 //! ```text
-//! version:u8 = 2
+//! version:u8 = 3
 //! epoch now next_request shards next_session
 //! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
 //! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
 //! per shard: next_seq
 //!            locks: count { key kind:u8 [limit] last_token
-//!                           holders: count { session token ttl_ms count mode }*
-//!                           waiters: count { session request mode ttl_ms since has:u8 [deadline] }* }*
+//!                           holders: count { session token ttl_ms count mode lock_delay_ms }*
+//!                           waiters: count { session request mode ttl_ms since has:u8 [deadline]
+//!                                            rank:zigzag lock_delay_ms upgrade:u8 }*
+//!                           has:u8 [delayed_until] }*
+//!            (version 2 and 1 have no lock_delay_ms, rank, upgrade or delay: FIFO, none)
 //!            sessions: count { session holds: count { key }* queued: count { key }* }*
 //! ```
 
@@ -23,9 +26,18 @@ use crate::engine::{
     TableImage, WaiterImage,
 };
 
-/// The payload version this build writes (it reads this one and version 1, which had no
-/// limits set at runtime).
-pub const VERSION: u8 = 2;
+/// The payload version this build writes (it reads this one, version 2, which had no
+/// queue policy (priorities, lock-delays, pending upgrades), and version 1, which also
+/// had no limits set at runtime).
+pub const VERSION: u8 = 3;
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
 
 /// Everything a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +95,7 @@ pub fn encode(state: &State) -> Vec<u8> {
                 put_u64(&mut out, u64::from(h.ttl_ms));
                 put_u64(&mut out, u64::from(h.count));
                 put_mode(&mut out, h.mode);
+                put_u64(&mut out, u64::from(h.lock_delay_ms));
             }
             put_u64(&mut out, l.waiters.len() as u64);
             for w in &l.waiters {
@@ -97,6 +110,16 @@ pub fn encode(state: &State) -> Vec<u8> {
                         out.push(1);
                         put_u64(&mut out, d);
                     }
+                }
+                put_u64(&mut out, zigzag(w.rank));
+                put_u64(&mut out, u64::from(w.lock_delay_ms));
+                out.push(u8::from(w.upgrade));
+            }
+            match l.delayed_until {
+                None => out.push(0),
+                Some(d) => {
+                    out.push(1);
+                    put_u64(&mut out, d);
                 }
             }
         }
@@ -120,7 +143,7 @@ pub fn encode(state: &State) -> Vec<u8> {
 pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::Version(version, VERSION));
     }
     let epoch = r.u64()?;
@@ -178,6 +201,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     ttl_ms: r.u32()?,
                     count: r.u32()?,
                     mode: r.mode()?,
+                    lock_delay_ms: if version >= 3 { r.u32()? } else { 0 },
                 });
             }
             let nw = r.count()?;
@@ -192,6 +216,14 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     0 => None,
                     _ => Some(r.u64()?),
                 };
+                let (rank, lock_delay_ms, upgrade) = if version >= 3 {
+                    (unzigzag(r.u64()?), r.u32()?, r.u8()? != 0)
+                } else {
+                    // Strict FIFO: ranks in queue order.
+                    let since = i64::try_from(since).unwrap_or(i64::MAX);
+                    let back = waiters.last().map_or(i64::MIN, |w: &WaiterImage| w.rank);
+                    (since.max(back), 0, false)
+                };
                 waiters.push(WaiterImage {
                     session,
                     request,
@@ -199,14 +231,25 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     ttl_ms,
                     since,
                     deadline,
+                    rank,
+                    lock_delay_ms,
+                    upgrade,
                 });
             }
+            let delayed_until = match version {
+                1 | 2 => None,
+                _ => match r.u8()? {
+                    0 => None,
+                    _ => Some(r.u64()?),
+                },
+            };
             locks.push(LockImage {
                 key,
                 kind,
                 last_token,
                 holders,
                 waiters,
+                delayed_until,
             });
         }
         let ns = r.count()?;

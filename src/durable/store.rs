@@ -26,8 +26,8 @@ use super::command::{apply, fired_from, Applied, Command, Entry, LimitsSet, Sess
 use super::image_codec::{self, State};
 use super::watermark::{LogFailed, Watermark};
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, FencingToken, LimitKind, LockTable, NotHeld, RequestId,
-    SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, LimitKind, LockTable, Mode, NotHeld,
+    RequestId, SessionId,
 };
 use crate::wal::{SnapshotStore, Wal};
 
@@ -426,6 +426,31 @@ impl Store {
         }
     }
 
+    /// CONVERT (see `LockTable::convert`).
+    #[allow(clippy::too_many_arguments, reason = "one per part of the command")]
+    pub fn convert(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        to: Mode,
+        request: RequestId,
+        wait_ms: Option<u64>,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (Result<AcquireOutcome, NotHeld>, Ticket) {
+        let command = Command::Convert {
+            session,
+            key,
+            request,
+            to,
+            wait_ms,
+        };
+        match self.run(now, command, events) {
+            (Applied::Convert(outcome), t) => (outcome, t),
+            _ => unreachable!("a convert applies as one"),
+        }
+    }
+
     /// Cancels a queued request.
     pub fn cancel(
         &self,
@@ -454,6 +479,9 @@ impl Store {
         let t = if applied.changed() {
             match &entry.command {
                 Command::Acquire { req, .. } => seq.max_request = seq.max_request.max(req.id.0),
+                Command::Convert { request, .. } => {
+                    seq.max_request = seq.max_request.max(request.0)
+                }
                 Command::SetLimit { limit, value, .. } => {
                     seq.limits.insert(*limit, *value);
                 }

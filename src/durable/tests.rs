@@ -134,6 +134,7 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             reentrant,
                             ttl_ms: ttl,
                             wait_ms: wait,
+                            policy: Default::default(),
                         },
                     },
                 })
@@ -333,6 +334,7 @@ fn every_command_round_trips() {
                     reentrant: false,
                     ttl_ms: 30_000,
                     wait_ms: Some(0),
+                    policy: Default::default(),
                 },
             },
         },
@@ -434,6 +436,7 @@ fn documented_example_bytes() {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                policy: Default::default(),
             },
         },
     };
@@ -521,6 +524,7 @@ fn a_failed_fsync_fails_the_replies_that_wait_for_it() {
         reentrant: false,
         ttl_ms: 1000,
         wait_ms: Some(0),
+        policy: Default::default(),
     };
     let (_, ok_ticket) = store.acquire(s, b"a", &req(1), 2);
     rt.block_on(store.durable(ok_ticket))

@@ -369,6 +369,7 @@ fn apply_command(
             st.sessions.remove(session);
         }
         Command::Acquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
+        Command::Convert { request, .. } => st.max_request = st.max_request.max(request.0),
         Command::SetLimit { limit, value, .. } => {
             st.limits.insert(*limit, *value);
         }
@@ -590,6 +591,7 @@ mod tests {
                     reentrant: false,
                     ttl_ms: 10_000,
                     wait_ms: None,
+                    policy: Default::default(),
                 },
             },
         };

@@ -174,6 +174,8 @@ mod wire {
         Release(bool),
         Cancel(bool),
         ForceRelease(Vec<(u64, u64)>),
+        /// None: NOTHELD.
+        Convert(Option<OutcomeWire>),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -213,6 +215,9 @@ mod wire {
             key: Vec<u8>,
             token: u64,
         },
+        DelayEnded {
+            key: Vec<u8>,
+        },
     }
 
     impl From<&Response> for ResponseWire {
@@ -249,6 +254,7 @@ mod wire {
                 Applied::ForceRelease(d) => {
                     AppliedWire::ForceRelease(d.iter().map(|(s, t)| (s.0, t.0)).collect())
                 }
+                Applied::Convert(r) => AppliedWire::Convert(r.as_ref().ok().map(OutcomeWire::from)),
             }
         }
     }
@@ -262,6 +268,9 @@ mod wire {
                     Applied::Release(if ok { Ok(()) } else { Err(NotHeld) })
                 }
                 AppliedWire::Cancel(c) => Applied::Cancel(c),
+                AppliedWire::Convert(o) => {
+                    Applied::Convert(o.map(AcquireOutcome::from).ok_or(NotHeld))
+                }
                 AppliedWire::ForceRelease(d) => Applied::ForceRelease(
                     d.into_iter()
                         .map(|(s, t)| (SessionId(s), FencingToken(t)))
@@ -359,6 +368,9 @@ mod wire {
                     key: key.as_bytes().to_vec(),
                     token: token.0,
                 },
+                Event::DelayEnded { key } => EventWire::DelayEnded {
+                    key: key.as_bytes().to_vec(),
+                },
             }
         }
     }
@@ -394,6 +406,9 @@ mod wire {
                     session: SessionId(session),
                     key: Key::new(&key),
                     token: FencingToken(token),
+                },
+                EventWire::DelayEnded { key } => Event::DelayEnded {
+                    key: Key::new(&key),
                 },
             }
         }

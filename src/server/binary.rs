@@ -711,6 +711,7 @@ impl Served {
             reentrant: a.reentrant,
             ttl_ms,
             wait_ms: a.wait_ms.map(u64::from),
+            policy: Default::default(),
         };
         Some(req)
     }
@@ -1088,6 +1089,8 @@ impl Served {
                 key: Bytes::copy_from_slice(key.as_bytes()),
             }
             .encode(0, &mut self.out),
+            // Concerns no session (never routed).
+            Delivery::Event(Event::DelayEnded { .. }) => {}
             Delivery::Waiting { key, waiter, mode } => Push::Waiting {
                 session: waiter.0,
                 mode: mode_kind(mode),
