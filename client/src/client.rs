@@ -266,6 +266,8 @@ impl AcquireSpec {
             reentrant: self.reentrant,
             ttl_ms: self.ttl_ms,
             wait_ms,
+            priority: 0,
+            lock_delay_ms: 0,
         })
         .encode(id, out)
     }
