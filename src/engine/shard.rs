@@ -807,13 +807,29 @@ impl Shard {
             self.stats.deadlocks += 1;
             return AcquireOutcome::Deadlock(self_cycle(session, key));
         }
-        if lock.queue.is_none() && lock.compatible(req.mode) && !self.is_delayed(idx) {
+        // Granted at once only with nothing queued ahead of it: an empty queue, or (with a
+        // priority) every queued request ranked behind it.
+        let first = match &lock.queue {
+            None => true,
+            Some(q) => {
+                req.policy.priority > 0
+                    && q.front()
+                        .is_some_and(|f| f.rank > req.policy.rank(now, None))
+            }
+        };
+        if first && lock.compatible(req.mode) && !self.is_delayed(idx) {
             if !ctx
                 .sessions
                 .reserve(session, ctx.limits.max_holds_per_session)
             {
                 self.stats.limits += 1;
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
+            }
+            if lock.queue.is_some() {
+                // Passed the queue by priority: the waiters now wait for it too.
+                ctx.graph
+                    .lock()
+                    .add_holder(lock.key.as_bytes(), session, req.mode);
             }
             let token = self.grant(
                 idx,
