@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use super::command::{apply, fired_from, with_set, Command, Entry, Fired, LimitsSet, SessionKind};
 use super::image_codec::{self, State};
 use crate::engine::{
-    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, RequestId, SessionId,
+    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, QueuePolicy, RequestId,
+    SessionId,
 };
 
 const KEYS: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
@@ -24,7 +25,11 @@ enum Op {
         ttl: u64,
         wait: Option<u64>,
         reentrant: bool,
+        priority: u32,
+        lock_delay: u32,
     },
+    /// CONVERT to SHARED (true) or EXCLUSIVE.
+    Convert(usize, usize, bool, Option<u64>),
     Release(usize, usize),
     Cancel(usize, usize),
     Advance(u64),
@@ -40,8 +45,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::Open),
         1 => (0..8usize).prop_map(Op::Close),
-        6 => (0..8usize, 0..KEYS.len(), 0..4u8, 1..200u64, prop::option::of(0..300u64), any::<bool>())
-            .prop_map(|(s, k, mode, ttl, wait, reentrant)| Op::Acquire { s, k, mode, ttl, wait, reentrant }),
+        6 => (0..8usize, 0..KEYS.len(), 0..4u8, 1..200u64, prop::option::of(0..300u64), any::<bool>(),
+              prop_oneof![2 => Just(0u32), 1 => 1..4u32], prop_oneof![2 => Just(0u32), 1 => 1..100u32])
+            .prop_map(|(s, k, mode, ttl, wait, reentrant, priority, lock_delay)| Op::Acquire {
+                s, k, mode, ttl, wait, reentrant, priority, lock_delay
+            }),
+        2 => (0..8usize, 0..KEYS.len(), any::<bool>(), prop::option::of(0..300u64))
+            .prop_map(|(s, k, shared, wait)| Op::Convert(s, k, shared, wait)),
         3 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Release(s, k)),
         1 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Cancel(s, k)),
         2 => (1..150u64).prop_map(Op::Advance),
@@ -121,6 +131,8 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                 ttl,
                 wait,
                 reentrant,
+                priority,
+                lock_delay,
             } if s < sessions.len() => {
                 request += 1;
                 Some(Entry {
@@ -134,8 +146,29 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             reentrant,
                             ttl_ms: ttl,
                             wait_ms: wait,
-                            policy: Default::default(),
+                            policy: QueuePolicy {
+                                priority,
+                                aging_ms: if priority > 0 { 20 } else { 0 },
+                                lock_delay_ms: lock_delay,
+                            },
                         },
+                    },
+                })
+            }
+            Op::Convert(s, k, shared, wait) if s < sessions.len() => {
+                request += 1;
+                Some(Entry {
+                    now,
+                    command: Command::Convert {
+                        session: sessions[s],
+                        key: KEYS[k],
+                        request: RequestId(request),
+                        to: if shared {
+                            Mode::Shared
+                        } else {
+                            Mode::Exclusive
+                        },
+                        wait_ms: wait,
                     },
                 })
             }
@@ -407,6 +440,59 @@ fn every_command_round_trips() {
                 limit: LimitKind::HoldsPerSession,
                 value: 5,
                 user: "ops",
+            },
+        },
+        Entry {
+            now: 14,
+            command: Command::Convert {
+                session: SessionId(3),
+                key: b"k",
+                request: RequestId(77),
+                to: Mode::Exclusive,
+                wait_ms: Some(250),
+            },
+        },
+        Entry {
+            now: 15,
+            command: Command::Convert {
+                session: SessionId(3),
+                key: b"k",
+                request: RequestId(78),
+                to: Mode::Shared,
+                wait_ms: None,
+            },
+        },
+        Entry {
+            now: 16,
+            command: Command::Acquire {
+                session: SessionId(3),
+                key: b"k",
+                req: AcquireRequest {
+                    id: RequestId(79),
+                    mode: Mode::Shared,
+                    reentrant: false,
+                    ttl_ms: 100,
+                    wait_ms: None,
+                    policy: QueuePolicy {
+                        priority: 1000,
+                        aging_ms: 1000,
+                        lock_delay_ms: 5000,
+                    },
+                },
+            },
+        },
+        Entry {
+            now: 17,
+            command: Command::Tick {
+                fired: vec![
+                    Fired::DelayEnded {
+                        key: Key::from("k"),
+                    },
+                    Fired::Expired {
+                        session: SessionId(3),
+                        key: Key::from("k"),
+                    },
+                ],
             },
         },
     ];

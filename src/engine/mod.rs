@@ -12,6 +12,8 @@
 
 mod image;
 mod key;
+#[cfg(test)]
+mod queue_tests;
 mod shard;
 mod types;
 
