@@ -224,7 +224,7 @@ impl World {
                     let mut expired = self.expired.lock().expect("not poisoned");
                     expired.push((*session, i, token.0));
                 }
-                Event::TimedOut { .. } => {}
+                Event::TimedOut { .. } | Event::DelayEnded { .. } => {}
             }
         }
     }
