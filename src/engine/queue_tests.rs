@@ -201,3 +201,36 @@ fn priorities_pass_only_for_a_bounded_time() {
         .collect();
     assert_eq!(order, vec![s[2], s[1], s[3]]);
 }
+
+#[test]
+fn cancel_and_session_end_remove_a_pending_upgrade() {
+    let t = LockTable::new(1, Limits::default(), 0);
+    let (a, b) = (t.open_session(), t.open_session());
+    token(t.acquire(a, b"k", &plain(1, Mode::Shared), 0));
+    token(t.acquire(b, b"k", &plain(2, Mode::Shared), 0));
+    let mut ev = Vec::new();
+    assert_eq!(
+        t.convert(a, b"k", Mode::Exclusive, RequestId(3), None, 0, &mut ev),
+        Ok(AcquireOutcome::Queued)
+    );
+    assert!(t.cancel(a, b"k", 1, &mut ev));
+    assert!(ev.is_empty());
+    let info = t.inspect(b"k", 1).unwrap();
+    assert!(info.waiters.is_empty());
+    assert_eq!(info.holders.len(), 2, "the shared hold stays");
+    assert_eq!(t.session_holds(a), 1);
+    // Again, then the session ends: the upgrade and the hold go, nothing is granted to a.
+    assert_eq!(
+        t.convert(a, b"k", Mode::Exclusive, RequestId(4), None, 1, &mut ev),
+        Ok(AcquireOutcome::Queued)
+    );
+    t.close_session(a, 2, &mut ev);
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(t.holders(b"k").len(), 1);
+    assert_eq!(t.session_holds(a), 0);
+    // b's own upgrade is now immediate.
+    assert!(matches!(
+        t.convert(b, b"k", Mode::Exclusive, RequestId(5), Some(0), 3, &mut ev),
+        Ok(AcquireOutcome::Granted(_))
+    ));
+}

@@ -531,10 +531,7 @@ impl Shard {
         } else {
             self.hold_delays.remove(&(idx, session)).unwrap_or(0)
         };
-        let pos = self
-            .lock(idx)
-            .holder(session)
-            .expect("the hold is still there");
+        // Dropping a waiter moved no holder: `pos` still names the hold.
         (self.drop_hold(idx, pos, ctx), delay)
     }
 
@@ -1410,8 +1407,15 @@ impl Shard {
 
     /// After recovery: every hold's lease starts again, full TTL from `now` (the clock of
     /// the process that granted it is gone, and a lease must never come back shorter).
-    /// Wait deadlines stay: they are on the table's clock, which recovery continues.
+    /// Wait deadlines stay: they are on the table's clock, which recovery continues. So do
+    /// lock-delays, whose timers are armed again if a leader's timer driver had taken them
+    /// off the wheel without its decision being applied (a new term decides again).
     pub(crate) fn restart_leases(&mut self, now: u64) {
+        for (&idx, (until, timer)) in self.delayed.iter_mut() {
+            if self.wheel.deadline(*timer).is_none() {
+                *timer = self.wheel.insert(*until, TimerRef::delay(idx));
+            }
+        }
         let (locks, wheel) = (&mut self.locks, &mut self.wheel);
         for (idx, lock) in locks.iter_mut().enumerate() {
             let Some(lock) = lock else { continue };
