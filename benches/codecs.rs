@@ -60,6 +60,8 @@ fn binary(c: &mut Criterion) {
         reentrant: false,
         ttl_ms: 30_000,
         wait_ms: Some(0),
+        priority: 0,
+        lock_delay_ms: 0,
     });
     let mut frame = BytesMut::new();
     req.encode(7, &mut frame);

@@ -13,6 +13,7 @@ fn req(id: u64, mode: Mode, ttl_ms: u64, wait_ms: Option<u64>) -> AcquireRequest
         reentrant: false,
         ttl_ms,
         wait_ms,
+        policy: Default::default(),
     }
 }
 

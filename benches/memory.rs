@@ -58,6 +58,7 @@ fn main() {
                 reentrant: false,
                 ttl_ms: 600_000,
                 wait_ms: Some(0),
+                policy: Default::default(),
             };
             let out = table.acquire(ids[i % sessions], k, &r, 0);
             assert!(matches!(out, AcquireOutcome::Granted(_)));

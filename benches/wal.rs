@@ -26,6 +26,7 @@ fn encode(c: &mut Criterion) {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                policy: Default::default(),
             },
         },
     };
@@ -70,6 +71,7 @@ fn encode(c: &mut Criterion) {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: Some(0),
+                policy: Default::default(),
             };
             black_box(store.acquire(s, k, &req, 2));
             let (released, _) = store.release(s, k, 2, &mut events);

@@ -22,6 +22,7 @@ fn main() {
             reentrant: false,
             ttl_ms: 30_000,
             wait_ms: Some(0),
+            policy: Default::default(),
         };
         std::hint::black_box(table.acquire(s, k, &r, 1));
         table.release(s, k, 1, &mut events).expect("held");

@@ -61,6 +61,7 @@ fn main() {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                policy: Default::default(),
             };
             store.acquire(s, key.as_bytes(), &req, 2 + i);
             let (released, _) = store.release(s, key.as_bytes(), 2 + i, &mut Vec::new());
@@ -86,6 +87,7 @@ fn main() {
                 reentrant: false,
                 ttl_ms: 600_000,
                 wait_ms: None,
+                policy: Default::default(),
             };
             store.acquire(s, key.as_bytes(), &req, 2);
         }

@@ -94,6 +94,15 @@ pub struct Config {
     /// Most keys in one multi-lock (MACQUIRE) or multi-release (MRELEASE).
     #[arg(long, env = "TURNSTILE_MAX_MULTI_KEYS", default_value_t = 64)]
     pub max_multi_keys: usize,
+    /// Lock-delay of every hold, in milliseconds (0: off): when a hold ends by lease
+    /// expiry, session loss or ADMIN FORCE-RELEASE (not by RELEASE), its key is granted
+    /// to nobody for this long. ACQUIRE ... LOCKDELAY ms asks for a longer one.
+    #[arg(long, env = "TURNSTILE_LOCK_DELAY_MS", default_value_t = 0)]
+    pub lock_delay_ms: u32,
+    /// Priorities: milliseconds of waiting worth one priority level (ACQUIRE ... PRIORITY
+    /// n), so that a waiter is passed by later higher-priority ones for a bounded time.
+    #[arg(long, env = "TURNSTILE_PRIORITY_AGING_MS", default_value_t = 1000)]
+    pub priority_aging_ms: u32,
     /// TCP keepalive idle time in seconds (0: off). A peer that vanished without closing
     /// is found dead after this plus a few probes, and its session ends.
     #[arg(long, env = "TURNSTILE_TCP_KEEPALIVE", default_value_t = 60)]
@@ -313,6 +322,12 @@ impl Config {
         }
         if self.max_ttl_ms > u64::from(u32::MAX) {
             return Err(format!("--max-ttl-ms must be at most {}", u32::MAX));
+        }
+        if self.priority_aging_ms == 0 {
+            return Err("--priority-aging-ms must be at least 1".into());
+        }
+        if u64::from(self.lock_delay_ms) > self.max_ttl_ms {
+            return Err("--lock-delay-ms must be at most --max-ttl-ms".into());
         }
         if self.shards == 0 || self.shards > 65_536 {
             return Err("--shards must be between 1 and 65536".into());

@@ -263,6 +263,8 @@ async fn every_operation() {
                 reentrant: true,
                 ttl_ms: 0,
                 wait_ms: None,
+                priority: 0,
+                lock_delay_ms: 0,
             }),
         )
         .await,
@@ -606,6 +608,8 @@ async fn argument_errors_carry_their_codes_and_the_connection_lives_on() {
                 reentrant: true,
                 ttl_ms: 0,
                 wait_ms: None,
+                priority: 0,
+                lock_delay_ms: 0,
             }),
             ErrorCode::Err,
             None,

@@ -224,7 +224,7 @@ impl World {
                     let mut expired = self.expired.lock().expect("not poisoned");
                     expired.push((*session, i, token.0));
                 }
-                Event::TimedOut { .. } => {}
+                Event::TimedOut { .. } | Event::DelayEnded { .. } => {}
             }
         }
     }
@@ -378,6 +378,7 @@ fn worker(world: &World, me: usize, barrier: &Gate, done: &AtomicUsize) {
                         reentrant: rng.below(4) == 0,
                         ttl_ms: 1 + rng.below(40),
                         wait_ms: wait,
+                        policy: Default::default(),
                     };
                     let before = world.last_token(i);
                     match world.table.acquire(s, key, &req, now) {
@@ -601,6 +602,7 @@ fn a_request_during_a_grant_on_another_shard_sees_the_grant() {
         reentrant: false,
         ttl_ms: 1_000_000,
         wait_ms: None,
+        policy: Default::default(),
     };
 
     // The request to start from inside the grant, and the thread that made it.

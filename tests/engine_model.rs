@@ -9,6 +9,13 @@
 //! holders, permits within the limit, tokens strictly increasing per key and never reused)
 //! are checked on the engine directly.
 //!
+//! The queue policy of issue 9 is in the model too, from its documented rules: CONVERT
+//! (a downgrade at once with its token; an upgrade ahead of the queue, waiting only for
+//! the other holders, with a new token), lock-delays (a hold that ends other than by
+//! RELEASE keeps its key from everyone for its delay; the key exists meanwhile), and
+//! priorities (waiters ordered by `priority + waited / aging`, ties by arrival, computed
+//! here from scratch at every step rather than kept as a rank).
+//!
 //! Two points where the rules leave the engine free are compared loosely: the order in
 //! which one `close_session` visits keys of one shard (so the events of such a call are
 //! compared per key and as a multiset, and the tokens it issues as a set per shard), and
@@ -21,9 +28,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use turnstile::engine::{
     shard_of, AcquireOutcome, AcquireRequest, Cycle, Event, FencingToken, HolderInfo, Key, KeyInfo,
-    Kind, LimitKind, Limits, LockTable, Mode, MultiOutcome, MultiRequest, NotHeld, RequestId,
-    SessionId, WaiterInfo,
+    Kind, LimitKind, Limits, LockTable, Mode, MultiOutcome, MultiRequest, NotHeld, QueuePolicy,
+    RequestId, SessionId, WaiterInfo,
 };
+
+/// The aging period of every prioritised request of the runs: short, so that aging
+/// changes who goes first within a run's few hundred milliseconds.
+const AGING: u64 = 10;
 
 // ---------------------------------------------------------------------------------------
 // The reference model
@@ -38,6 +49,8 @@ struct MHold {
     /// The TTL a RENEW without TTL uses (the last one given).
     ttl: u64,
     deadline: u64,
+    /// Lock-delay when the hold ends other than by RELEASE.
+    delay: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +61,12 @@ struct MWaiter {
     ttl: u64,
     since: u64,
     deadline: Option<u64>,
+    priority: u64,
+    delay: u64,
+    /// A holder's pending upgrade (always ahead of every other request).
+    upgrade: bool,
+    /// Arrival order.
+    seq: u64,
     /// A member of a multi-lock (granted only with all its keys).
     multi: bool,
 }
@@ -79,8 +98,28 @@ struct MKey {
     last_token: u64,
     /// In grant order.
     holders: Vec<MHold>,
-    /// In queue order.
+    /// In arrival order (see [`MKey::ordered`] for the grant order).
     queue: Vec<MWaiter>,
+    /// The end of the key's lock-delay: nothing is granted before it has fired.
+    delayed_until: Option<u64>,
+}
+
+impl MKey {
+    /// The queue in grant order at `now`: pending upgrades first, then by effective
+    /// priority `priority + waited / AGING` (highest first; in integers, times AGING),
+    /// ties in arrival order.
+    fn ordered(&self, now: u64) -> Vec<&MWaiter> {
+        let mut q: Vec<&MWaiter> = self.queue.iter().collect();
+        q.sort_by_key(|w| {
+            let effective = w.priority * AGING + (now - w.since);
+            (!w.upgrade, std::cmp::Reverse(effective), w.seq)
+        });
+        q
+    }
+
+    fn idle(&self) -> bool {
+        self.holders.is_empty() && self.queue.is_empty() && self.delayed_until.is_none()
+    }
 }
 
 /// What an ACQUIRE replies in the model. A deadlock is told apart as "the session already
@@ -142,6 +181,7 @@ struct Model {
     /// Queued multi-locks: (session, request) -> keys in request order.
     groups: BTreeMap<(u64, u64), Vec<Vec<u8>>>,
     notes: Vec<MNote>,
+    next_seq: u64,
 }
 
 impl Model {
@@ -156,6 +196,7 @@ impl Model {
             next_session: 1,
             groups: BTreeMap::new(),
             notes: Vec::new(),
+            next_seq: 0,
         }
     }
 
@@ -176,7 +217,7 @@ impl Model {
             .keys
             .values()
             .flat_map(|k| &k.queue)
-            .filter(|w| w.session == s);
+            .filter(|w| w.session == s && !w.upgrade);
         holds.count() + waits.count()
     }
 
@@ -192,7 +233,16 @@ impl Model {
         token
     }
 
-    fn grant(&mut self, key: &[u8], session: u64, mode: Mode, ttl: u64, now: u64) -> u64 {
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &mut self,
+        key: &[u8],
+        session: u64,
+        mode: Mode,
+        ttl: u64,
+        delay: u64,
+        now: u64,
+    ) -> u64 {
         let token = self.next_token(key);
         let k = self.keys.get_mut(key).expect("granting on a live key");
         k.last_token = token;
@@ -203,27 +253,52 @@ impl Model {
             count: 1,
             ttl,
             deadline: now + ttl,
+            delay,
         });
         token
     }
 
-    /// Grants the head of the queue while it fits next to the holders.
+    /// Whether the head of `k`'s queue (in grant order at `now`) could be granted now.
+    fn head_grantable(k: &MKey, now: u64) -> bool {
+        if k.delayed_until.is_some() {
+            return false;
+        }
+        match k.ordered(now).first() {
+            Some(w) if w.upgrade => k.holders.len() == 1 && k.holders[0].session == w.session,
+            Some(w) => fits(&k.holders, w.mode),
+            None => false,
+        }
+    }
+
+    /// Grants the head of the queue while it fits next to the holders (an upgrade: while
+    /// its session is the only holder), nothing during a lock-delay.
     fn grant_waiters(&mut self, key: &[u8], now: u64, events: &mut Vec<Event>) {
         loop {
             let Some(k) = self.keys.get_mut(key) else {
                 return;
             };
-            match k.queue.first() {
-                Some(head) if fits(&k.holders, head.mode) => {
-                    if head.multi {
-                        self.notes.push(MNote::Ready(head.session, head.request));
-                        return;
-                    }
-                }
-                _ => return,
+            if !Self::head_grantable(k, now) {
+                return;
             }
-            let w = k.queue.remove(0);
-            let token = self.grant(key, w.session, w.mode, w.ttl, now);
+            let head = k.ordered(now)[0];
+            if head.multi {
+                // Ready here; granted only with its other keys, and it keeps its place.
+                self.notes.push(MNote::Ready(head.session, head.request));
+                return;
+            }
+            let seq = k.ordered(now)[0].seq;
+            let i = k.queue.iter().position(|w| w.seq == seq).expect("head");
+            let w = k.queue.remove(i);
+            let token = if w.upgrade {
+                let token = self.next_token(key);
+                let k = self.keys.get_mut(key).expect("live");
+                k.last_token = token;
+                k.holders[0].mode = Mode::Exclusive;
+                k.holders[0].token = token;
+                token
+            } else {
+                self.grant(key, w.session, w.mode, w.ttl, w.delay, now)
+            };
             events.push(Event::Granted {
                 session: SessionId(w.session),
                 request: RequestId(w.request),
@@ -234,36 +309,46 @@ impl Model {
     }
 
     fn remove_if_idle(&mut self, key: &[u8]) {
-        if let Some(k) = self.keys.get(key) {
-            if k.holders.is_empty() && k.queue.is_empty() {
-                self.keys.remove(key);
-            }
+        if self.keys.get(key).is_some_and(MKey::idle) {
+            self.keys.remove(key);
         }
     }
 
-    /// The sessions a request in `mode` standing at queue position `pos` of `key` waits for.
-    fn waits_for(&self, key: &[u8], mode: Mode, pos: usize) -> Vec<u64> {
+    /// Starts (or lengthens) `key`'s lock-delay.
+    fn start_delay(&mut self, key: &[u8], delay: u64, now: u64) {
+        if delay > 0 {
+            let k = self.keys.get_mut(key).expect("live");
+            k.delayed_until = Some(k.delayed_until.unwrap_or(0).max(now + delay));
+        }
+    }
+
+    /// The sessions that `session`, requesting `mode` with the requests `ahead` of it in
+    /// grant order, waits for on `key`: conflicting holders other than itself, and
+    /// conflicting requests ahead.
+    fn waits_for(&self, key: &[u8], session: u64, mode: Mode, ahead: &[&MWaiter]) -> Vec<u64> {
         let Some(k) = self.keys.get(key) else {
             return Vec::new();
         };
         let holders = k
             .holders
             .iter()
-            .filter(|h| conflicts(k.kind, mode, h.mode))
+            .filter(|h| h.session != session && conflicts(k.kind, mode, h.mode))
             .map(|h| h.session);
-        let ahead = k.queue[..pos]
+        let ahead = ahead
             .iter()
             .filter(|w| conflicts(k.kind, mode, w.mode))
             .map(|w| w.session);
         holders.chain(ahead).collect()
     }
 
-    /// Every edge of the wait-for graph: (waiter, key it waits on, session it waits for).
-    fn edges(&self) -> Vec<(u64, Vec<u8>, u64)> {
+    /// Every edge of the wait-for graph at `now`: (waiter, key it waits on, session it
+    /// waits for).
+    fn edges(&self, now: u64) -> Vec<(u64, Vec<u8>, u64)> {
         let mut edges = Vec::new();
         for (key, k) in &self.keys {
-            for (pos, w) in k.queue.iter().enumerate() {
-                for to in self.waits_for(key, w.mode, pos) {
+            let order = k.ordered(now);
+            for (pos, w) in order.iter().enumerate() {
+                for to in self.waits_for(key, w.session, w.mode, &order[..pos]) {
                     edges.push((w.session, key.clone(), to));
                 }
             }
@@ -271,9 +356,37 @@ impl Model {
         edges
     }
 
+    /// What a new request of `session` in `mode` with `priority` (or an upgrade) would
+    /// wait for on `key` at `now`.
+    fn new_waits_for(
+        &self,
+        key: &[u8],
+        session: u64,
+        mode: Mode,
+        priority: u64,
+        upgrade: bool,
+        now: u64,
+    ) -> Vec<u64> {
+        let Some(k) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        let order = k.ordered(now);
+        let ahead: Vec<&MWaiter> = order
+            .into_iter()
+            .filter(|w| {
+                if upgrade {
+                    w.upgrade
+                } else {
+                    w.upgrade || w.priority * AGING + (now - w.since) >= priority * AGING
+                }
+            })
+            .collect();
+        self.waits_for(key, session, mode, &ahead)
+    }
+
     /// Whether `target` is reachable from any of `start` along the wait-for edges.
-    fn reaches(&self, start: &[u64], target: u64) -> bool {
-        let edges = self.edges();
+    fn reaches(&self, start: &[u64], target: u64, now: u64) -> bool {
+        let edges = self.edges(now);
         let mut seen: BTreeSet<u64> = start.iter().copied().collect();
         let mut todo: VecDeque<u64> = start.iter().copied().collect();
         while let Some(s) = todo.pop_front() {
@@ -306,9 +419,11 @@ impl Model {
                     last_token: 0,
                     holders: Vec::new(),
                     queue: Vec::new(),
+                    delayed_until: None,
                 },
             );
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+            let delay = u64::from(req.policy.lock_delay_ms);
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now));
         };
         if k.kind != kind {
             return MAcq::WrongType(k.kind);
@@ -328,11 +443,27 @@ impl Model {
         }
         // The per-session limit is checked where the request would add a hold or a waiter.
         let full = self.footprint(s) >= self.max_per_session;
-        if k.queue.is_empty() && fits(&k.holders, req.mode) {
+        let delay = u64::from(req.policy.lock_delay_ms);
+        // Nothing queued ahead of it (by the same order as the queue's). A session that
+        // waits elsewhere takes no priority (passing waiters could close a cycle).
+        let waiting = self
+            .keys
+            .values()
+            .any(|k| k.queue.iter().any(|w| w.session == s));
+        let priority = if waiting {
+            0
+        } else {
+            u64::from(req.policy.priority)
+        };
+        let first = k
+            .queue
+            .iter()
+            .all(|w| !w.upgrade && w.priority * AGING + (now - w.since) < priority * AGING);
+        if first && fits(&k.holders, req.mode) && k.delayed_until.is_none() {
             if full {
                 return MAcq::Limit(LimitKind::HoldsPerSession);
             }
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now));
         }
         if req.wait_ms == Some(0) {
             return MAcq::WouldBlock;
@@ -343,10 +474,12 @@ impl Model {
         if full {
             return MAcq::Limit(LimitKind::HoldsPerSession);
         }
-        let start = self.waits_for(key, req.mode, k.queue.len());
-        if self.reaches(&start, s) {
+        let start = self.new_waits_for(key, s, req.mode, priority, false, now);
+        if self.reaches(&start, s, now) {
             return MAcq::Deadlock;
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.keys
             .get_mut(key)
             .expect("present")
@@ -358,6 +491,10 @@ impl Model {
                 ttl,
                 since: now,
                 deadline: req.wait_ms.map(|w| now + w),
+                priority,
+                delay,
+                upgrade: false,
+                seq,
                 multi: false,
             });
         MAcq::Queued
@@ -389,7 +526,9 @@ impl Model {
             }
         }
         let free = |k: Option<&MKey>, mode: Mode| {
-            k.is_none_or(|k| k.queue.is_empty() && fits(&k.holders, mode))
+            k.is_none_or(|k| {
+                k.queue.is_empty() && fits(&k.holders, mode) && k.delayed_until.is_none()
+            })
         };
         let all_free = items
             .iter()
@@ -423,20 +562,20 @@ impl Model {
                 last_token: 0,
                 holders: Vec::new(),
                 queue: Vec::new(),
+                delayed_until: None,
             });
         };
         if all_free {
             let mut tokens = Vec::new();
             for (key, mode) in items {
                 create(self, key, *mode);
-                tokens.push(self.grant(key, s, *mode, ttl, now));
+                tokens.push(self.grant(key, s, *mode, ttl, u64::from(req.lock_delay_ms), now));
             }
             return MMulti::Granted(tokens);
         }
         for (i, (key, mode)) in items.iter().enumerate() {
-            let pending = self.keys.get(*key).map_or(0, |k| k.queue.len());
-            let start = self.waits_for(key, *mode, pending);
-            if self.reaches(&start, s) {
+            let start = self.new_waits_for(key, s, *mode, 0, false, now);
+            if self.reaches(&start, s, now) {
                 for (k, _) in &items[..i] {
                     let mk = self.keys.get_mut(*k).expect("queued on");
                     mk.queue.retain(|w| w.session != s);
@@ -445,6 +584,8 @@ impl Model {
                 return MMulti::Deadlock;
             }
             create(self, key, *mode);
+            let seq = self.next_seq;
+            self.next_seq += 1;
             self.keys
                 .get_mut(*key)
                 .expect("created")
@@ -456,6 +597,10 @@ impl Model {
                     ttl,
                     since: now,
                     deadline: req.wait_ms.map(|w| now + w),
+                    priority: 0,
+                    delay: u64::from(req.lock_delay_ms),
+                    upgrade: false,
+                    seq,
                     multi: true,
                 });
         }
@@ -466,9 +611,102 @@ impl Model {
         MMulti::Queued
     }
 
+    /// CONVERT, from its documented rules.
+    #[allow(clippy::too_many_arguments)]
+    fn convert(
+        &mut self,
+        s: u64,
+        key: &[u8],
+        to: Mode,
+        request: u64,
+        wait: Option<u64>,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<MAcq, NotHeld> {
+        let k = self.keys.get(key).ok_or(NotHeld)?;
+        let i = k
+            .holders
+            .iter()
+            .position(|h| h.session == s)
+            .ok_or(NotHeld)?;
+        if k.kind != Kind::Lock {
+            return Ok(MAcq::WrongType(k.kind));
+        }
+        if k.queue.iter().any(|w| w.session == s) {
+            return Ok(MAcq::SelfDeadlock);
+        }
+        let h = &k.holders[i];
+        if h.mode == to {
+            return Ok(MAcq::Granted(h.token));
+        }
+        if to == Mode::Shared {
+            let token = h.token;
+            self.keys.get_mut(key).expect("live").holders[i].mode = Mode::Shared;
+            self.grant_waiters(key, now, events);
+            return Ok(MAcq::Granted(token));
+        }
+        if k.holders.len() == 1 && k.delayed_until.is_none() {
+            let token = self.next_token(key);
+            let k = self.keys.get_mut(key).expect("live");
+            k.last_token = token;
+            k.holders[i].mode = Mode::Exclusive;
+            k.holders[i].token = token;
+            return Ok(MAcq::Granted(token));
+        }
+        if wait == Some(0) {
+            return Ok(MAcq::WouldBlock);
+        }
+        let start = self.new_waits_for(key, s, Mode::Exclusive, 0, true, now);
+        if self.reaches(&start, s, now) {
+            return Ok(MAcq::Deadlock);
+        }
+        let (ttl, seq) = (h.ttl, self.next_seq);
+        self.next_seq += 1;
+        self.keys.get_mut(key).expect("live").queue.push(MWaiter {
+            session: s,
+            request,
+            mode: Mode::Exclusive,
+            ttl,
+            since: now,
+            deadline: wait.map(|w| now + w),
+            priority: 0,
+            delay: 0,
+            upgrade: true,
+            seq,
+            multi: false,
+        });
+        Ok(MAcq::Queued)
+    }
+
+    /// Drops `s`'s hold on `key` (its pending upgrade first, which hears TimedOut).
+    /// Returns the hold.
+    fn drop_hold(&mut self, s: u64, key: &[u8], events: &mut Vec<Event>) -> MHold {
+        let k = self.keys.get_mut(key).expect("live");
+        if let Some(j) = k.queue.iter().position(|w| w.session == s && w.upgrade) {
+            let w = k.queue.remove(j);
+            events.push(Event::TimedOut {
+                session: SessionId(s),
+                request: RequestId(w.request),
+                key: Key::new(key),
+            });
+        }
+        let i = k.holders.iter().position(|h| h.session == s).expect("held");
+        k.holders.remove(i)
+    }
+
     /// Whether `cycle` is a cycle of the wait-for graph closed by `s` queueing on `key` in
     /// `mode` (the model's state is the one before the request: a refusal changes nothing).
-    fn check_cycle(&self, s: u64, key: &[u8], mode: Mode, cycle: &Cycle) -> Result<(), String> {
+    #[allow(clippy::too_many_arguments)]
+    fn check_cycle(
+        &self,
+        s: u64,
+        key: &[u8],
+        mode: Mode,
+        priority: u64,
+        upgrade: bool,
+        now: u64,
+        cycle: &Cycle,
+    ) -> Result<(), String> {
         let n = cycle.sessions.len();
         if n == 0 || n != cycle.keys.len() {
             return Err(format!("malformed cycle {cycle:?}"));
@@ -480,9 +718,8 @@ impl Model {
         if distinct.len() != n {
             return Err(format!("cycle {cycle:?} repeats a session"));
         }
-        let pending = self.keys.get(key).map_or(0, |k| k.queue.len());
-        let first = self.waits_for(key, mode, pending);
-        let edges = self.edges();
+        let first = self.new_waits_for(key, s, mode, priority, upgrade, now);
+        let edges = self.edges(now);
         for i in 0..n {
             let next = cycle.sessions[(i + 1) % n].0;
             let ok = if i == 0 {
@@ -520,7 +757,7 @@ impl Model {
             k.holders[i].count -= 1;
             return Ok(());
         }
-        k.holders.remove(i);
+        self.drop_hold(s, key, events);
         self.grant_waiters(key, now, events);
         self.remove_if_idle(key);
         self.settle(now, events);
@@ -559,17 +796,29 @@ impl Model {
         true
     }
 
+    /// The session's queued requests (pending upgrades included) are cancelled first,
+    /// then its holds end (each with its lock-delay).
     fn close_session(&mut self, s: u64, now: u64, events: &mut Vec<Event>) {
         self.groups.retain(|(gs, _), _| *gs != s);
         let keys: Vec<Vec<u8>> = self.keys.keys().cloned().collect();
-        for key in keys {
-            let k = self.keys.get_mut(&key).expect("listed");
-            let before = (k.holders.len(), k.queue.len());
+        for key in &keys {
+            let k = self.keys.get_mut(key).expect("listed");
+            let before = k.queue.len();
             k.queue.retain(|w| w.session != s);
-            k.holders.retain(|h| h.session != s);
-            if (k.holders.len(), k.queue.len()) != before {
-                self.grant_waiters(&key, now, events);
-                self.remove_if_idle(&key);
+            if k.queue.len() != before {
+                self.grant_waiters(key, now, events);
+                self.remove_if_idle(key);
+            }
+        }
+        for key in &keys {
+            let Some(k) = self.keys.get(key) else {
+                continue;
+            };
+            if k.holders.iter().any(|h| h.session == s) {
+                let h = self.drop_hold(s, key, events);
+                self.start_delay(key, h.delay, now);
+                self.grant_waiters(key, now, events);
+                self.remove_if_idle(key);
             }
         }
         self.settle(now, events);
@@ -593,6 +842,9 @@ impl Model {
                     due.push((d, key.clone(), 1, w.session));
                 }
             }
+            if let Some(d) = k.delayed_until.filter(|&d| d <= now) {
+                due.push((d, key.clone(), 2, 0));
+            }
         }
         due.into_iter().min()
     }
@@ -602,16 +854,17 @@ impl Model {
             while let Some((_, key, rank, s)) = self.next_due(shard, now) {
                 let k = self.keys.get_mut(&key).expect("due on a live key");
                 if rank == 0 {
-                    let i = k
-                        .holders
-                        .iter()
-                        .position(|h| h.session == s)
-                        .expect("due hold");
-                    let h = k.holders.remove(i);
+                    let h = self.drop_hold(s, &key, events);
                     events.push(Event::Expired {
                         session: SessionId(s),
                         key: Key::new(&key),
                         token: FencingToken(h.token),
+                    });
+                    self.start_delay(&key, h.delay, now);
+                } else if rank == 2 {
+                    k.delayed_until = None;
+                    events.push(Event::DelayEnded {
+                        key: Key::new(&key),
                     });
                 } else {
                     let i = k
@@ -652,17 +905,20 @@ impl Model {
                     };
                     let ready = keys.iter().all(|key| {
                         let k = &self.keys[key];
-                        k.queue.first().is_some_and(|w| {
-                            w.session == s && w.request == r && fits(&k.holders, w.mode)
-                        })
+                        Self::head_grantable(k, now)
+                            && k.ordered(now)
+                                .first()
+                                .is_some_and(|w| w.session == s && w.request == r)
                     });
                     if !ready {
                         continue;
                     }
                     self.groups.remove(&(s, r));
                     for key in &keys {
-                        let w = self.keys.get_mut(key).expect("member key").queue.remove(0);
-                        let token = self.grant(key, s, w.mode, w.ttl, now);
+                        let k = self.keys.get_mut(key).expect("member key");
+                        let i = k.queue.iter().position(|w| w.session == s).expect("member");
+                        let w = k.queue.remove(i);
+                        let token = self.grant(key, s, w.mode, w.ttl, w.delay, now);
                         events.push(Event::Granted {
                             session: SessionId(s),
                             request: RequestId(r),
@@ -714,8 +970,8 @@ impl Model {
                 })
                 .collect(),
             waiters: k
-                .queue
-                .iter()
+                .ordered(now)
+                .into_iter()
                 .map(|w| WaiterInfo {
                     session: SessionId(w.session),
                     request: RequestId(w.request),
@@ -733,7 +989,7 @@ impl Model {
             .flat_map(|k| {
                 let leases = k.holders.iter().map(|h| h.deadline);
                 let waits = k.queue.iter().filter_map(|w| w.deadline);
-                leases.chain(waits)
+                leases.chain(waits).chain(k.delayed_until)
             })
             .min()
     }
@@ -822,6 +1078,15 @@ enum Op {
         reentrant: bool,
         ttl: u64,
         wait: Option<u64>,
+        priority: u32,
+        delay: u32,
+    },
+    /// CONVERT to SHARED (`shared`) or EXCLUSIVE.
+    Convert {
+        slot: usize,
+        key: usize,
+        shared: bool,
+        wait: Option<u64>,
     },
     Release {
         slot: usize,
@@ -880,12 +1145,23 @@ fn wait() -> impl Strategy<Value = Option<u64>> {
     ]
 }
 
+fn priority() -> impl Strategy<Value = u32> {
+    prop_oneof![3 => Just(0u32), 1 => 1..4u32]
+}
+
+fn delay() -> impl Strategy<Value = u32> {
+    prop_oneof![3 => Just(0u32), 1 => 1..40u32]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let key = 0..KEYS.len();
     prop_oneof![
-        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait()).prop_map(
-            |(slot, key, mode, reentrant, ttl, wait)| Op::Acquire { slot, key, mode, reentrant, ttl, wait }
+        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait(), priority(), delay()).prop_map(
+            |(slot, key, mode, reentrant, ttl, wait, priority, delay)| Op::Acquire { slot, key, mode, reentrant, ttl, wait, priority, delay }
+        ),
+        3 => (slot.clone(), key.clone(), any::<bool>(), wait()).prop_map(
+            |(slot, key, shared, wait)| Op::Convert { slot, key, shared, wait }
         ),
         4 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Release { slot, key }),
         2 => (slot.clone(), key.clone(), proptest::option::of(1..50u64))
@@ -1013,6 +1289,8 @@ impl Harness {
                 reentrant,
                 ttl,
                 wait,
+                priority,
+                delay,
             } => {
                 let k = KEYS[key];
                 let s = self.sessions[slot];
@@ -1022,6 +1300,11 @@ impl Harness {
                     reentrant,
                     ttl_ms: ttl,
                     wait_ms: wait,
+                    policy: QueuePolicy {
+                        priority,
+                        aging_ms: if priority > 0 { AGING as u32 } else { 0 },
+                        lock_delay_ms: delay,
+                    },
                 };
                 self.next_request += 1;
                 let held_before = self
@@ -1052,7 +1335,15 @@ impl Harness {
                         prop_assert_eq!(&c.keys, &vec![Key::new(k)]);
                     }
                     (AcquireOutcome::Deadlock(c), MAcq::Deadlock) => {
-                        self.model.check_cycle(s, k, req.mode, c).map_err(fail)?;
+                        let waiting = self
+                            .model
+                            .keys
+                            .values()
+                            .any(|k| k.queue.iter().any(|w| w.session == s));
+                        let p = if waiting { 0 } else { u64::from(priority) };
+                        self.model
+                            .check_cycle(s, k, req.mode, p, false, self.now, c)
+                            .map_err(fail)?;
                     }
                     _ => {
                         return Err(fail(format!(
@@ -1061,6 +1352,72 @@ impl Harness {
                         )))
                     }
                 }
+            }
+            Op::Convert {
+                slot,
+                key,
+                shared,
+                wait,
+            } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let to = if shared {
+                    Mode::Shared
+                } else {
+                    Mode::Exclusive
+                };
+                let request = self.next_request;
+                self.next_request += 1;
+                let held_before = self
+                    .model
+                    .keys
+                    .get(k)
+                    .and_then(|m| m.holders.iter().find(|h| h.session == s))
+                    .map(|h| h.token);
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                let got = self.table.convert(
+                    SessionId(s),
+                    k,
+                    to,
+                    RequestId(request),
+                    wait,
+                    self.now,
+                    &mut got_ev,
+                );
+                let want = self
+                    .model
+                    .convert(s, k, to, request, wait, self.now, &mut want_ev);
+                // What a downgrade made ready is granted as the table does, at the end.
+                self.model.settle(self.now, &mut want_ev);
+                match (&got, &want) {
+                    (Err(NotHeld), Err(NotHeld)) => {}
+                    (Ok(AcquireOutcome::Granted(t)), Ok(MAcq::Granted(w))) => {
+                        prop_assert_eq!(t.0, *w, "token of CONVERT {:?} of {:?}", to, k);
+                        if held_before != Some(*w) {
+                            self.new_token(k, *w)?;
+                        }
+                    }
+                    (Ok(AcquireOutcome::Queued), Ok(MAcq::Queued))
+                    | (Ok(AcquireOutcome::WouldBlock), Ok(MAcq::WouldBlock)) => {}
+                    (Ok(AcquireOutcome::WrongType { current }), Ok(MAcq::WrongType(w))) => {
+                        prop_assert_eq!(current, w);
+                    }
+                    (Ok(AcquireOutcome::Deadlock(c)), Ok(MAcq::SelfDeadlock)) => {
+                        prop_assert_eq!(&c.sessions, &vec![SessionId(s)]);
+                    }
+                    (Ok(AcquireOutcome::Deadlock(c)), Ok(MAcq::Deadlock)) => {
+                        self.model
+                            .check_cycle(s, k, Mode::Exclusive, 0, true, self.now, c)
+                            .map_err(fail)?;
+                    }
+                    _ => {
+                        return Err(fail(format!(
+                            "CONVERT {to:?} of {k:?} by {s} at {}: engine {got:?}, model {want:?}",
+                            self.now
+                        )))
+                    }
+                }
+                prop_assert_eq!(&got_ev, &want_ev, "events of CONVERT {:?} by {}", k, s);
+                self.note_grant_events(&got_ev)?;
             }
             Op::Release { slot, key } => {
                 let (s, k) = (self.sessions[slot], KEYS[key]);
@@ -1099,6 +1456,7 @@ impl Harness {
                     id: RequestId(self.next_request),
                     ttl_ms: ttl,
                     wait_ms: wait,
+                    lock_delay_ms: 0,
                 };
                 self.multi_requests.insert(req.id.0);
                 self.next_request += 1;
@@ -1184,7 +1542,8 @@ impl Harness {
         let key_of = |e: &Event| match e {
             Event::Granted { key, .. }
             | Event::TimedOut { key, .. }
-            | Event::Expired { key, .. } => key.as_bytes().to_vec(),
+            | Event::Expired { key, .. }
+            | Event::DelayEnded { key } => key.as_bytes().to_vec(),
         };
         // Multi-lock grants (and what their holds let in after them) come after the
         // shard-by-shard walk, as the table settles them.
@@ -1302,13 +1661,12 @@ impl Harness {
         }
         // The model itself never leaves a grantable head in a queue.
         for (key, k) in &self.model.keys {
-            if let Some(head) = k.queue.first().filter(|w| !w.multi) {
-                prop_assert!(
-                    !fits(&k.holders, head.mode),
-                    "model left {:?} grantable",
-                    key
-                );
-            }
+            let multi_head = k.ordered(now).first().is_some_and(|w| w.multi);
+            prop_assert!(
+                multi_head || !Model::head_grantable(k, now),
+                "model left {:?} grantable",
+                key
+            );
         }
         // The holds, directly: compatible holders, permits within the limit, one hold per
         // session and key, and the same holds as the model.
@@ -1386,7 +1744,7 @@ impl Harness {
                 e.blocker.session().0,
             )
         };
-        let mut want = self.model.edges();
+        let mut want = self.model.edges(self.now);
         want.sort();
         let dump = self.table.wait_graph(now, usize::MAX, |_| true);
         prop_assert!(!dump.truncated);
@@ -1532,6 +1890,7 @@ fn model_finds_the_issue_cycle() {
         reentrant: false,
         ttl_ms: 100,
         wait_ms: None,
+        policy: Default::default(),
     };
     assert!(matches!(
         m.acquire(a, b"a", &req(Mode::Shared), 0),
@@ -1548,10 +1907,15 @@ fn model_finds_the_issue_cycle() {
         sessions: vec![SessionId(c), SessionId(b), SessionId(a)],
         keys: vec![Key::from("a"), Key::from("a"), Key::from("c")],
     };
-    assert_eq!(m.check_cycle(c, b"a", Mode::Shared, &cycle), Ok(()));
+    assert_eq!(
+        m.check_cycle(c, b"a", Mode::Shared, 0, false, 0, &cycle),
+        Ok(())
+    );
     let wrong = Cycle {
         sessions: vec![SessionId(c), SessionId(a)],
         keys: vec![Key::from("a"), Key::from("c")],
     };
-    assert!(m.check_cycle(c, b"a", Mode::Shared, &wrong).is_err());
+    assert!(m
+        .check_cycle(c, b"a", Mode::Shared, 0, false, 0, &wrong)
+        .is_err());
 }

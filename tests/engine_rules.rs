@@ -94,6 +94,7 @@ impl Fx {
             reentrant: r.reentrant,
             ttl_ms: r.ttl,
             wait_ms: r.wait,
+            policy: Default::default(),
         };
         self.next_request += 1;
         self.table.acquire(s, key.as_bytes(), &req, self.now)

@@ -183,6 +183,7 @@ fn entry_seeds() -> Vec<Vec<u8>> {
         reentrant: true,
         ttl_ms: 30_000,
         wait_ms: Some(500),
+        policy: Default::default(),
     };
     let commands = [
         Command::Start {
@@ -272,6 +273,7 @@ fn image_seed() -> Vec<u8> {
         reentrant: false,
         ttl_ms: 5000,
         wait_ms,
+        policy: Default::default(),
     };
     let sem = Mode::Semaphore {
         limit: 2,

@@ -153,6 +153,7 @@ impl Proposer {
                     reentrant: false,
                     ttl_ms: 30_000,
                     wait_ms: None,
+                    policy: Default::default(),
                 },
             },
         }

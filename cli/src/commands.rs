@@ -75,7 +75,8 @@ const fn cmd(
 pub(crate) static COMMANDS: &[CommandDoc] = &[
     cmd(
         "ACQUIRE",
-        "key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]",
+        "key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms] \
+         [PRIORITY n] [LOCKDELAY ms]",
         Group::Locks,
         "Takes a hold on key for this session. EXCLUSIVE (the default) is a mutex; SHARED \
          holds are the readers of a read-write lock whose writer is EXCLUSIVE; SEMAPHORE \
@@ -88,7 +89,23 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          that increases with every grant of key; nil when WAIT ran out; DEADLOCK when \
          waiting would close a cycle, or when the session already holds key otherwise; \
          WRONGTYPE when key is now another kind, or a semaphore with another limit; LIMIT \
-         when a configured limit would be passed.",
+         when a configured limit would be passed. PRIORITY n (0 to 1000, default 0) puts \
+         the request ahead of waiters of lower effective priority, which is n plus one \
+         level per --priority-aging-ms waited (default 1000), so nothing waits forever. \
+         LOCKDELAY ms: if this hold ends by lease expiry, session loss or a forced \
+         release (not by RELEASE), key is granted to nobody for ms (at least the \
+         server's --lock-delay-ms).",
+    ),
+    cmd(
+        "CONVERT",
+        "key SHARED | EXCLUSIVE [WAIT ms]",
+        Group::Locks,
+        "Converts this session's hold on key in place. SHARED downgrades an EXCLUSIVE \
+         hold at once, keeping its token, and grants the readers now compatible. \
+         EXCLUSIVE upgrades a SHARED hold: it waits only for the other holders, ahead of \
+         every queued request, and replies with a new token; nil when WAIT ran out (the \
+         hold stays SHARED); DEADLOCK when another holder is upgrading too. NOTHELD when \
+         the session holds nothing on key; WRONGTYPE on a semaphore.",
     ),
     cmd(
         "RELEASE",
@@ -812,7 +829,12 @@ mod tests {
         ];
         let overview = help_overview(false);
         for syntax in contract {
-            assert!(overview.contains(&format!("  {syntax}\n")), "{syntax}");
+            // Additions after the contract's syntax (new optional words) are allowed.
+            let line = overview
+                .lines()
+                .find(|l| l.starts_with(&format!("  {syntax}")))
+                .unwrap_or_else(|| panic!("{syntax}"));
+            let syntax = line.trim_start();
             let words: Vec<&str> = syntax.split(' ').collect();
             let name_len = if words[0] == "CLIENT" { 2 } else { 1 };
             let help = help_topic(&words[..name_len], false).expect("documented");
@@ -833,8 +855,8 @@ mod tests {
 
     #[test]
     fn hints_show_the_syntax_left_to_type() {
-        let options =
-            "[EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]";
+        let options = "[EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] \
+             [WAIT ms] [PRIORITY n] [LOCKDELAY ms]";
         assert_eq!(
             shown("ACQUIRE").as_deref(),
             Some(&*format!(" key {options}"))
@@ -846,17 +868,23 @@ mod tests {
         assert_eq!(shown("ACQUIRE k").as_deref(), Some(&*format!(" {options}")));
         assert_eq!(
             shown("ACQUIRE k TTL ").as_deref(),
-            Some("ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms]")
+            Some(
+                "ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms] \
+                 [PRIORITY n] [LOCKDELAY ms]"
+            )
         );
         assert_eq!(
             shown("ACQUIRE k ttl 500 semaphore ").as_deref(),
-            Some("limit [PERMITS n] [REENTRANT] [WAIT ms]")
+            Some("limit [PERMITS n] [REENTRANT] [WAIT ms] [PRIORITY n] [LOCKDELAY ms]")
         );
         assert_eq!(
             shown("ACQUIRE k SEMAPHORE 3 PERMITS 2 REENTRANT ").as_deref(),
-            Some("[TTL ms] [WAIT ms]")
+            Some("[TTL ms] [WAIT ms] [PRIORITY n] [LOCKDELAY ms]")
         );
-        assert_eq!(shown("ACQUIRE k SHARED REENTRANT TTL 1 WAIT 0"), None);
+        assert_eq!(
+            shown("ACQUIRE k SHARED REENTRANT TTL 1 WAIT 0 PRIORITY 1 LOCKDELAY 5"),
+            None
+        );
         assert_eq!(shown("AUTH ").as_deref(), Some("[username] password"));
         assert_eq!(shown("AUTH bob ").as_deref(), Some("password"));
         assert_eq!(
@@ -880,7 +908,8 @@ mod tests {
         let ttl = hint("ACQUIRE k TT").expect("hint");
         assert_eq!(
             ttl.display,
-            "L ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms]"
+            "L ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms] \
+             [PRIORITY n] [LOCKDELAY ms]"
         );
         assert_eq!(ttl.completion.as_deref(), Some("L "));
         assert_eq!(

@@ -519,6 +519,7 @@ fn help_lists_every_command_without_a_server() {
     for syntax in [
         "ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]",
         "RELEASE key",
+        "CONVERT key SHARED | EXCLUSIVE [WAIT ms]",
         "HELLO [protover [AUTH username password] [SETNAME name]]",
         "CLIENT SETINFO attr value",
     ] {

@@ -126,6 +126,8 @@ fn binary_frames() -> (Vec<u8>, Vec<u8>) {
         reentrant: false,
         ttl_ms: 30_000,
         wait_ms: None,
+        priority: 0,
+        lock_delay_ms: 0,
     })
     .encode(1, &mut acq);
     let mut rel = BytesMut::new();
@@ -282,6 +284,8 @@ impl RawBinary {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                priority: 0,
+                lock_delay_ms: 0,
             }))
             .await?;
         anyhow::ensure!(matches!(r, Response::Granted { .. }), "{r:?}");

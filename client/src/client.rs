@@ -257,6 +257,8 @@ pub(crate) struct AcquireSpec {
     pub(crate) reentrant: bool,
     pub(crate) ttl_ms: u32,
     pub(crate) wait_ms: Option<u32>,
+    pub(crate) priority: u32,
+    pub(crate) lock_delay_ms: u32,
 }
 
 impl AcquireSpec {
@@ -267,6 +269,8 @@ impl AcquireSpec {
             reentrant: self.reentrant,
             ttl_ms: self.ttl_ms,
             wait_ms,
+            priority: self.priority,
+            lock_delay_ms: self.lock_delay_ms,
         })
         .encode(id, out)
     }
@@ -274,10 +278,13 @@ impl AcquireSpec {
 
 /// A request waiting for its reply.
 enum Pending {
-    /// Any request but ACQUIRE: the next reply with its id completes it.
+    /// Any request but ACQUIRE: the next reply with its id completes it. A CONVERT
+    /// (`push`) answered QUEUED is completed by its push instead (as GRANTED, or BUSY
+    /// when its wait ran out).
     Call {
         tx: oneshot::Sender<Result<Response>>,
         gen: u64,
+        push: bool,
     },
     /// An ACQUIRE: may be answered QUEUED first, then completed by a push.
     Acquire(AcquireWait),
@@ -564,6 +571,7 @@ impl Inner {
                     Pending::Call {
                         tx: tx.take().expect("tx is put back before retrying"),
                         gen: link.gen,
+                        push: matches!(req, Request::Convert(_)),
                     },
                 );
                 pending.len() == 1
@@ -738,6 +746,8 @@ impl Inner {
         let mut pending = lock(&self.pending);
         match pending.get_mut(&id) {
             None => {}
+            Some(Pending::Call { push: true, .. })
+                if refusal.is_none() && matches!(r, Response::Queued) => {}
             Some(Pending::Call { .. }) => {
                 if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
                     drop(pending);
@@ -875,6 +885,16 @@ impl Inner {
         let w = {
             let mut pending = lock(&self.pending);
             match pending.get(&id) {
+                Some(Pending::Call { push: true, .. }) => {
+                    if let Some(Pending::Call { tx, .. }) = pending.remove(&id) {
+                        drop(pending);
+                        let _ = tx.send(outcome.map(|a| match a {
+                            Acquired::Granted(token) => Response::Granted { token },
+                            Acquired::Busy => Response::Busy,
+                        }));
+                    }
+                    return;
+                }
                 Some(Pending::Acquire(_)) => match pending.remove(&id) {
                     Some(Pending::Acquire(w)) => w,
                     _ => return,

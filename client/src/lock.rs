@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tracing::debug;
-use turnstile_proto::{Mode, Request, Response};
+use turnstile_proto::{Convert, Mode, ModeKind, Request, Response};
 
 use crate::client::{check_key, AcquireSpec, Acquired, Client, Inner};
 use crate::error::{Error, Result};
@@ -47,6 +47,13 @@ pub struct GuardStatus {
 /// if let Some(permits) = client.lock("pool").semaphore(10, 3).try_acquire().await? {
 ///     println!("got 3 permits, token {}", permits.token());
 /// }
+/// // Ahead of plain waiters for a while, and nobody gets it for 5 s if we die holding it:
+/// let urgent = client
+///     .lock("deploy")
+///     .priority(10)
+///     .lock_delay(Duration::from_secs(5))
+///     .acquire()
+///     .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -59,6 +66,8 @@ pub struct LockBuilder {
     ttl: Option<Duration>,
     wait: Option<Duration>,
     watchdog: bool,
+    priority: u32,
+    lock_delay: Option<Duration>,
 }
 
 fn ms_u32(d: Duration) -> u32 {
@@ -75,7 +84,25 @@ impl LockBuilder {
             ttl: None,
             wait: None,
             watchdog: true,
+            priority: 0,
+            lock_delay: None,
         }
+    }
+
+    /// A priority among waiters, 0 (the default: plain FIFO) to 1000. A waiting request
+    /// gains one level per `--priority-aging-ms` of the server (default 1 s) it waits,
+    /// so a higher priority passes earlier requests only for a bounded time.
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// A lock-delay: if the hold ends by lease expiry, session loss or a forced release
+    /// (not by release), the server grants the key to nobody for this long (at least
+    /// the server's `--lock-delay-ms`).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = Some(delay);
+        self
     }
 
     /// Exclusive (the default): a mutex, or the writer of a read-write lock.
@@ -160,6 +187,8 @@ impl LockBuilder {
             reentrant: self.reentrant,
             ttl_ms: self.ttl.map_or(0, |t| ms_u32(t).max(1)),
             wait_ms,
+            priority: self.priority,
+            lock_delay_ms: self.lock_delay.map_or(0, ms_u32),
         };
         let call = self.client.inner.acquire(self.key.clone(), spec).await?;
         call.outcome().await
@@ -310,6 +339,50 @@ impl LockGuard {
         }
     }
 
+    /// Upgrades a SHARED hold to EXCLUSIVE in place (CONVERT): waits only for the other
+    /// holders, ahead of every queued request, up to `wait` (None: until done; zero:
+    /// only if it can be done now). `Ok(true)`: upgraded, and [`Self::token`] is the new
+    /// token. `Ok(false)`: the wait ran out and the hold is still SHARED.
+    /// [`Error::Deadlock`] when another holder is upgrading too (one of the two must
+    /// release). [`Error::Disconnected`]: the outcome is unknown (release the guard).
+    pub async fn upgrade(&mut self, wait: Option<Duration>) -> Result<bool> {
+        let wait_ms = wait.map(ms_u32);
+        match self.convert(ModeKind::Exclusive, wait_ms).await {
+            Ok(Response::Granted { token }) => {
+                self.token = token;
+                self.inner.keeper.set_token(self.id, token);
+                Ok(true)
+            }
+            Ok(Response::Busy) | Err(Error::Timeout) => Ok(false),
+            Ok(_) => Err(Error::Disconnected),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downgrades an EXCLUSIVE hold to SHARED at once (CONVERT): the token stays, and
+    /// the server grants the waiting readers now compatible.
+    pub async fn downgrade(&mut self) -> Result<()> {
+        match self.convert(ModeKind::Shared, None).await? {
+            Response::Granted { .. } => Ok(()),
+            _ => Err(Error::Disconnected),
+        }
+    }
+
+    async fn convert(&self, to: ModeKind, wait_ms: Option<u32>) -> Result<Response> {
+        let res = self
+            .inner
+            .call(Request::Convert(Convert {
+                key: &self.key,
+                to,
+                wait_ms,
+            }))
+            .await;
+        if matches!(res, Err(Error::NotHeld { .. })) {
+            self.inner.keeper.lost(self.id, Lost::NotHeld);
+        }
+        res
+    }
+
     /// Releases the hold (one level of a reentrant one) and waits for the server's
     /// answer: [`Error::NotHeld`] if it was already lost. [`Error::Disconnected`] when
     /// the connection was lost before the answer (or the leader lost its leadership): the
@@ -453,6 +526,13 @@ impl Keeper {
     }
 
     /// The server pushed LEASE_LOST for `(key, token)`.
+    /// A guard's hold has a new token (an upgrade).
+    pub(crate) fn set_token(&self, id: u64, token: u64) {
+        if let Some(e) = self.st().guards.get_mut(&id) {
+            e.token = token;
+        }
+    }
+
     pub(crate) fn lease_lost(&self, key: &[u8], token: u64) {
         let ids: Vec<u64> = self
             .st()

@@ -290,3 +290,83 @@ async fn a_multi_lock_is_replicated() {
     assert!(reply.starts_with("NOTLEADER"), "{reply}");
     drop(got);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_goes_through_the_cluster() {
+    let cluster = block_in_place(|| Cluster::start("convert", 3, 15_000));
+    block_in_place(|| cluster.wait_leader());
+    let a = connect(cluster.addrs()).await;
+    let b = connect(cluster.addrs()).await;
+    let mut ga = within("a shared", a.lock("rw").shared().acquire())
+        .await
+        .expect("granted");
+    let gb = within("b shared", b.lock("rw").shared().acquire())
+        .await
+        .expect("granted");
+    let first = ga.token();
+    assert!(!within("try upgrade", ga.upgrade(Some(Duration::ZERO)))
+        .await
+        .expect("answered"));
+    // The upgrade queues (proposed), then is granted by b's release (another entry).
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gb.release().await
+    });
+    assert!(within("upgrade", ga.upgrade(None)).await.expect("upgraded"));
+    within("b released", release)
+        .await
+        .expect("joined")
+        .expect("released");
+    assert!(ga.token() > first);
+    within("downgrade", ga.downgrade())
+        .await
+        .expect("downgraded");
+    let gb = within("b reads again", b.lock("rw").shared().try_acquire())
+        .await
+        .expect("answered")
+        .expect("shared next to a downgraded hold");
+    drop(gb);
+    within("release", ga.release()).await.expect("released");
+
+    // Text mode on the leader: CONVERT is proposed like ACQUIRE.
+    let leader = block_in_place(|| cluster.wait_leader());
+    let addr = cluster.node(leader).addr();
+    let replies = block_in_place(|| {
+        text_session(
+            &addr,
+            &[
+                "ACQUIRE t SHARED",
+                "CONVERT t EXCLUSIVE",
+                "CONVERT t SHARED",
+                "CONVERT u SHARED",
+            ],
+        )
+    });
+    let token = |r: &str| -> u64 { r.strip_prefix(':').expect("an integer").parse().unwrap() };
+    let (shared, upgraded, downgraded) =
+        (token(&replies[0]), token(&replies[1]), token(&replies[2]));
+    assert!(upgraded > shared);
+    assert_eq!(downgraded, upgraded);
+    assert!(replies[3].starts_with("-NOTHELD"), "{replies:?}");
+}
+
+/// Sends inline commands on one connection, one at a time, and returns each reply's
+/// first line.
+fn text_session(addr: &str, commands: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(stream.try_clone().expect("clone"));
+    let mut w = stream;
+    commands
+        .iter()
+        .map(|c| {
+            w.write_all(format!("{c}\r\n").as_bytes()).expect("write");
+            let mut line = String::new();
+            r.read_line(&mut line).expect("reply");
+            line.trim_end().to_string()
+        })
+        .collect()
+}

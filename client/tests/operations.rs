@@ -456,3 +456,50 @@ async fn the_connection_limit_is_a_typed_error() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_and_downgrade_a_guard() {
+    let server = Server::start().await;
+    let a = server.client().await;
+    let b = server.client().await;
+    let mut ga = within("a shared", a.lock("rw").shared().acquire())
+        .await
+        .unwrap();
+    let gb = within("b shared", b.lock("rw").shared().acquire())
+        .await
+        .unwrap();
+    let first = ga.token();
+    // b still reads: a try-upgrade fails and leaves the shared hold.
+    assert!(!within("try upgrade", ga.upgrade(Some(Duration::ZERO)))
+        .await
+        .unwrap());
+    // A waiting upgrade completes once b is gone, with a new token.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gb.release().await
+    });
+    assert!(within("upgrade", ga.upgrade(None)).await.unwrap());
+    within("b released", release).await.unwrap().unwrap();
+    assert!(ga.token() > first);
+    // Downgrade keeps the token and lets b read again.
+    let upgraded = ga.token();
+    within("downgrade", ga.downgrade()).await.unwrap();
+    assert_eq!(ga.token(), upgraded);
+    let gb = within("b again", b.lock("rw").shared().try_acquire())
+        .await
+        .unwrap()
+        .expect("shared next to a downgraded hold");
+    drop(gb);
+    // Priority and lock-delay options go through.
+    let g = within(
+        "options",
+        b.lock("p")
+            .priority(5)
+            .lock_delay(Duration::from_millis(10))
+            .acquire(),
+    )
+    .await
+    .unwrap();
+    within("release", g.release()).await.unwrap();
+    within("release a", ga.release()).await.unwrap();
+}

@@ -26,6 +26,8 @@
 //!     reentrant: false,
 //!     ttl_ms: 5000,
 //!     wait_ms: None,
+//!     priority: 0,
+//!     lock_delay_ms: 0,
 //! });
 //! req.encode(7, &mut out);
 //! let header = Header::check(&out, 65536).unwrap();
@@ -46,8 +48,8 @@ pub use error::{ErrorCode, ErrorDetail, ErrorReply, LimitKind};
 pub use explain::{Blocker, ExplainTarget, Explanation, WaitEdge, WaitGraph};
 pub use frame::{DecodeError, Header, HEADER_LEN, HELLO_MAX_PAYLOAD, MAX_PAYLOAD};
 pub use message::{
-    op, Acquire, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind, MultiAcquire,
-    Push, Request, Response, ServerMessage, Waiter, MAX_STR,
+    op, Acquire, Convert, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind,
+    MultiAcquire, Push, Request, Response, ServerMessage, Waiter, MAX_STR,
 };
 
 /// The first bytes a binary client sends. 0xF5 never occurs in UTF-8 text and is not `*`,

@@ -15,8 +15,8 @@ use crate::SECRET_LEN;
 /// The longest `str16`: keys, names, patterns, messages.
 pub const MAX_STR: usize = u16::MAX as usize;
 
-/// Opcodes: requests 0x01..=0x0C, responses 0x80..=0x8C and 0x91, pushes 0xA0..=0xA4
-/// (protocol.md §4 and §8).
+/// Opcodes: requests 0x01..=0x0D, 0x12 and 0x13; responses 0x80..=0x8C, 0x8E, 0x8F and
+/// 0x91; pushes 0xA0..=0xA4 (protocol.md §4 and §8 onwards).
 pub mod op {
     /// Request: the handshake; the first frame of a connection.
     pub const HELLO: u8 = 0x01;
@@ -46,6 +46,8 @@ pub mod op {
     pub const EXPLAIN: u8 = 0x12;
     /// Request: the whole wait-for graph, bounded.
     pub const WAITGRAPH: u8 = 0x13;
+    /// Request: convert a hold in place (SHARED <-> EXCLUSIVE).
+    pub const CONVERT: u8 = 0x0D;
 
     /// Response: an error.
     pub const ERROR: u8 = 0x80;
@@ -113,6 +115,7 @@ pub mod op {
             WAITGRAPH => "WAITGRAPH",
             EXPLAIN_RESULT => "EXPLAIN_RESULT",
             GRAPH_RESULT => "GRAPH_RESULT",
+            CONVERT => "CONVERT",
             ERROR => "ERROR",
             HELLO_OK => "HELLO_OK",
             OK => "OK",
@@ -271,10 +274,15 @@ pub struct Hello<'a> {
 /// ACQUIRE.
 ///
 /// ```text
-/// u8 mode (0 exclusive, 1 shared, 2 semaphore) | u8 flags (bit0 REENTRANT, bit1 WAIT)
+/// u8 mode (0 exclusive, 1 shared, 2 semaphore)
+/// u8 flags (bit0 REENTRANT, bit1 WAIT, bit2 PRIORITY, bit3 LOCKDELAY)
 /// u32 limit | u32 permits (both 0 unless semaphore) | u32 ttl_ms (0: server default)
 /// u32 wait_ms (0 unless WAIT) | str16 key
+/// [u32 priority (if PRIORITY)] [u32 lock_delay_ms (if LOCKDELAY)]
 /// ```
+///
+/// The trailing fields come in flag-bit order. Encoding sets PRIORITY and LOCKDELAY
+/// exactly when the value is not 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acquire<'a> {
     /// The key.
@@ -286,6 +294,31 @@ pub struct Acquire<'a> {
     /// The lease in ms, counted from the grant; 0 asks for the server's default.
     pub ttl_ms: u32,
     /// How long it may queue: None until granted or the session ends, Some(0) try-lock.
+    pub wait_ms: Option<u32>,
+    /// Priority among waiters (0 to 1000; 0: none, strict FIFO).
+    pub priority: u32,
+    /// Lock-delay in ms if the hold ends other than by RELEASE (0: the server's).
+    pub lock_delay_ms: u32,
+}
+
+/// CONVERT.
+///
+/// ```text
+/// u8 mode (0 exclusive, 1 shared) | u8 flags (bit0 WAIT) | u32 wait_ms (0 unless WAIT)
+/// str16 key
+/// ```
+///
+/// Replies: GRANTED (the hold's token after a downgrade or no-op, a new one after an
+/// upgrade), QUEUED (an upgrade waits: PUSH_GRANTED or PUSH_TIMED_OUT with this request
+/// id follows, and CANCEL names it), BUSY (WAIT 0 and the upgrade cannot be done now),
+/// or ERROR NOTHELD / DEADLOCK / WRONGTYPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Convert<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// EXCLUSIVE (upgrade) or SHARED (downgrade).
+    pub to: ModeKind,
+    /// How long an upgrade may wait: None until granted, Some(0) only at once.
     pub wait_ms: Option<u32>,
 }
 
@@ -399,6 +432,8 @@ pub enum Request<'a> {
         /// At most this many edges; 0 for the server's default.
         count: u32,
     },
+    /// CONVERT (see [`Convert`]).
+    Convert(Convert<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -419,6 +454,7 @@ impl<'a> Request<'a> {
             Request::MultiRelease { .. } => op::MRELEASE,
             Request::Explain { .. } => op::EXPLAIN,
             Request::WaitGraph { .. } => op::WAITGRAPH,
+            Request::Convert(_) => op::CONVERT,
         }
     }
 
@@ -450,12 +486,32 @@ impl<'a> Request<'a> {
                     Mode::Semaphore { limit, permits } => (2, limit, permits),
                 };
                 out.put_u8(mode);
-                out.put_u8(u8::from(a.reentrant) | (u8::from(a.wait_ms.is_some()) << 1));
+                out.put_u8(
+                    u8::from(a.reentrant)
+                        | (u8::from(a.wait_ms.is_some()) << 1)
+                        | (u8::from(a.priority != 0) << 2)
+                        | (u8::from(a.lock_delay_ms != 0) << 3),
+                );
                 out.put_u32(limit);
                 out.put_u32(permits);
                 out.put_u32(a.ttl_ms);
                 out.put_u32(a.wait_ms.unwrap_or(0));
                 put_str16(out, a.key);
+                if a.priority != 0 {
+                    out.put_u32(a.priority);
+                }
+                if a.lock_delay_ms != 0 {
+                    out.put_u32(a.lock_delay_ms);
+                }
+            }
+            Request::Convert(c) => {
+                out.put_u8(match c.to {
+                    ModeKind::Shared => 1,
+                    _ => 0,
+                });
+                out.put_u8(u8::from(c.wait_ms.is_some()));
+                out.put_u32(c.wait_ms.unwrap_or(0));
+                put_str16(out, c.key);
             }
             Request::Release { key } | Request::Inspect { key } => put_str16(out, key),
             Request::Renew { key, ttl_ms } => {
@@ -536,7 +592,7 @@ impl<'a> Request<'a> {
             op::ACQUIRE => {
                 let mode = rd.u8()?;
                 let flags = rd.u8()?;
-                if flags & !0b11 != 0 {
+                if flags & !0b1111 != 0 {
                     return Err("unknown ACQUIRE flags");
                 }
                 let limit = rd.u32()?;
@@ -544,6 +600,12 @@ impl<'a> Request<'a> {
                 let ttl_ms = rd.u32()?;
                 let wait = rd.u32()?;
                 let key = rd.str16()?;
+                let priority = if flags & 4 != 0 { rd.u32()? } else { 0 };
+                let lock_delay_ms = if flags & 8 != 0 { rd.u32()? } else { 0 };
+                // One encoding per message: a flag means a value that is not 0.
+                if (flags & 4 != 0 && priority == 0) || (flags & 8 != 0 && lock_delay_ms == 0) {
+                    return Err("PRIORITY and LOCKDELAY flags need a value above 0");
+                }
                 let mode = match (ModeKind::decode(mode)?, limit, permits) {
                     (ModeKind::Exclusive, 0, 0) => Mode::Exclusive,
                     (ModeKind::Shared, 0, 0) => Mode::Shared,
@@ -562,6 +624,32 @@ impl<'a> Request<'a> {
                     mode,
                     reentrant: flags & 1 != 0,
                     ttl_ms,
+                    wait_ms,
+                    priority,
+                    lock_delay_ms,
+                })
+            }
+            op::CONVERT => {
+                let to = match rd.u8()? {
+                    0 => ModeKind::Exclusive,
+                    1 => ModeKind::Shared,
+                    _ => return Err("CONVERT mode must be 0 (exclusive) or 1 (shared)"),
+                };
+                let flags = rd.u8()?;
+                if flags & !1 != 0 {
+                    return Err("unknown CONVERT flags");
+                }
+                let wait = rd.u32()?;
+                let wait_ms = if flags & 1 != 0 {
+                    Some(wait)
+                } else if wait != 0 {
+                    return Err("wait_ms must be 0 without the WAIT flag");
+                } else {
+                    None
+                };
+                Request::Convert(Convert {
+                    key: rd.str16()?,
+                    to,
                     wait_ms,
                 })
             }
@@ -1195,6 +1283,8 @@ mod tests {
                 reentrant: false,
                 ttl_ms: 5000,
                 wait_ms: None,
+                priority: 0,
+                lock_delay_ms: 0,
             })
             .encode(1, o)
         });
@@ -1234,6 +1324,8 @@ mod tests {
             reentrant: true,
             ttl_ms: 0,
             wait_ms: Some(0),
+            priority: 0,
+            lock_delay_ms: 0,
         })
         .encode(9, &mut out);
         let h = Header::check(&out, 1024).unwrap();

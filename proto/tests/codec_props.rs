@@ -5,9 +5,9 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use turnstile_proto::{
-    Acquire, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello, HelloOk, Holder,
-    KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, Push, Request, Response, ServerMessage,
-    Waiter, HEADER_LEN, MAX_PAYLOAD,
+    Acquire, Convert, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello, HelloOk,
+    Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, Push, Request, Response,
+    ServerMessage, Waiter, HEADER_LEN, MAX_PAYLOAD,
 };
 
 /// A request with owned strings (a [`Request`] borrows them).
@@ -28,7 +28,10 @@ enum OwnedRequest {
         reentrant: bool,
         ttl_ms: u32,
         wait_ms: Option<u32>,
+        priority: u32,
+        lock_delay_ms: u32,
     },
+    Convert(Vec<u8>, bool, Option<u32>),
     Release(Vec<u8>),
     Renew(Vec<u8>, u32),
     Cancel(u32),
@@ -65,11 +68,24 @@ impl OwnedRequest {
                 reentrant,
                 ttl_ms,
                 wait_ms,
+                priority,
+                lock_delay_ms,
             } => Request::Acquire(Acquire {
                 key,
                 mode: *mode,
                 reentrant: *reentrant,
                 ttl_ms: *ttl_ms,
+                wait_ms: *wait_ms,
+                priority: *priority,
+                lock_delay_ms: *lock_delay_ms,
+            }),
+            OwnedRequest::Convert(k, shared, wait_ms) => Request::Convert(Convert {
+                key: k,
+                to: if *shared {
+                    ModeKind::Shared
+                } else {
+                    ModeKind::Exclusive
+                },
                 wait_ms: *wait_ms,
             }),
             OwnedRequest::Release(k) => Request::Release { key: k },
@@ -152,17 +168,25 @@ fn request() -> impl Strategy<Value = OwnedRequest> {
             mode(),
             any::<bool>(),
             any::<u32>(),
-            proptest::option::of(any::<u32>())
+            proptest::option::of(any::<u32>()),
+            prop_oneof![Just(0u32), any::<u32>()],
+            prop_oneof![Just(0u32), any::<u32>()],
         )
             .prop_map(
-                |(key, mode, reentrant, ttl_ms, wait_ms)| OwnedRequest::Acquire {
-                    key,
-                    mode,
-                    reentrant,
-                    ttl_ms,
-                    wait_ms
+                |(key, mode, reentrant, ttl_ms, wait_ms, priority, lock_delay_ms)| {
+                    OwnedRequest::Acquire {
+                        key,
+                        mode,
+                        reentrant,
+                        ttl_ms,
+                        wait_ms,
+                        priority,
+                        lock_delay_ms,
+                    }
                 }
             ),
+        (bytes(64), any::<bool>(), proptest::option::of(any::<u32>()))
+            .prop_map(|(k, s, w)| OwnedRequest::Convert(k, s, w)),
         bytes(64).prop_map(OwnedRequest::Release),
         (bytes(64), any::<u32>()).prop_map(|(k, t)| OwnedRequest::Renew(k, t)),
         any::<u32>().prop_map(OwnedRequest::Cancel),

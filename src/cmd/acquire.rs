@@ -1,7 +1,14 @@
 //! ACQUIRE: take a lock, a read-write lock's shared side, or semaphore permits.
 //!
 //! # Format
-//! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]`
+//! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]
+//! [PRIORITY n] [LOCKDELAY ms]`
+//!
+//! PRIORITY (0 to 1000, default 0): a queued request of higher effective priority
+//! (`priority + waited_ms / --priority-aging-ms`) is granted first; see
+//! `engine::QueuePolicy`. LOCKDELAY: if the hold ends by lease expiry, session loss or a
+//! forced release, the key is granted to nobody for this long (at least the server's
+//! `--lock-delay-ms`; at most the maximum TTL).
 //!
 //! Options may come in any order, each at most once. Replies: `:<fencing token>` on grant;
 //! nil when WAIT ran out (WAIT 0 is a try-lock); `-DEADLOCK` naming the cycle; `-WRONGTYPE`;
@@ -12,7 +19,7 @@
 use std::time::Instant;
 
 use super::{key_ok, parse_u64, wrong_args, Ctx, Flow};
-use crate::engine::{AcquireOutcome, AcquireRequest, Cycle, Kind, Mode};
+use crate::engine::{AcquireOutcome, AcquireRequest, Cycle, Kind, Mode, QueuePolicy, MAX_PRIORITY};
 
 /// A parsed ACQUIRE, before a request id is given to it.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +28,34 @@ pub(crate) struct Spec {
     pub reentrant: bool,
     pub ttl_ms: u64,
     pub wait_ms: Option<u64>,
+    pub priority: u32,
+    pub lock_delay_ms: Option<u64>,
+}
+
+impl Spec {
+    /// The request's queue policy under the server's settings: the larger of the two
+    /// lock-delays, the server's aging period.
+    pub(crate) fn policy(&self, cfg: &crate::config::Config) -> QueuePolicy {
+        policy(self.priority, self.lock_delay_ms, cfg)
+    }
+}
+
+/// A queue policy from a request's priority and lock-delay and the server's settings.
+pub(crate) fn policy(
+    priority: u32,
+    lock_delay_ms: Option<u64>,
+    cfg: &crate::config::Config,
+) -> QueuePolicy {
+    let asked = u32::try_from(lock_delay_ms.unwrap_or(0)).unwrap_or(u32::MAX);
+    QueuePolicy {
+        priority,
+        aging_ms: if priority == 0 {
+            0
+        } else {
+            cfg.priority_aging_ms.max(1)
+        },
+        lock_delay_ms: asked.max(cfg.lock_delay_ms),
+    }
 }
 
 /// Parses the options after the key. `Err` is the complete error reply.
@@ -35,6 +70,8 @@ pub(crate) fn parse(
     let mut reentrant = false;
     let mut ttl: Option<u64> = None;
     let mut wait: Option<u64> = None;
+    let mut priority: Option<u64> = None;
+    let mut lock_delay: Option<u64> = None;
     let syntax = || "ERR syntax error".to_string();
     let number = |what: &str| format!("ERR value is not an integer or out of range ({what})");
     let mut i = 0;
@@ -50,6 +87,8 @@ pub(crate) fn parse(
             (4, Some(b'W')) => "WAIT",
             (6, Some(b'S')) => "SHARED",
             (7, Some(b'P')) => "PERMITS",
+            (8, Some(b'P')) => "PRIORITY",
+            (9, Some(b'L')) => "LOCKDELAY",
             (9, Some(b'E')) => "EXCLUSIVE",
             (9, Some(b'S')) => "SEMAPHORE",
             (9, Some(b'R')) => "REENTRANT",
@@ -103,6 +142,30 @@ pub(crate) fn parse(
                 reentrant = true;
                 i += 1;
             }
+            "PRIORITY" => {
+                if priority.is_some() {
+                    return Err(syntax());
+                }
+                let p = value(i, "PRIORITY")?;
+                if p > u64::from(MAX_PRIORITY) {
+                    return Err(format!("ERR PRIORITY must be between 0 and {MAX_PRIORITY}"));
+                }
+                priority = Some(p);
+                i += 2;
+            }
+            "LOCKDELAY" => {
+                if lock_delay.is_some() {
+                    return Err(syntax());
+                }
+                let d = value(i, "LOCKDELAY")?;
+                if d > max_ttl {
+                    return Err(format!(
+                        "LIMIT LOCKDELAY {d} ms is above the maximum of {max_ttl} ms"
+                    ));
+                }
+                lock_delay = Some(d);
+                i += 2;
+            }
             "TTL" => {
                 if ttl.is_some() {
                     return Err(syntax());
@@ -142,6 +205,8 @@ pub(crate) fn parse(
         reentrant,
         ttl_ms,
         wait_ms: wait,
+        priority: priority.unwrap_or(0) as u32,
+        lock_delay_ms: lock_delay,
     })
 }
 
@@ -197,6 +262,7 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         reentrant: spec.reentrant,
         ttl_ms: spec.ttl_ms,
         wait_ms: spec.wait_ms,
+        policy: spec.policy(cfg),
     };
     if ctx.shared.cluster.is_some() {
         return Flow::Replicate(super::Op::Acquire {
@@ -289,7 +355,9 @@ mod tests {
                 mode: Mode::Exclusive,
                 reentrant: false,
                 ttl_ms: 30_000,
-                wait_ms: None
+                wait_ms: None,
+                priority: 0,
+                lock_delay_ms: None,
             }
         );
         assert_eq!(
@@ -298,7 +366,9 @@ mod tests {
                 mode: Mode::Shared,
                 reentrant: true,
                 ttl_ms: 5,
-                wait_ms: Some(0)
+                wait_ms: Some(0),
+                priority: 0,
+                lock_delay_ms: None,
             }
         );
         assert_eq!(
@@ -333,5 +403,12 @@ mod tests {
             .starts_with("ERR REENTRANT"));
         assert!(p("BOGUS").unwrap_err().starts_with("ERR syntax"));
         assert!(p("WAIT 1 WAIT 2").unwrap_err().starts_with("ERR syntax"));
+        assert!(p("PRIORITY 1001").unwrap_err().starts_with("ERR PRIORITY"));
+        assert!(p("PRIORITY 1 PRIORITY 2")
+            .unwrap_err()
+            .starts_with("ERR syntax"));
+        assert!(p("LOCKDELAY 86400001").unwrap_err().starts_with("LIMIT"));
+        let s = p("priority 7 lockdelay 250").unwrap();
+        assert_eq!((s.priority, s.lock_delay_ms), (7, Some(250)));
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod auth;
 pub(crate) mod client;
 pub mod cluster;
 mod compat;
+pub(crate) mod convert;
 pub(crate) mod explain;
 mod hello;
 pub(crate) mod info;
@@ -120,6 +121,17 @@ pub enum Op {
         /// The key.
         key: Vec<u8>,
     },
+    /// Propose this CONVERT of a hold (see `convert`).
+    Convert {
+        /// The key.
+        key: Vec<u8>,
+        /// SHARED or EXCLUSIVE.
+        to: crate::engine::Mode,
+        /// As ACQUIRE's WAIT.
+        wait_ms: Option<u64>,
+        /// Names a pending upgrade.
+        request: RequestId,
+    },
     /// Renew after a read index (a deposed leader must not extend a lease).
     Renew {
         /// The key.
@@ -205,6 +217,7 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     match name.len() {
         7 if is("ACQUIRE") => return acquire::run(ctx, a),
         7 if is("RELEASE") => return release::run(ctx, a),
+        7 if is("CONVERT") => return convert::run(ctx, a),
         5 if is("RENEW") => return renew::run(ctx, a),
         8 if is("MACQUIRE") => return multi::run_acquire(ctx, a),
         8 if is("MRELEASE") => return multi::run_release(ctx, a),
@@ -239,6 +252,8 @@ fn acl_command(name: &[u8]) -> Option<acl::Command> {
     Some(match name.len() {
         7 if is("ACQUIRE") => acl::Command::Acquire,
         7 if is("RELEASE") => acl::Command::Release,
+        // Converting is acquiring a mode: the same permission.
+        7 if is("CONVERT") => acl::Command::Acquire,
         5 if is("RENEW") => acl::Command::Renew,
         7 if is("INSPECT") => acl::Command::Inspect,
         // They list keys across the table, as LOCKS does.

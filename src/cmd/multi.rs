@@ -1,7 +1,8 @@
 //! MACQUIRE and MRELEASE: atomic multi-locks.
 //!
 //! # Format
-//! `MACQUIRE numkeys key mode [key mode ...] [TTL ms] [WAIT ms]`, where each `mode` is
+//! `MACQUIRE numkeys key mode [key mode ...] [TTL ms] [WAIT ms] [LOCKDELAY ms]`, where
+//! each `mode` is
 //! `EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]` (required after every key, so that
 //! no key name can be mistaken for a mode word).
 //!
@@ -81,6 +82,7 @@ pub(crate) struct Spec<'a> {
     pub items: Vec<(&'a [u8], Mode)>,
     pub ttl_ms: u64,
     pub wait_ms: Option<u64>,
+    pub lock_delay_ms: Option<u64>,
 }
 
 /// Parses MACQUIRE's arguments. `Err` is the complete error reply.
@@ -113,13 +115,15 @@ pub(crate) fn parse<'a>(
         items.push((*key, mode));
         rest = &after[used..];
     }
-    let (mut ttl, mut wait) = (None, None);
+    let (mut ttl, mut wait, mut delay) = (None, None, None);
     let mut i = 0;
     while i < rest.len() {
         let slot = if super::word_eq(rest[i], "TTL") {
             &mut ttl
         } else if super::word_eq(rest[i], "WAIT") {
             &mut wait
+        } else if super::word_eq(rest[i], "LOCKDELAY") {
+            &mut delay
         } else {
             return Err("ERR syntax error".into());
         };
@@ -127,18 +131,23 @@ pub(crate) fn parse<'a>(
             return Err("ERR syntax error".into());
         }
         let value = rest.get(i + 1).ok_or("ERR syntax error")?;
-        *slot =
-            Some(parse_u64(value).ok_or_else(|| {
-                "ERR value is not an integer or out of range (TTL/WAIT)".to_string()
-            })?);
+        *slot = Some(parse_u64(value).ok_or_else(|| {
+            "ERR value is not an integer or out of range (TTL/WAIT/LOCKDELAY)".to_string()
+        })?);
         i += 2;
     }
     let ttl_ms = ttl.unwrap_or(default_ttl);
     super::acquire::validate_ttl(ttl_ms, max_ttl)?;
+    if delay.is_some_and(|d| d > max_ttl) {
+        return Err(format!(
+            "LIMIT LOCKDELAY is above the maximum of {max_ttl} ms"
+        ));
+    }
     Ok(Spec {
         items,
         ttl_ms,
         wait_ms: wait,
+        lock_delay_ms: delay,
     })
 }
 
@@ -185,10 +194,15 @@ pub(super) fn run_acquire(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     if !permitted(ctx, acl::Command::Acquire, &keys) {
         return Flow::Continue;
     }
+    let lock_delay = spec
+        .lock_delay_ms
+        .unwrap_or(0)
+        .max(u64::from(cfg.lock_delay_ms));
     let req = MultiRequest {
         id: ctx.shared.next_request(0),
         ttl_ms: spec.ttl_ms,
         wait_ms: spec.wait_ms,
+        lock_delay_ms: u32::try_from(lock_delay).unwrap_or(u32::MAX),
     };
     if ctx.shared.cluster.is_some() {
         return Flow::Replicate(Op::MultiAcquire {
@@ -289,11 +303,7 @@ mod tests {
 
     fn p(s: &str) -> Result<Spec<'_>, String> {
         let words: Vec<&[u8]> = s.split_whitespace().map(str::as_bytes).collect();
-        parse(&words, 30_000, 86_400_000, 1000, 4).map(|spec| Spec {
-            items: spec.items,
-            ttl_ms: spec.ttl_ms,
-            wait_ms: spec.wait_ms,
-        })
+        parse(&words, 30_000, 86_400_000, 1000, 4)
     }
 
     #[test]

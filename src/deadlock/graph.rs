@@ -5,6 +5,17 @@
 //! - every request queued ahead of it on `k` that it conflicts with (with strict FIFO and
 //!   no barging these edges are real: it cannot be granted before them).
 //!
+//! "Ahead" is the engine's grant order, not arrival: requests with a priority, and a
+//! holder's pending upgrade, are placed by a rank (`QueuePolicy` in the engine; an
+//! upgrade ranks ahead of everything). The rank of two queued requests never changes
+//! their order while both wait (every waiter ages at the same rate), so the queue here is
+//! kept sorted by `(rank, arrival)` exactly as the engine's, and a request passed by a
+//! later one of higher priority gets the edge to it when that one is inserted ahead of
+//! it: the edges stay exactly the engine's "granted before", never fewer.
+//!
+//! A session never waits for itself: a pending upgrade waits for the *other* holders
+//! (its own shared hold is in the key's holders too).
+//!
 //! Conflict: on a lock-kind key two modes conflict unless both are SHARED; on a semaphore
 //! every pair conflicts (a conservative rule: a semaphore request waits for all holders and
 //! all requests ahead, so a wait that any one release could end may be refused as a
@@ -25,9 +36,16 @@ use crate::engine::{Cycle, Key, Mode, SessionId};
 /// One queued request, as the graph sees it.
 #[derive(Clone, Copy, Debug)]
 struct Queued {
-    seq: u64,
+    place: Place,
     session: SessionId,
     mode: Mode,
+}
+
+/// A queued request's place in its key's queue: by rank, then arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    rank: i64,
+    seq: u64,
 }
 
 /// A key that has waiters: its holders and its queue, in order, plus the marks of the
@@ -37,7 +55,7 @@ struct KeyMirror {
     key: Key,
     semaphore: bool,
     holders: Vec<(SessionId, Mode)>,
-    /// Sorted by `seq`, so a waiter's position is a binary search.
+    /// Sorted by `place`, so a waiter's position is a binary search.
     queue: VecDeque<Queued>,
     next_seq: u64,
     epoch: u64,
@@ -48,8 +66,14 @@ struct KeyMirror {
 }
 
 impl KeyMirror {
-    fn position(&self, seq: u64) -> Option<usize> {
-        self.queue.binary_search_by_key(&seq, |q| q.seq).ok()
+    fn position(&self, place: Place) -> Option<usize> {
+        self.queue.binary_search_by_key(&place, |q| q.place).ok()
+    }
+
+    /// Where a request of `rank` arriving now goes: behind every request of a rank at
+    /// most its own.
+    fn insertion(&self, rank: i64) -> usize {
+        self.queue.partition_point(|q| q.place.rank <= rank)
     }
 }
 
@@ -58,7 +82,7 @@ impl KeyMirror {
 struct SessionNode {
     /// The mirrored keys the session has queued requests on (a session queues once per
     /// key), with the request's place in that key's queue.
-    waits: Vec<(u32, u64)>,
+    waits: Vec<(u32, Place)>,
     /// How many mirrored keys the session holds; with `waits` empty and this zero nobody
     /// can be waiting for the session, so a detection for it can stop at once.
     holds: u32,
@@ -136,6 +160,13 @@ pub struct WaitForGraph {
 }
 
 impl WaitForGraph {
+    /// Whether `session` has a queued request on any key.
+    pub fn is_waiting(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|n| !n.waits.is_empty())
+    }
+
     /// An empty graph.
     pub fn new() -> Self {
         Self::default()
@@ -168,6 +199,20 @@ impl WaitForGraph {
         mode: Mode,
         holders: &[(SessionId, Mode)],
     ) -> Option<Cycle> {
+        self.detect_ranked(session, key, semaphore, mode, holders, i64::MAX)
+    }
+
+    /// [`Self::detect`] for a request that would queue at its `rank` (behind every
+    /// queued request of a rank at most `rank`, ahead of the others).
+    pub fn detect_ranked(
+        &mut self,
+        session: SessionId,
+        key: &Key,
+        semaphore: bool,
+        mode: Mode,
+        holders: &[(SessionId, Mode)],
+        rank: i64,
+    ) -> Option<Cycle> {
         let node = self.sessions.get(&session)?;
         if node.waits.is_empty() && node.holds == 0 {
             return None;
@@ -195,12 +240,12 @@ impl WaitForGraph {
                 let m = mirrors[id as usize]
                     .as_mut()
                     .expect("indexed mirror is live");
-                let pos = m.queue.len();
+                let pos = m.insertion(rank);
                 expand(m, id, session, cls, pos, &mut walk);
             }
             None => {
                 for &(holder, held) in holders {
-                    if conflicts(cls, held) {
+                    if holder != session && conflicts(cls, held) {
                         walk.reach(holder, session, REQUESTED);
                     }
                 }
@@ -214,13 +259,13 @@ impl WaitForGraph {
                 continue;
             };
             // Copy the (few) waits out: reaching needs the session map mutably.
-            let waits: smallvec::SmallVec<[(u32, u64); 4]> = node.waits.iter().copied().collect();
-            for (id, seq) in waits {
+            let waits: smallvec::SmallVec<[(u32, Place); 4]> = node.waits.iter().copied().collect();
+            for (id, place) in waits {
                 let m = mirrors[id as usize]
                     .as_mut()
                     .expect("a session waits only on mirrored keys");
                 let pos = m
-                    .position(seq)
+                    .position(place)
                     .expect("a waiting session is in the key's queue");
                 let cls = class(m.semaphore, m.queue[pos].mode);
                 expand(m, id, s, cls, pos, &mut walk);
@@ -270,6 +315,19 @@ impl WaitForGraph {
         session: SessionId,
         mode: Mode,
     ) {
+        self.enqueue_ranked(key, semaphore, holders, session, mode, i64::MAX);
+    }
+
+    /// [`Self::enqueue`] at the request's `rank` (see [`Self::detect_ranked`]).
+    pub fn enqueue_ranked(
+        &mut self,
+        key: &Key,
+        semaphore: bool,
+        holders: &[(SessionId, Mode)],
+        session: SessionId,
+        mode: Mode,
+        rank: i64,
+    ) {
         let id = match self.index.get(key.as_bytes()) {
             Some(&id) => id,
             None => {
@@ -302,14 +360,25 @@ impl WaitForGraph {
             }
         };
         let m = self.mirrors[id as usize].as_mut().expect("live mirror");
-        let seq = m.next_seq;
+        let place = Place {
+            rank,
+            seq: m.next_seq,
+        };
         m.next_seq += 1;
-        m.queue.push_back(Queued { seq, session, mode });
+        let at = m.insertion(rank);
+        m.queue.insert(
+            at,
+            Queued {
+                place,
+                session,
+                mode,
+            },
+        );
         self.sessions
             .entry(session)
             .or_default()
             .waits
-            .push((id, seq));
+            .push((id, place));
     }
 
     /// Removes `session`'s queued request on `key` (granted, timed out, cancelled or its
@@ -324,10 +393,10 @@ impl WaitForGraph {
         let Some(i) = node.waits.iter().position(|&(k, _)| k == id) else {
             return;
         };
-        let (_, seq) = node.waits.swap_remove(i);
+        let (_, place) = node.waits.swap_remove(i);
         Self::forget_if_idle(&mut self.sessions, session);
         let m = self.mirrors[id as usize].as_mut().expect("live mirror");
-        if let Some(pos) = m.position(seq) {
+        if let Some(pos) = m.position(place) {
             m.queue.remove(pos);
         }
         if m.queue.is_empty() {
@@ -349,6 +418,17 @@ impl WaitForGraph {
             let m = self.mirrors[id as usize].as_mut().expect("live mirror");
             m.holders.push((session, mode));
             self.sessions.entry(session).or_default().holds += 1;
+        }
+    }
+
+    /// A holder of a mirrored key converted its hold to `mode` (a downgrade, or an
+    /// upgrade granted: call [`Self::dequeue`] for its request first).
+    pub fn set_holder_mode(&mut self, key: &[u8], session: SessionId, mode: Mode) {
+        if let Some(&id) = self.index.get(key) {
+            let m = self.mirrors[id as usize].as_mut().expect("live mirror");
+            if let Some(h) = m.holders.iter_mut().find(|(s, _)| *s == session) {
+                h.1 = mode;
+            }
         }
     }
 
@@ -385,9 +465,14 @@ fn expand(m: &mut KeyMirror, id: u32, from: SessionId, cls: Class, pos: usize, w
     }
     let ci = cls as usize;
     if !m.holders_seen[ci] {
-        m.holders_seen[ci] = true;
+        // The requester's own expansion skips the requester as a holder (a pending
+        // upgrade): not marked as scanned, so a later waiter on this key still reaches it.
+        // Any other expander skipping itself is already reached.
+        if from != walk.requester {
+            m.holders_seen[ci] = true;
+        }
         for &(holder, held) in &m.holders {
-            if conflicts(cls, held) {
+            if holder != from && conflicts(cls, held) {
                 walk.reach(holder, from, id);
             }
         }

@@ -349,6 +349,7 @@ fn matches(f: &Filter, c: &Change) -> bool {
 fn touched(table: &LockTable, entry: &Entry<'_>) -> Vec<Key> {
     match &entry.command {
         Command::Acquire { key, .. }
+        | Command::Convert { key, .. }
         | Command::Release { key, .. }
         | Command::Cancel { key, .. }
         | Command::ForceRelease { key, .. } => {
@@ -360,7 +361,9 @@ fn touched(table: &LockTable, entry: &Entry<'_>) -> Vec<Key> {
             let mut keys: Vec<Key> = fired
                 .iter()
                 .map(|f| match f {
-                    Fired::Expired { key, .. } | Fired::TimedOut { key, .. } => key.clone(),
+                    Fired::Expired { key, .. }
+                    | Fired::TimedOut { key, .. }
+                    | Fired::DelayEnded { key } => key.clone(),
                 })
                 .collect();
             keys.dedup();

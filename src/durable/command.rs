@@ -19,18 +19,24 @@
 //! 2 OpenSession   session kind:u8 [secret:16 timeout_ms [user]]
 //!                 (kind 0 text; 1 binary of the default user; 2 binary of a named user)
 //! 3 CloseSession  session
-//! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms]  (flags: 1 reentrant, 2 has wait)
+//! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms] [priority aging_ms]
+//!                 [lock_delay_ms]
+//!                 (flags: 1 reentrant, 2 has wait, 4 has priority, 8 has lock-delay;
+//!                 the extra fields in flag-bit order)
 //! 5 Release       session key
 //! 6 Cancel        session key
-//! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
+//! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key
+//!                         | kind:u8 (2 lock-delay ended) key }*
 //! 8 Clock         unix_ms
 //! 9 ForceRelease  key user count { session token }*
 //! 10 EndSession   session user
 //! 11 SetLimit     limit:u8 value user   (limit: 0 max-waiters-per-key, 1 max-keys,
 //!                                        2 max-holds-per-session)
-//! 12 MultiAcquire session request flags:u8 ttl_ms [wait_ms] count { key mode }*
-//!                 (flags: 2 has wait)
+//! 12 MultiAcquire session request flags:u8 ttl_ms [wait_ms] [lock_delay_ms]
+//!                 count { key mode }*   (flags: 2 has wait, 8 has lock-delay)
 //! 13 MultiRelease session count { key }*
+//! 14 Convert      session key request to:u8 (0 exclusive, 1 shared) flags:u8 (1 has wait)
+//!                 [wait_ms]
 //! ```
 //!
 //! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
@@ -41,7 +47,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::{
     AcquireOutcome, AcquireRequest, Event, FencingToken, Key, LimitKind, Limits, LockTable, Mode,
-    MultiOutcome, MultiRequest, NotHeld, RequestId, SessionId,
+    MultiOutcome, MultiRequest, NotHeld, QueuePolicy, RequestId, SessionId,
 };
 
 /// The limits set at runtime (ADMIN LIMITS SET), by the log: they override the
@@ -93,6 +99,11 @@ pub enum Fired {
         /// Whose.
         session: SessionId,
         /// On which key.
+        key: Key,
+    },
+    /// A key's lock-delay ran out.
+    DelayEnded {
+        /// Which key.
         key: Key,
     },
 }
@@ -189,6 +200,19 @@ pub enum Command<'a> {
         /// The keys, in order.
         keys: Vec<&'a [u8]>,
     },
+    /// A CONVERT that converted, queued an upgrade, or found the hold converted already.
+    Convert {
+        /// Whose hold.
+        session: SessionId,
+        /// On what.
+        key: &'a [u8],
+        /// Names a pending upgrade.
+        request: RequestId,
+        /// SHARED or EXCLUSIVE.
+        to: Mode,
+        /// How long an upgrade may wait (as ACQUIRE's WAIT).
+        wait_ms: Option<u64>,
+    },
     /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
     /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
     SetLimit {
@@ -232,6 +256,7 @@ impl Entry<'_> {
             Command::SetLimit { .. } => 11,
             Command::MultiAcquire { .. } => 12,
             Command::MultiRelease { .. } => 13,
+            Command::Convert { .. } => 14,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -250,10 +275,23 @@ impl Entry<'_> {
                 put_bytes(out, key);
                 put_u64(out, req.id.0);
                 put_mode(out, req.mode);
-                out.push(u8::from(req.reentrant) | (u8::from(req.wait_ms.is_some()) << 1));
+                let p = req.policy;
+                out.push(
+                    u8::from(req.reentrant)
+                        | (u8::from(req.wait_ms.is_some()) << 1)
+                        | (u8::from(p.priority != 0) << 2)
+                        | (u8::from(p.lock_delay_ms != 0) << 3),
+                );
                 put_u64(out, req.ttl_ms);
                 if let Some(w) = req.wait_ms {
                     put_u64(out, w);
+                }
+                if p.priority != 0 {
+                    put_u64(out, u64::from(p.priority));
+                    put_u64(out, u64::from(p.aging_ms));
+                }
+                if p.lock_delay_ms != 0 {
+                    put_u64(out, u64::from(p.lock_delay_ms));
                 }
             }
             Command::Release { session, key } | Command::Cancel { session, key } => {
@@ -264,11 +302,14 @@ impl Entry<'_> {
                 put_u64(out, fired.len() as u64);
                 for f in fired {
                     let (kind, session, key) = match f {
-                        Fired::Expired { session, key } => (0, session, key),
-                        Fired::TimedOut { session, key } => (1, session, key),
+                        Fired::Expired { session, key } => (0, Some(session), key),
+                        Fired::TimedOut { session, key } => (1, Some(session), key),
+                        Fired::DelayEnded { key } => (2, None, key),
                     };
                     out.push(kind);
-                    put_u64(out, session.0);
+                    if let Some(session) = session {
+                        put_u64(out, session.0);
+                    }
                     put_bytes(out, key.as_bytes());
                 }
             }
@@ -298,10 +339,15 @@ impl Entry<'_> {
             } => {
                 put_u64(out, session.0);
                 put_u64(out, req.id.0);
-                out.push(u8::from(req.wait_ms.is_some()) << 1);
+                out.push(
+                    (u8::from(req.wait_ms.is_some()) << 1) | (u8::from(req.lock_delay_ms > 0) << 3),
+                );
                 put_u64(out, req.ttl_ms);
                 if let Some(w) = req.wait_ms {
                     put_u64(out, w);
+                }
+                if req.lock_delay_ms > 0 {
+                    put_u64(out, u64::from(req.lock_delay_ms));
                 }
                 put_u64(out, items.len() as u64);
                 for (key, mode) in items {
@@ -314,6 +360,22 @@ impl Entry<'_> {
                 put_u64(out, keys.len() as u64);
                 for key in keys {
                     put_bytes(out, key);
+                }
+            }
+            Command::Convert {
+                session,
+                key,
+                request,
+                to,
+                wait_ms,
+            } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+                put_u64(out, request.0);
+                out.push(u8::from(*to == Mode::Shared));
+                out.push(u8::from(wait_ms.is_some()));
+                if let Some(w) = wait_ms {
+                    put_u64(out, *w);
                 }
             }
         }
@@ -356,11 +418,19 @@ impl<'a> Entry<'a> {
                 let id = RequestId(r.u64()?);
                 let mode = r.mode()?;
                 let flags = r.u8()?;
-                if flags & !3 != 0 {
+                if flags & !15 != 0 {
                     return Err(DecodeError::Value("unknown acquire flags"));
                 }
                 let ttl_ms = r.u64()?;
                 let wait_ms = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+                let mut policy = QueuePolicy::default();
+                if flags & 4 != 0 {
+                    policy.priority = r.u32()?;
+                    policy.aging_ms = r.u32()?;
+                }
+                if flags & 8 != 0 {
+                    policy.lock_delay_ms = r.u32()?;
+                }
                 Command::Acquire {
                     session: s,
                     key,
@@ -370,6 +440,7 @@ impl<'a> Entry<'a> {
                         reentrant: flags & 1 != 0,
                         ttl_ms,
                         wait_ms,
+                        policy,
                     },
                 }
             }
@@ -386,6 +457,12 @@ impl<'a> Entry<'a> {
                 let mut fired = Vec::with_capacity(n);
                 for _ in 0..n {
                     let kind = r.u8()?;
+                    if kind == 2 {
+                        fired.push(Fired::DelayEnded {
+                            key: Key::new(r.bytes()?),
+                        });
+                        continue;
+                    }
                     let s = session(&mut r)?;
                     let key = Key::new(r.bytes()?);
                     fired.push(match kind {
@@ -435,11 +512,12 @@ impl<'a> Entry<'a> {
                 let s = session(&mut r)?;
                 let id = RequestId(r.u64()?);
                 let flags = r.u8()?;
-                if flags & !2 != 0 {
+                if flags & !10 != 0 {
                     return Err(DecodeError::Value("unknown multi-acquire flags"));
                 }
                 let ttl_ms = r.u64()?;
                 let wait_ms = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+                let lock_delay_ms = if flags & 8 != 0 { r.u32()? } else { 0 };
                 let n = r.count()?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -453,6 +531,7 @@ impl<'a> Entry<'a> {
                         id,
                         ttl_ms,
                         wait_ms,
+                        lock_delay_ms,
                     },
                 }
             }
@@ -464,6 +543,28 @@ impl<'a> Entry<'a> {
                     keys.push(r.bytes()?);
                 }
                 Command::MultiRelease { session: s, keys }
+            }
+            14 => {
+                let s = session(&mut r)?;
+                let key = r.bytes()?;
+                let request = RequestId(r.u64()?);
+                let to = match r.u8()? {
+                    0 => Mode::Exclusive,
+                    1 => Mode::Shared,
+                    _ => return Err(DecodeError::Value("unknown convert mode")),
+                };
+                let flags = r.u8()?;
+                if flags & !1 != 0 {
+                    return Err(DecodeError::Value("unknown convert flags"));
+                }
+                let wait_ms = if flags & 1 != 0 { Some(r.u64()?) } else { None };
+                Command::Convert {
+                    session: s,
+                    key,
+                    request,
+                    to,
+                    wait_ms,
+                }
             }
             tag => {
                 return Err(DecodeError::Tag {
@@ -495,6 +596,8 @@ pub enum Applied {
     MultiAcquire(MultiOutcome),
     /// How many keys a multi-release released.
     MultiRelease(usize),
+    /// The conversion's outcome.
+    Convert(Result<AcquireOutcome, NotHeld>),
 }
 
 impl Applied {
@@ -510,6 +613,9 @@ impl Applied {
                 matches!(o, MultiOutcome::Granted(_) | MultiOutcome::Queued)
             }
             Applied::MultiRelease(n) => *n > 0,
+            Applied::Convert(r) => {
+                matches!(r, Ok(AcquireOutcome::Granted(_) | AcquireOutcome::Queued))
+            }
         }
     }
 }
@@ -551,6 +657,9 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
                     Fired::TimedOut { session, key } => {
                         table.time_out(*session, key.as_bytes(), now, events);
                     }
+                    Fired::DelayEnded { key } => {
+                        table.end_lock_delay(key.as_bytes(), now, events);
+                    }
                 }
             }
             Applied::Done
@@ -571,6 +680,13 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
         Command::MultiRelease { session, keys } => {
             Applied::MultiRelease(table.release_many(*session, keys, now, events))
         }
+        Command::Convert {
+            session,
+            key,
+            request,
+            to,
+            wait_ms,
+        } => Applied::Convert(table.convert(*session, key, *to, *request, *wait_ms, now, events)),
     }
 }
 
@@ -587,6 +703,7 @@ pub fn fired_from(events: &[Event]) -> Vec<Fired> {
                 session: *session,
                 key: key.clone(),
             }),
+            Event::DelayEnded { key } => Some(Fired::DelayEnded { key: key.clone() }),
             Event::Granted { .. } => None,
         })
         .collect()

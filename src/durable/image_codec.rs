@@ -9,9 +9,12 @@
 //! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
 //! per shard: next_seq
 //!            locks: count { key kind:u8 [limit] last_token
-//!                           holders: count { session token ttl_ms count mode }*
-//!                           waiters: count { session request mode ttl_ms since has:u8 [deadline] }* }*
+//!                           holders: count { session token ttl_ms count mode lock_delay_ms }*
+//!                           waiters: count { session request mode ttl_ms since has:u8 [deadline]
+//!                                            rank:zigzag lock_delay_ms upgrade:u8 }*
 //!                           (has: bit 0 a deadline follows, bit 1 a multi-lock member)
+//!                           has:u8 [delayed_until] }*
+//!            (version 2 and 1 have no lock_delay_ms, rank, upgrade or delay: FIFO, none)
 //!            sessions: count { session holds: count { key }* queued: count { key }* }*
 //! multi-locks: count { session request keys: count { key }* }*          (not before version 3)
 //! ```
@@ -26,8 +29,17 @@ use crate::engine::{
 };
 
 /// The payload version this build writes (it reads this one, version 2, which had no
-/// multi-locks, and version 1, which had no limits set at runtime either).
+/// queue policy (priorities, lock-delays, pending upgrades) and no multi-locks, and
+/// version 1, which also had no limits set at runtime).
 pub const VERSION: u8 = 3;
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
 
 /// Everything a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +97,7 @@ pub fn encode(state: &State) -> Vec<u8> {
                 put_u64(&mut out, u64::from(h.ttl_ms));
                 put_u64(&mut out, u64::from(h.count));
                 put_mode(&mut out, h.mode);
+                put_u64(&mut out, u64::from(h.lock_delay_ms));
             }
             put_u64(&mut out, l.waiters.len() as u64);
             for w in &l.waiters {
@@ -100,6 +113,16 @@ pub fn encode(state: &State) -> Vec<u8> {
                         out.push(1 | multi);
                         put_u64(&mut out, d);
                     }
+                }
+                put_u64(&mut out, zigzag(w.rank));
+                put_u64(&mut out, u64::from(w.lock_delay_ms));
+                out.push(u8::from(w.upgrade));
+            }
+            match l.delayed_until {
+                None => out.push(0),
+                Some(d) => {
+                    out.push(1);
+                    put_u64(&mut out, d);
                 }
             }
         }
@@ -190,6 +213,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     ttl_ms: r.u32()?,
                     count: r.u32()?,
                     mode: r.mode()?,
+                    lock_delay_ms: if version >= 3 { r.u32()? } else { 0 },
                 });
             }
             let nw = r.count()?;
@@ -206,6 +230,14 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     _ => Some(r.u64()?),
                 };
                 let multi = has & 2 != 0;
+                let (rank, lock_delay_ms, upgrade) = if version >= 3 {
+                    (unzigzag(r.u64()?), r.u32()?, r.u8()? != 0)
+                } else {
+                    // Strict FIFO: ranks in queue order.
+                    let since = i64::try_from(since).unwrap_or(i64::MAX);
+                    let back = waiters.last().map_or(i64::MIN, |w: &WaiterImage| w.rank);
+                    (since.max(back), 0, false)
+                };
                 waiters.push(WaiterImage {
                     session,
                     request,
@@ -213,15 +245,26 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     ttl_ms,
                     since,
                     deadline,
+                    rank,
+                    lock_delay_ms,
+                    upgrade,
                     multi,
                 });
             }
+            let delayed_until = match version {
+                1 | 2 => None,
+                _ => match r.u8()? {
+                    0 => None,
+                    _ => Some(r.u64()?),
+                },
+            };
             locks.push(LockImage {
                 key,
                 kind,
                 last_token,
                 holders,
                 waiters,
+                delayed_until,
             });
         }
         let ns = r.count()?;

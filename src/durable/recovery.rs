@@ -197,6 +197,7 @@ pub fn open_with_io(
                 }
                 Command::Acquire { req, .. } => max_request = max_request.max(req.id.0),
                 Command::MultiAcquire { req, .. } => max_request = max_request.max(req.id.0),
+                Command::Convert { request, .. } => max_request = max_request.max(request.0),
                 Command::SetLimit { limit, value, .. } => {
                     limits_set.insert(*limit, *value);
                 }

@@ -459,6 +459,31 @@ impl Store {
         }
     }
 
+    /// CONVERT (see `LockTable::convert`).
+    #[allow(clippy::too_many_arguments, reason = "one per part of the command")]
+    pub fn convert(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        to: Mode,
+        request: RequestId,
+        wait_ms: Option<u64>,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> (Result<AcquireOutcome, NotHeld>, Ticket) {
+        let command = Command::Convert {
+            session,
+            key,
+            request,
+            to,
+            wait_ms,
+        };
+        match self.run(now, command, events) {
+            (Applied::Convert(outcome), t) => (outcome, t),
+            _ => unreachable!("a convert applies as one"),
+        }
+    }
+
     /// Cancels a queued request.
     pub fn cancel(
         &self,
@@ -489,6 +514,9 @@ impl Store {
                 Command::Acquire { req, .. } => seq.max_request = seq.max_request.max(req.id.0),
                 Command::MultiAcquire { req, .. } => {
                     seq.max_request = seq.max_request.max(req.id.0)
+                }
+                Command::Convert { request, .. } => {
+                    seq.max_request = seq.max_request.max(request.0)
                 }
                 Command::SetLimit { limit, value, .. } => {
                     seq.limits.insert(*limit, *value);

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use super::command::{apply, fired_from, with_set, Command, Entry, Fired, LimitsSet, SessionKind};
 use super::image_codec::{self, State};
 use crate::engine::{
-    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, MultiRequest, RequestId,
-    SessionId,
+    AcquireRequest, FencingToken, Key, LimitKind, Limits, LockTable, Mode, MultiRequest,
+    QueuePolicy, RequestId, SessionId,
 };
 
 const KEYS: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
@@ -25,7 +25,11 @@ enum Op {
         ttl: u64,
         wait: Option<u64>,
         reentrant: bool,
+        priority: u32,
+        lock_delay: u32,
     },
+    /// CONVERT to SHARED (true) or EXCLUSIVE.
+    Convert(usize, usize, bool, Option<u64>),
     Release(usize, usize),
     Cancel(usize, usize),
     Advance(u64),
@@ -50,8 +54,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::Open),
         1 => (0..8usize).prop_map(Op::Close),
-        6 => (0..8usize, 0..KEYS.len(), 0..4u8, 1..200u64, prop::option::of(0..300u64), any::<bool>())
-            .prop_map(|(s, k, mode, ttl, wait, reentrant)| Op::Acquire { s, k, mode, ttl, wait, reentrant }),
+        6 => (0..8usize, 0..KEYS.len(), 0..4u8, 1..200u64, prop::option::of(0..300u64), any::<bool>(),
+              prop_oneof![2 => Just(0u32), 1 => 1..4u32], prop_oneof![2 => Just(0u32), 1 => 1..100u32])
+            .prop_map(|(s, k, mode, ttl, wait, reentrant, priority, lock_delay)| Op::Acquire {
+                s, k, mode, ttl, wait, reentrant, priority, lock_delay
+            }),
+        2 => (0..8usize, 0..KEYS.len(), any::<bool>(), prop::option::of(0..300u64))
+            .prop_map(|(s, k, shared, wait)| Op::Convert(s, k, shared, wait)),
         3 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Release(s, k)),
         1 => (0..8usize, 0..KEYS.len()).prop_map(|(s, k)| Op::Cancel(s, k)),
         2 => (1..150u64).prop_map(Op::Advance),
@@ -134,6 +143,8 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                 ttl,
                 wait,
                 reentrant,
+                priority,
+                lock_delay,
             } if s < sessions.len() => {
                 request += 1;
                 Some(Entry {
@@ -147,7 +158,29 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             reentrant,
                             ttl_ms: ttl,
                             wait_ms: wait,
+                            policy: QueuePolicy {
+                                priority,
+                                aging_ms: if priority > 0 { 20 } else { 0 },
+                                lock_delay_ms: lock_delay,
+                            },
                         },
+                    },
+                })
+            }
+            Op::Convert(s, k, shared, wait) if s < sessions.len() => {
+                request += 1;
+                Some(Entry {
+                    now,
+                    command: Command::Convert {
+                        session: sessions[s],
+                        key: KEYS[k],
+                        request: RequestId(request),
+                        to: if shared {
+                            Mode::Shared
+                        } else {
+                            Mode::Exclusive
+                        },
+                        wait_ms: wait,
                     },
                 })
             }
@@ -211,6 +244,7 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             id: RequestId(request),
                             ttl_ms: ttl,
                             wait_ms: wait,
+                            lock_delay_ms: 0,
                         },
                     },
                 })
@@ -373,6 +407,7 @@ fn every_command_round_trips() {
                     reentrant: false,
                     ttl_ms: 30_000,
                     wait_ms: Some(0),
+                    policy: Default::default(),
                 },
             },
         },
@@ -409,6 +444,35 @@ fn every_command_round_trips() {
                         key: Key::new(b"b"),
                     },
                 ],
+            },
+        },
+        Entry {
+            now: 18,
+            command: Command::MultiAcquire {
+                session: SessionId(9),
+                items: vec![
+                    (b"a", Mode::Exclusive),
+                    (
+                        b"s",
+                        Mode::Semaphore {
+                            limit: 3,
+                            permits: 2,
+                        },
+                    ),
+                ],
+                req: MultiRequest {
+                    id: RequestId(77),
+                    ttl_ms: 500,
+                    wait_ms: Some(20),
+                    lock_delay_ms: 250,
+                },
+            },
+        },
+        Entry {
+            now: 19,
+            command: Command::MultiRelease {
+                session: SessionId(9),
+                keys: vec![b"a", b"s"],
             },
         },
     ];
@@ -449,30 +513,55 @@ fn every_command_round_trips() {
         },
         Entry {
             now: 14,
-            command: Command::MultiAcquire {
-                session: SessionId(9),
-                items: vec![
-                    (b"a", Mode::Exclusive),
-                    (
-                        b"s",
-                        Mode::Semaphore {
-                            limit: 3,
-                            permits: 2,
-                        },
-                    ),
-                ],
-                req: MultiRequest {
-                    id: RequestId(77),
-                    ttl_ms: 500,
-                    wait_ms: Some(20),
-                },
+            command: Command::Convert {
+                session: SessionId(3),
+                key: b"k",
+                request: RequestId(77),
+                to: Mode::Exclusive,
+                wait_ms: Some(250),
             },
         },
         Entry {
             now: 15,
-            command: Command::MultiRelease {
-                session: SessionId(9),
-                keys: vec![b"a", b"s"],
+            command: Command::Convert {
+                session: SessionId(3),
+                key: b"k",
+                request: RequestId(78),
+                to: Mode::Shared,
+                wait_ms: None,
+            },
+        },
+        Entry {
+            now: 16,
+            command: Command::Acquire {
+                session: SessionId(3),
+                key: b"k",
+                req: AcquireRequest {
+                    id: RequestId(79),
+                    mode: Mode::Shared,
+                    reentrant: false,
+                    ttl_ms: 100,
+                    wait_ms: None,
+                    policy: QueuePolicy {
+                        priority: 1000,
+                        aging_ms: 1000,
+                        lock_delay_ms: 5000,
+                    },
+                },
+            },
+        },
+        Entry {
+            now: 17,
+            command: Command::Tick {
+                fired: vec![
+                    Fired::DelayEnded {
+                        key: Key::from("k"),
+                    },
+                    Fired::Expired {
+                        session: SessionId(3),
+                        key: Key::from("k"),
+                    },
+                ],
             },
         },
     ];
@@ -502,6 +591,7 @@ fn documented_example_bytes() {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                policy: Default::default(),
             },
         },
     };
@@ -589,6 +679,7 @@ fn a_failed_fsync_fails_the_replies_that_wait_for_it() {
         reentrant: false,
         ttl_ms: 1000,
         wait_ms: Some(0),
+        policy: Default::default(),
     };
     let (_, ok_ticket) = store.acquire(s, b"a", &req(1), 2);
     rt.block_on(store.durable(ok_ticket))

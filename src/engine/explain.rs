@@ -337,6 +337,7 @@ mod tests {
             reentrant: false,
             ttl_ms: 10_000,
             wait_ms: None,
+            policy: Default::default(),
         }
     }
 

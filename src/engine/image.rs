@@ -60,6 +60,8 @@ pub struct LockImage {
     pub holders: Vec<HoldImage>,
     /// Queued requests, head first.
     pub waiters: Vec<WaiterImage>,
+    /// When the key's lock-delay ends (table clock); None when it has none.
+    pub delayed_until: Option<u64>,
 }
 
 /// A granted hold.
@@ -75,6 +77,8 @@ pub struct HoldImage {
     pub count: u32,
     /// Its mode.
     pub mode: Mode,
+    /// Its lock-delay in ms (0: none).
+    pub lock_delay_ms: u32,
 }
 
 /// A queued request.
@@ -92,6 +96,12 @@ pub struct WaiterImage {
     pub since: u64,
     /// When its WAIT runs out (table clock); None waits without a limit.
     pub deadline: Option<u64>,
+    /// Its place in the queue (see `QueuePolicy`): lower ranks are granted first.
+    pub rank: i64,
+    /// The lock-delay its hold will have.
+    pub lock_delay_ms: u32,
+    /// A pending upgrade of the session's shared hold (not a new hold).
+    pub upgrade: bool,
     /// A member of a queued multi-lock (its keys, in order, are in
     /// [`TableImage::multi`]).
     pub multi: bool,

@@ -14,6 +14,8 @@ mod explain;
 mod image;
 mod key;
 mod multi;
+#[cfg(test)]
+mod queue_tests;
 mod shard;
 mod types;
 
@@ -33,7 +35,7 @@ pub use key::Key;
 pub use multi::{MultiOutcome, MultiRequest};
 pub use types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
-    LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
+    LimitKind, Mode, NotHeld, QueuePolicy, RequestId, SessionId, WaiterInfo, MAX_PRIORITY,
 };
 
 use crate::deadlock::WaitForGraph;
@@ -127,6 +129,10 @@ pub struct Stats {
     pub wrongtype: u64,
     /// Requests refused with LIMIT.
     pub limits: u64,
+    /// CONVERT commands applied (downgrades, upgrades and no-ops).
+    pub conversions: u64,
+    /// Lock-delays started (a hold with one ended other than by RELEASE).
+    pub lock_delays: u64,
     /// Holds now.
     pub holds: u64,
     /// Queued requests now.
@@ -152,6 +158,8 @@ impl Stats {
         self.deadlocks += o.deadlocks;
         self.wrongtype += o.wrongtype;
         self.limits += o.limits;
+        self.conversions += o.conversions;
+        self.lock_delays += o.lock_delays;
         self.holds += o.holds;
         self.waiters += o.waiters;
         self.keys += o.keys;
@@ -380,6 +388,14 @@ impl LockTable {
     ) -> AcquireOutcome {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
+        if req.policy.priority > 0 && self.graph.lock().is_waiting(session) {
+            // A session that waits elsewhere takes no priority: passing the waiters of
+            // this key would make them wait for it, and through its own waits that could
+            // close a cycle no detection sees (the new edges point *at* the requester).
+            let mut fifo = *req;
+            fifo.policy.priority = 0;
+            return shard.lock().acquire(session, key, hash, &fifo, now, &ctx);
+        }
         shard.lock().acquire(session, key, hash, req, now, &ctx)
     }
 
@@ -411,6 +427,39 @@ impl LockTable {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
         shard.lock().renew(session, key, hash, ttl_ms, now, &ctx)
+    }
+
+    /// Converts `session`'s hold on `key` to `to` (SHARED or EXCLUSIVE) in place: see
+    /// `Shard::convert` for the rules. A pending upgrade is named `id` in its later
+    /// [`Event::Granted`] or [`Event::TimedOut`]; `wait_ms` as for ACQUIRE.
+    #[allow(clippy::too_many_arguments, reason = "one per part of the command")]
+    pub fn convert(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        to: Mode,
+        id: RequestId,
+        wait_ms: Option<u64>,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<AcquireOutcome, NotHeld> {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        let converted = shard
+            .lock()
+            .convert(session, key, hash, to, id, wait_ms, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        converted
+    }
+
+    /// Replays the end of `key`'s lock-delay the timer driver decided. False if the key
+    /// had none.
+    pub fn end_lock_delay(&self, key: &[u8], now: u64, events: &mut Vec<Event>) -> bool {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        let ended = shard.lock().end_lock_delay(key, hash, now, &ctx, events);
+        self.settle(&ctx, now, events);
+        ended
     }
 
     /// Cancels `session`'s queued request on `key`; false if it had none (it may have been

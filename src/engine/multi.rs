@@ -46,6 +46,8 @@ pub struct MultiRequest {
     pub ttl_ms: u64,
     /// How long it may queue: `Some(0)` is a try-lock, `None` waits until granted.
     pub wait_ms: Option<u64>,
+    /// The lock-delay of every hold it gets (see `QueuePolicy::lock_delay_ms`; 0: none).
+    pub lock_delay_ms: u32,
 }
 
 /// What a multi-lock did at once.
@@ -201,25 +203,24 @@ impl LockTable {
                 .iter()
                 .zip(&placed)
                 .map(|((key, mode), &(hash, shard))| {
-                    locked
-                        .get(shard)
-                        .multi_grant_now(session, key, hash, *mode, ttl_ms, now, &ctx)
+                    locked.get(shard).multi_grant_now(
+                        session,
+                        key,
+                        hash,
+                        *mode,
+                        ttl_ms,
+                        req.lock_delay_ms,
+                        now,
+                        &ctx,
+                    )
                 })
                 .collect();
             return MultiOutcome::Granted(tokens);
         }
         for (i, ((key, mode), &(hash, shard))) in items.iter().zip(&placed).enumerate() {
-            let queued = locked.get(shard).multi_enqueue(
-                session,
-                key,
-                hash,
-                *mode,
-                req.id,
-                ttl_ms,
-                req.wait_ms,
-                now,
-                &ctx,
-            );
+            let queued = locked
+                .get(shard)
+                .multi_enqueue(session, key, hash, *mode, req, ttl_ms, now, &ctx);
             if let Err(cycle) = queued {
                 // Undo the members queued so far: each was last in its queue (or alone
                 // at its head), so taking it out grants nothing.

@@ -29,8 +29,9 @@ use crate::lease::{TimerId, TimerWheel};
 const NIL: u32 = u32::MAX;
 
 /// What a timer in the wheel stands for, packed into 8 bytes because every held lock has
-/// one: the lock's index with the top bit set for a wait deadline (clear for a lease), and
-/// the low 32 bits of the session. A session holds or queues on a key at most once, and the
+/// one: the lock's index with the top bit set for a wait deadline, the next bit for the
+/// end of a lock-delay (both clear for a lease), and the low 32 bits of the session (0
+/// for a lock-delay). A session holds or queues on a key at most once, and the
 /// timer that fired is the one no longer pending in the wheel, so this names the hold or
 /// waiter exactly.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +41,7 @@ struct TimerRef {
 }
 
 const WAIT_BIT: u32 = 1 << 31;
+const DELAY_BIT: u32 = 1 << 30;
 
 impl TimerRef {
     fn lease(lock: u32, session: SessionId) -> Self {
@@ -56,12 +58,28 @@ impl TimerRef {
         }
     }
 
+    fn delay(lock: u32) -> Self {
+        TimerRef {
+            lock: lock | DELAY_BIT,
+            session: 0,
+        }
+    }
+
     fn is_wait(self) -> bool {
         self.lock & WAIT_BIT != 0
     }
 
+    fn is_delay(self) -> bool {
+        self.lock & DELAY_BIT != 0
+    }
+
+    /// Order among timers due at the same time on the same key: leases, waits, delays.
+    fn order(self) -> u8 {
+        u8::from(self.is_wait()) + 2 * u8::from(self.is_delay())
+    }
+
     fn index(self) -> u32 {
-        self.lock & !WAIT_BIT
+        self.lock & !(WAIT_BIT | DELAY_BIT)
     }
 
     fn names(self, session: SessionId) -> bool {
@@ -141,6 +159,10 @@ impl Holders {
         matches!(self, Holders::Empty)
     }
 
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
     fn push(&mut self, hold: Hold) {
         *self = match std::mem::take(self) {
             Holders::Empty => Holders::One(hold),
@@ -209,6 +231,12 @@ struct Waiter {
     /// A member of an atomic multi-lock (see [`super::multi`]): at the head of the queue
     /// and compatible it is *ready*, not granted; the table grants all members together.
     multi: bool,
+    /// Its place: the queue is sorted by rank, ties in arrival order (see `QueuePolicy`).
+    rank: i64,
+    /// The lock-delay of the hold it will get.
+    lock_delay_ms: u32,
+    /// A holder's pending upgrade to EXCLUSIVE (rank `i64::MIN`: ahead of every request).
+    upgrade: bool,
 }
 
 /// One key's state.
@@ -257,6 +285,11 @@ impl Lock {
 
     fn is_idle(&self) -> bool {
         self.holders.is_empty() && self.queue.is_none()
+    }
+
+    /// The rank of the last queued request.
+    fn back_rank(&self) -> Option<i64> {
+        self.queue.as_ref().and_then(|q| q.back()).map(|w| w.rank)
     }
 
     fn holder_pairs(&self) -> SmallVec<[(SessionId, Mode); 4]> {
@@ -318,6 +351,12 @@ pub(crate) struct Shard {
     fired: Vec<(u64, TimerRef)>,
     /// Timers taken off the wheel by [`Self::advance`] and not fired yet.
     firing: VecDeque<(u64, TimerRef)>,
+    /// The lock-delay of each hold that has one, by (lock, session): kept out of `Hold`,
+    /// which every uncontended lock carries.
+    hold_delays: HashMap<(u32, SessionId), u32>,
+    /// Locks in a lock-delay: when it ends and its timer. Granted to nobody meanwhile,
+    /// and kept even with no holders and no waiters.
+    delayed: HashMap<u32, (u64, TimerId)>,
     pub(crate) stats: Stats,
 }
 
@@ -335,6 +374,8 @@ impl Shard {
             next_seq: 0,
             fired: Vec::new(),
             firing: VecDeque::new(),
+            hold_delays: HashMap::new(),
+            delayed: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -378,7 +419,10 @@ impl Shard {
             }
             None => {
                 self.locks.push(Some(lock));
-                u32::try_from(self.locks.len() - 1).expect("fewer than 2^32 keys per shard")
+                let idx =
+                    u32::try_from(self.locks.len() - 1).expect("fewer than 2^30 keys per shard");
+                assert!(idx < DELAY_BIT, "fewer than 2^30 keys per shard");
+                idx
             }
         };
 
@@ -394,7 +438,7 @@ impl Shard {
 
     /// Removes the key if nothing holds or waits on it any more: memory comes back.
     fn remove_if_idle(&mut self, idx: u32, hash: Option<u64>, ctx: &Ctx) {
-        if !self.lock(idx).is_idle() {
+        if !self.lock(idx).is_idle() || self.is_delayed(idx) {
             return;
         }
         let hash = hash.unwrap_or_else(|| self.hash(self.lock(idx).key.as_bytes()));
@@ -405,6 +449,104 @@ impl Shard {
         self.free.push(idx);
         self.stats.keys -= 1;
         ctx.keys.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether lock `idx` is in a lock-delay (one length check when no lock is).
+    #[inline]
+    fn is_delayed(&self, idx: u32) -> bool {
+        !self.delayed.is_empty() && self.delayed.contains_key(&idx)
+    }
+
+    /// Starts (or lengthens) a lock-delay of `delay_ms` on lock `idx` from `now`.
+    fn start_delay(&mut self, idx: u32, delay_ms: u32, now: u64, ctx: &Ctx) {
+        if delay_ms == 0 {
+            return;
+        }
+        let until = now.saturating_add(u64::from(delay_ms));
+        if let Some(&(old, timer)) = self.delayed.get(&idx) {
+            if old >= until {
+                return;
+            }
+            self.wheel.cancel(timer);
+        }
+        let timer = self.wheel.insert(until, TimerRef::delay(idx));
+        ctx.armed(until);
+        self.delayed.insert(idx, (until, timer));
+        self.stats.lock_delays += 1;
+    }
+
+    /// Ends the lock-delay of lock `idx`: its waiters may be granted again.
+    fn end_delay(
+        &mut self,
+        idx: u32,
+        hash: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) {
+        let Some((_, timer)) = self.delayed.remove(&idx) else {
+            return;
+        };
+        self.wheel.cancel(timer);
+        events.push(Event::DelayEnded {
+            key: self.lock(idx).key.clone(),
+        });
+        self.grant_waiters(idx, now, ctx, events);
+        self.remove_if_idle(idx, hash, ctx);
+    }
+
+    /// Replays the end of `key`'s lock-delay that the timer driver decided (and logged).
+    /// False if the key had none.
+    pub(crate) fn end_lock_delay(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let Some(idx) = self.find(key, hash) else {
+            return false;
+        };
+        if !self.is_delayed(idx) {
+            return false;
+        }
+        self.end_delay(idx, Some(hash), now, ctx, events);
+        true
+    }
+
+    /// Ends hold `pos` of lock `idx` (every level): a pending upgrade of it ends first
+    /// (its request hears TimedOut). Returns the hold's lock-delay, for the callers whose
+    /// end is not a RELEASE.
+    fn end_hold(
+        &mut self,
+        idx: u32,
+        pos: usize,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> (Hold, u32) {
+        let lock = self.lock(idx);
+        let session = lock.holders[pos].session;
+        let upgrading = lock
+            .queue
+            .as_ref()
+            .and_then(|q| q.front())
+            .is_some_and(|w| w.upgrade && w.session == session);
+        if upgrading {
+            let waiter = self.drop_waiter(idx, 0, false, ctx);
+            events.push(Event::TimedOut {
+                session,
+                request: waiter.request,
+                key: self.lock(idx).key.clone(),
+            });
+        }
+        let delay = if self.hold_delays.is_empty() {
+            0
+        } else {
+            self.hold_delays.remove(&(idx, session)).unwrap_or(0)
+        };
+        // Dropping a waiter moved no holder: `pos` still names the hold.
+        (self.drop_hold(idx, pos, ctx), delay)
     }
 
     fn next_token(&mut self) -> u64 {
@@ -427,15 +569,23 @@ impl Shard {
     }
 
     /// Creates a hold for `session` on lock `idx` and arms its lease.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private; every caller names each"
+    )]
     fn grant(
         &mut self,
         idx: u32,
         session: SessionId,
         mode: Mode,
         ttl_ms: u32,
+        lock_delay_ms: u32,
         now: u64,
         ctx: &Ctx,
     ) -> u64 {
+        if lock_delay_ms > 0 {
+            self.hold_delays.insert((idx, session), lock_delay_ms);
+        }
         let token = self.next_token();
         let deadline = now.saturating_add(u64::from(ttl_ms));
         let timer = self.wheel.insert(deadline, TimerRef::lease(idx, session));
@@ -515,7 +665,11 @@ impl Shard {
             let mut graph = ctx.graph.lock();
             graph.dequeue(lock.key.as_bytes(), waiter.session);
             if granted && lock.queue.is_some() {
-                graph.add_holder(lock.key.as_bytes(), waiter.session, waiter.mode);
+                if waiter.upgrade {
+                    graph.set_holder_mode(lock.key.as_bytes(), waiter.session, waiter.mode);
+                } else {
+                    graph.add_holder(lock.key.as_bytes(), waiter.session, waiter.mode);
+                }
             }
         }
         if let Some(timer) = waiter.timer {
@@ -527,20 +681,41 @@ impl Shard {
             }
         }
         self.stats.waiters -= 1;
-        if !granted {
+        // A pending upgrade counted nothing: the hold it converts is counted.
+        if !granted && !waiter.upgrade {
             ctx.sessions.release(waiter.session);
         }
         waiter
     }
 
-    /// Grants the head of the queue while it is compatible with the holders: strict FIFO,
-    /// adjacent SHARED requests together, a semaphore head that does not fit blocks the rest.
+    /// Grants the head of the queue while it is compatible with the holders: strict order
+    /// (FIFO, or by rank with priorities), adjacent SHARED requests together, a semaphore
+    /// head that does not fit blocks the rest; a pending upgrade at the head is granted
+    /// when its session is the only holder. Nothing during a lock-delay.
     fn grant_waiters(&mut self, idx: u32, now: u64, ctx: &Ctx, events: &mut Vec<Event>) {
+        if self.is_delayed(idx) {
+            return;
+        }
         loop {
             let lock = self.lock(idx);
             let Some(front) = lock.queue.as_ref().and_then(|q| q.front()) else {
                 return;
             };
+            if front.upgrade {
+                let alone = lock.holders.len() == 1 && lock.holders[0].session == front.session;
+                if !alone {
+                    return;
+                }
+                let waiter = self.drop_waiter(idx, 0, true, ctx);
+                let token = self.upgrade_now(idx, 0);
+                events.push(Event::Granted {
+                    session: waiter.session,
+                    request: waiter.request,
+                    key: self.lock(idx).key.clone(),
+                    token: FencingToken(token),
+                });
+                continue;
+            }
             if !lock.compatible(front.mode) {
                 return;
             }
@@ -551,7 +726,15 @@ impl Shard {
                 return;
             }
             let waiter = self.drop_waiter(idx, 0, true, ctx);
-            let token = self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx);
+            let token = self.grant(
+                idx,
+                waiter.session,
+                waiter.mode,
+                waiter.ttl_ms,
+                waiter.lock_delay_ms,
+                now,
+                ctx,
+            );
             let lock = self.lock(idx);
             events.push(Event::Granted {
                 session: waiter.session,
@@ -589,7 +772,15 @@ impl Shard {
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
             let idx = self.create(key, hash, kind);
-            let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
+            let token = self.grant(
+                idx,
+                session,
+                req.mode,
+                ttl_ms,
+                req.policy.lock_delay_ms,
+                now,
+                ctx,
+            );
             return AcquireOutcome::Granted(FencingToken(token));
         };
         let lock = self.locks[idx as usize]
@@ -633,7 +824,17 @@ impl Shard {
             self.stats.deadlocks += 1;
             return AcquireOutcome::Deadlock(self_cycle(session, key));
         }
-        if lock.queue.is_none() && lock.compatible(req.mode) {
+        // Granted at once only with nothing queued ahead of it: an empty queue, or (with a
+        // priority) every queued request ranked behind it.
+        let first = match &lock.queue {
+            None => true,
+            Some(q) => {
+                req.policy.priority > 0
+                    && q.front()
+                        .is_some_and(|f| f.rank > req.policy.rank(now, None))
+            }
+        };
+        if first && lock.compatible(req.mode) && !self.is_delayed(idx) {
             if !ctx
                 .sessions
                 .reserve(session, ctx.limits.max_holds_per_session)
@@ -641,7 +842,21 @@ impl Shard {
                 self.stats.limits += 1;
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
-            let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
+            if lock.queue.is_some() {
+                // Passed the queue by priority: the waiters now wait for it too.
+                ctx.graph
+                    .lock()
+                    .add_holder(lock.key.as_bytes(), session, req.mode);
+            }
+            let token = self.grant(
+                idx,
+                session,
+                req.mode,
+                ttl_ms,
+                req.policy.lock_delay_ms,
+                now,
+                ctx,
+            );
             return AcquireOutcome::Granted(FencingToken(token));
         }
         if req.wait_ms == Some(0) {
@@ -661,37 +876,201 @@ impl Shard {
         }
         let holders = lock.holder_pairs();
         let semaphore = matches!(kind, Kind::Semaphore { .. });
+        let rank = req.policy.rank(now, lock.back_rank());
         {
             let mut graph = ctx.graph.lock();
-            if let Some(cycle) = graph.detect(session, &lock.key, semaphore, req.mode, &holders) {
+            if let Some(cycle) =
+                graph.detect_ranked(session, &lock.key, semaphore, req.mode, &holders, rank)
+            {
                 drop(graph);
                 ctx.sessions.release(session);
                 self.stats.deadlocks += 1;
                 return AcquireOutcome::Deadlock(cycle);
             }
-            graph.enqueue(&lock.key, semaphore, &holders, session, req.mode);
+            graph.enqueue_ranked(&lock.key, semaphore, &holders, session, req.mode, rank);
         }
-        let timer = req.wait_ms.map(|wait| {
-            let deadline = now.saturating_add(wait);
-            ctx.armed(deadline);
-            self.wheel.insert(deadline, TimerRef::wait(idx, session))
-        });
-        let lock = self.lock_mut(idx);
-        lock.queue
-            .get_or_insert_with(Default::default)
-            .push_back(Waiter {
+        self.enqueue(
+            idx,
+            Waiter {
                 session,
                 request: req.id,
                 mode: req.mode,
                 ttl_ms,
                 since: now,
-                timer,
+                timer: None,
+                rank,
+                lock_delay_ms: req.policy.lock_delay_ms,
+                upgrade: false,
                 multi: false,
-            });
-        self.session_entry(session).queued.push(idx);
-        self.stats.waiters += 1;
+            },
+            req.wait_ms,
+            now,
+            ctx,
+        );
         self.stats.queued += 1;
         AcquireOutcome::Queued
+    }
+
+    /// Puts `waiter` (already in the graph) in lock `idx`'s queue at its rank, with its
+    /// WAIT timer.
+    fn enqueue(&mut self, idx: u32, mut waiter: Waiter, wait_ms: Option<u64>, now: u64, ctx: &Ctx) {
+        let session = waiter.session;
+        waiter.timer = wait_ms.map(|wait| {
+            let deadline = now.saturating_add(wait);
+            ctx.armed(deadline);
+            self.wheel.insert(deadline, TimerRef::wait(idx, session))
+        });
+        let queue = self
+            .lock_mut(idx)
+            .queue
+            .get_or_insert_with(Default::default);
+        let at = queue.partition_point(|w| w.rank <= waiter.rank);
+        queue.insert(at, waiter);
+        self.session_entry(session).queued.push(idx);
+        self.stats.waiters += 1;
+    }
+
+    /// Converts `session`'s hold on `key` in place (the DLM's lock conversion), for lock
+    /// kind keys only; every reentrant level converts together.
+    ///
+    /// - To SHARED (a downgrade, or a SHARED hold already): at once, the hold keeps its
+    ///   token, and the waiters now compatible are granted (in `events`).
+    /// - To EXCLUSIVE from SHARED (an upgrade): granted at once, with a new token, when
+    ///   the session is the only holder and the key is not in a lock-delay. Otherwise it
+    ///   waits only for the other holders: it goes ahead of every queued request (which
+    ///   all wait for it) and is granted with a new token when the others are gone (an
+    ///   [`Event::Granted`] naming `id`). Meanwhile the hold stays SHARED. A wait that
+    ///   would close a cycle (two holders upgrading) is refused as `Deadlock`; WAIT 0
+    ///   that cannot be granted is `WouldBlock`; a WAIT that runs out, a CANCEL or the
+    ///   session's end leave the shared hold; the hold's end (release, expiry) ends the
+    ///   upgrade with [`Event::TimedOut`]. An EXCLUSIVE hold already: its token back.
+    ///
+    /// A second CONVERT while an upgrade is pending waits on itself: `Deadlock`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the table's convert spreads them out"
+    )]
+    pub(crate) fn convert(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        to: Mode,
+        id: RequestId,
+        wait_ms: Option<u64>,
+        now: u64,
+        ctx: &Ctx,
+        events: &mut Vec<Event>,
+    ) -> Result<AcquireOutcome, NotHeld> {
+        let idx = self.find(key, hash).ok_or(NotHeld)?;
+        let lock = self.lock(idx);
+        let pos = lock.holder(session).ok_or(NotHeld)?;
+        if lock.kind != Kind::Lock || matches!(to, Mode::Semaphore { .. }) {
+            let current = lock.kind;
+            self.stats.wrongtype += 1;
+            return Ok(AcquireOutcome::WrongType { current });
+        }
+        if lock.waiter(session).is_some() {
+            self.stats.deadlocks += 1;
+            return Ok(AcquireOutcome::Deadlock(self_cycle(session, key)));
+        }
+        self.stats.conversions += 1;
+        let lock = self.lock(idx);
+        let hold = &lock.holders[pos];
+        let held = hold.mode;
+        let token = hold.token;
+        let ttl_ms = hold.ttl_ms;
+        match (held, to) {
+            (HeldMode::Exclusive, Mode::Exclusive) | (HeldMode::Shared, Mode::Shared) => {
+                Ok(AcquireOutcome::Granted(FencingToken(token)))
+            }
+            (HeldMode::Exclusive, _) => {
+                self.lock_mut(idx).holders[pos].mode = HeldMode::Shared;
+                let lock = self.lock(idx);
+                if lock.queue.is_some() {
+                    ctx.graph
+                        .lock()
+                        .set_holder_mode(lock.key.as_bytes(), session, Mode::Shared);
+                }
+                self.grant_waiters(idx, now, ctx, events);
+                Ok(AcquireOutcome::Granted(FencingToken(token)))
+            }
+            _ => {
+                if lock.holders.len() == 1 && !self.is_delayed(idx) {
+                    if lock.queue.is_some() {
+                        ctx.graph.lock().set_holder_mode(
+                            lock.key.as_bytes(),
+                            session,
+                            Mode::Exclusive,
+                        );
+                    }
+                    return Ok(AcquireOutcome::Granted(FencingToken(
+                        self.upgrade_now(idx, pos),
+                    )));
+                }
+                if wait_ms == Some(0) {
+                    self.stats.would_block += 1;
+                    return Ok(AcquireOutcome::WouldBlock);
+                }
+                let holders = lock.holder_pairs();
+                {
+                    let mut graph = ctx.graph.lock();
+                    if let Some(cycle) = graph.detect_ranked(
+                        session,
+                        &lock.key,
+                        false,
+                        Mode::Exclusive,
+                        &holders,
+                        i64::MIN,
+                    ) {
+                        drop(graph);
+                        self.stats.deadlocks += 1;
+                        return Ok(AcquireOutcome::Deadlock(cycle));
+                    }
+                    graph.enqueue_ranked(
+                        &lock.key,
+                        false,
+                        &holders,
+                        session,
+                        Mode::Exclusive,
+                        i64::MIN,
+                    );
+                }
+                self.enqueue(
+                    idx,
+                    Waiter {
+                        session,
+                        request: id,
+                        mode: Mode::Exclusive,
+                        ttl_ms,
+                        since: now,
+                        timer: None,
+                        rank: i64::MIN,
+                        lock_delay_ms: 0,
+                        upgrade: true,
+                        multi: false,
+                    },
+                    wait_ms,
+                    now,
+                    ctx,
+                );
+                self.stats.queued += 1;
+                Ok(AcquireOutcome::Queued)
+            }
+        }
+    }
+
+    /// Makes hold `pos` of lock `idx` EXCLUSIVE with a new token (the graph is the
+    /// caller's). Returns the token.
+    fn upgrade_now(&mut self, idx: u32, pos: usize) -> u64 {
+        let token = self.next_token();
+        let lock = self.lock_mut(idx);
+        lock.last_token = token;
+        let hold = &mut lock.holders[pos];
+        hold.mode = HeldMode::Exclusive;
+        hold.token = token;
+        self.stats.grants += 1;
+        token
     }
 
     pub(crate) fn release(
@@ -713,7 +1092,8 @@ impl Shard {
             lock.holders[pos].count -= 1;
             return Ok(());
         }
-        self.drop_hold(idx, pos, ctx);
+        // A clean release: never a lock-delay.
+        self.end_hold(idx, pos, ctx, events);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
@@ -807,8 +1187,9 @@ impl Shard {
             .filter(|&h| h != NIL)
         {
             let pos = self.lock(idx).holder(session).expect("listed hold exists");
-            self.drop_hold(idx, pos, ctx);
+            let (_, delay) = self.end_hold(idx, pos, ctx, events);
             self.stats.session_releases += 1;
+            self.start_delay(idx, delay, now, ctx);
             self.grant_waiters(idx, now, ctx, events);
             self.remove_if_idle(idx, None, ctx);
         }
@@ -826,7 +1207,7 @@ impl Shard {
             let locks = &self.locks;
             fired.sort_by_cached_key(|&(deadline, t)| {
                 let key = locks[t.index() as usize].as_ref().map(|l| l.key.clone());
-                (deadline, key, t.is_wait(), t.session)
+                (deadline, key, t.order(), t.session)
             });
         }
         fired
@@ -861,7 +1242,15 @@ impl Shard {
             return;
         };
         let wheel = &self.wheel;
-        if timer.is_wait() {
+        if timer.is_delay() {
+            if self
+                .delayed
+                .get(&idx)
+                .is_some_and(|&(_, t)| wheel.deadline(t).is_none())
+            {
+                self.end_delay(idx, None, now, ctx, events);
+            }
+        } else if timer.is_wait() {
             // The waiter whose deadline fired: its timer is no longer pending.
             let Some(pos) = lock.queue.as_ref().and_then(|q| {
                 q.iter().position(|w| {
@@ -901,7 +1290,17 @@ impl Shard {
                 continue;
             };
             let wheel = &self.wheel;
-            if timer.is_wait() {
+            if timer.is_delay() {
+                if self
+                    .delayed
+                    .get(&timer.index())
+                    .is_some_and(|&(_, t)| wheel.deadline(t).is_none())
+                {
+                    out.push(Due::Delay {
+                        key: lock.key.clone(),
+                    });
+                }
+            } else if timer.is_wait() {
                 let waiter = lock.queue.as_ref().and_then(|q| {
                     q.iter().find(|w| {
                         timer.names(w.session)
@@ -972,13 +1371,14 @@ impl Shard {
             else {
                 continue;
             };
-            let hold = self.drop_hold(idx, pos, ctx);
+            let (hold, delay) = self.end_hold(idx, pos, ctx, events);
             self.stats.forced_releases += 1;
             events.push(Event::Expired {
                 session: hold.session,
                 key: self.lock(idx).key.clone(),
                 token: FencingToken(hold.token),
             });
+            self.start_delay(idx, delay, now, ctx);
             dropped.push((session, token));
         }
         if !dropped.is_empty() {
@@ -998,13 +1398,14 @@ impl Shard {
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) {
-        let hold = self.drop_hold(idx, pos, ctx);
+        let (hold, delay) = self.end_hold(idx, pos, ctx, events);
         self.stats.expiries += 1;
         events.push(Event::Expired {
             session: hold.session,
             key: self.lock(idx).key.clone(),
             token: FencingToken(hold.token),
         });
+        self.start_delay(idx, delay, now, ctx);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, hash, ctx);
     }
@@ -1057,8 +1458,15 @@ impl Shard {
 
     /// After recovery: every hold's lease starts again, full TTL from `now` (the clock of
     /// the process that granted it is gone, and a lease must never come back shorter).
-    /// Wait deadlines stay: they are on the table's clock, which recovery continues.
+    /// Wait deadlines stay: they are on the table's clock, which recovery continues. So do
+    /// lock-delays, whose timers are armed again if a leader's timer driver had taken them
+    /// off the wheel without its decision being applied (a new term decides again).
     pub(crate) fn restart_leases(&mut self, now: u64) {
+        for (&idx, (until, timer)) in self.delayed.iter_mut() {
+            if self.wheel.deadline(*timer).is_none() {
+                *timer = self.wheel.insert(*until, TimerRef::delay(idx));
+            }
+        }
         let (locks, wheel) = (&mut self.locks, &mut self.wheel);
         for (idx, lock) in locks.iter_mut().enumerate() {
             let Some(lock) = lock else { continue };
@@ -1075,8 +1483,9 @@ impl Shard {
         let locks = self
             .locks
             .iter()
-            .flatten()
-            .map(|lock| LockImage {
+            .enumerate()
+            .filter_map(|(idx, lock)| Some((idx as u32, lock.as_ref()?)))
+            .map(|(idx, lock)| LockImage {
                 key: lock.key.clone(),
                 kind: lock.kind,
                 last_token: lock.last_token,
@@ -1089,6 +1498,11 @@ impl Shard {
                         ttl_ms: h.ttl_ms,
                         count: h.count,
                         mode: h.mode.mode(lock.kind),
+                        lock_delay_ms: self
+                            .hold_delays
+                            .get(&(idx, h.session))
+                            .copied()
+                            .unwrap_or(0),
                     })
                     .collect(),
                 waiters: lock
@@ -1103,8 +1517,12 @@ impl Shard {
                         since: w.since,
                         deadline: w.timer.and_then(|t| self.wheel.deadline(t)),
                         multi: w.multi,
+                        rank: w.rank,
+                        lock_delay_ms: w.lock_delay_ms,
+                        upgrade: w.upgrade,
                     })
                     .collect(),
+                delayed_until: self.delayed.get(&idx).map(|&(until, _)| until),
             })
             .collect();
         let sessions = self
@@ -1149,6 +1567,9 @@ impl Shard {
                 let deadline = now.saturating_add(u64::from(h.ttl_ms));
                 let timer = self.wheel.insert(deadline, TimerRef::lease(idx, h.session));
                 ctx.sessions.reserve(h.session, u32::MAX);
+                if h.lock_delay_ms > 0 {
+                    self.hold_delays.insert((idx, h.session), h.lock_delay_ms);
+                }
                 self.lock_mut(idx).holders.push(Hold {
                     session: h.session,
                     token: h.token,
@@ -1168,8 +1589,10 @@ impl Shard {
             for w in &l.waiters {
                 ctx.graph
                     .lock()
-                    .enqueue(&l.key, semaphore, &holders, w.session, w.mode);
-                ctx.sessions.reserve(w.session, u32::MAX);
+                    .enqueue_ranked(&l.key, semaphore, &holders, w.session, w.mode, w.rank);
+                if !w.upgrade {
+                    ctx.sessions.reserve(w.session, u32::MAX);
+                }
                 let timer = w
                     .deadline
                     .map(|d| self.wheel.insert(d, TimerRef::wait(idx, w.session)));
@@ -1184,8 +1607,15 @@ impl Shard {
                         since: w.since,
                         timer,
                         multi: w.multi,
+                        rank: w.rank,
+                        lock_delay_ms: w.lock_delay_ms,
+                        upgrade: w.upgrade,
                     });
                 self.stats.waiters += 1;
+            }
+            if let Some(until) = l.delayed_until {
+                let timer = self.wheel.insert(until, TimerRef::delay(idx));
+                self.delayed.insert(idx, (until, timer));
             }
         }
         for s in &image.sessions {
@@ -1325,11 +1755,13 @@ impl Shard {
         if lock.holder(session).is_some() || lock.waiter(session).is_some() {
             return Err(AcquireOutcome::Deadlock(self_cycle(session, key)));
         }
-        Ok(if lock.queue.is_none() && lock.compatible(mode) {
-            Probe::Free
-        } else {
-            Probe::Busy
-        })
+        Ok(
+            if lock.queue.is_none() && lock.compatible(mode) && !self.is_delayed(idx) {
+                Probe::Free
+            } else {
+                Probe::Busy
+            },
+        )
     }
 
     /// Whether `key`'s queue is already at the per-key limit.
@@ -1350,6 +1782,7 @@ impl Shard {
         hash: u64,
         mode: Mode,
         ttl_ms: u32,
+        lock_delay_ms: u32,
         now: u64,
         ctx: &Ctx,
     ) -> FencingToken {
@@ -1358,7 +1791,7 @@ impl Shard {
             Some(idx) => idx,
             None => self.create(key, hash, mode.kind()),
         };
-        FencingToken(self.grant(idx, session, mode, ttl_ms, now, ctx))
+        FencingToken(self.grant(idx, session, mode, ttl_ms, lock_delay_ms, now, ctx))
     }
 
     /// Queues a member (creating the key if need be) unless waiting would close a cycle.
@@ -1369,9 +1802,8 @@ impl Shard {
         key: &[u8],
         hash: u64,
         mode: Mode,
-        request: RequestId,
+        req: &super::multi::MultiRequest,
         ttl_ms: u32,
-        wait_ms: Option<u64>,
         now: u64,
         ctx: &Ctx,
     ) -> Result<(), Cycle> {
@@ -1382,36 +1814,39 @@ impl Shard {
         let lock = self.lock(idx);
         let holders = lock.holder_pairs();
         let semaphore = matches!(lock.kind, Kind::Semaphore { .. });
+        // Members take no priority: each goes to the back of its queue.
+        let rank = super::types::QueuePolicy::default().rank(now, lock.back_rank());
         {
             let mut graph = ctx.graph.lock();
-            if let Some(cycle) = graph.detect(session, &lock.key, semaphore, mode, &holders) {
+            if let Some(cycle) =
+                graph.detect_ranked(session, &lock.key, semaphore, mode, &holders, rank)
+            {
                 drop(graph);
                 self.stats.deadlocks += 1;
                 self.remove_if_idle(idx, Some(hash), ctx);
                 return Err(cycle);
             }
-            graph.enqueue(&lock.key, semaphore, &holders, session, mode);
+            graph.enqueue_ranked(&lock.key, semaphore, &holders, session, mode, rank);
         }
-        let timer = wait_ms.map(|wait| {
-            let deadline = now.saturating_add(wait);
-            ctx.armed(deadline);
-            self.wheel.insert(deadline, TimerRef::wait(idx, session))
-        });
-        self.lock_mut(idx)
-            .queue
-            .get_or_insert_with(Default::default)
-            .push_back(Waiter {
+        self.enqueue(
+            idx,
+            Waiter {
                 session,
-                request,
+                request: req.id,
                 mode,
                 ttl_ms,
                 since: now,
-                timer,
+                timer: None,
+                rank,
+                lock_delay_ms: req.lock_delay_ms,
+                upgrade: false,
                 multi: true,
-            });
-        self.session_entry(session).queued.push(idx);
+            },
+            req.wait_ms,
+            now,
+            ctx,
+        );
         self.stats.acquires += 1;
-        self.stats.waiters += 1;
         self.stats.queued += 1;
         Ok(())
     }
@@ -1428,6 +1863,9 @@ impl Shard {
         let Some(idx) = self.find(key, hash) else {
             return false;
         };
+        if self.is_delayed(idx) {
+            return false;
+        }
         let lock = self.lock(idx);
         lock.queue
             .as_ref()
@@ -1447,7 +1885,15 @@ impl Shard {
     ) -> FencingToken {
         let idx = self.find(key, hash).expect("a ready member's key exists");
         let waiter = self.drop_waiter(idx, 0, true, ctx);
-        FencingToken(self.grant(idx, waiter.session, waiter.mode, waiter.ttl_ms, now, ctx))
+        FencingToken(self.grant(
+            idx,
+            waiter.session,
+            waiter.mode,
+            waiter.ttl_ms,
+            waiter.lock_delay_ms,
+            now,
+            ctx,
+        ))
     }
 
     /// Grants what the queue of `key` now lets in (after a multi-lock took or left it).
@@ -1537,7 +1983,8 @@ impl Shard {
             let waiter = info(w);
             for h in lock.holders.iter() {
                 let held = h.mode.mode(lock.kind);
-                if !conflicts(w.mode, held) {
+                // A pending upgrade waits for the other holders, not for its own hold.
+                if h.session == w.session || !conflicts(w.mode, held) {
                     continue;
                 }
                 if out.len() >= limit {

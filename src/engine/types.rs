@@ -122,6 +122,51 @@ pub struct AcquireRequest {
     /// How long the request may queue: `Some(0)` is a try-lock, `None` waits until granted
     /// or until the session ends.
     pub wait_ms: Option<u64>,
+    /// Priority and lock-delay (all zero by default: strict FIFO, no delay).
+    pub policy: QueuePolicy,
+}
+
+/// The highest priority a request may ask for.
+pub const MAX_PRIORITY: u32 = 1000;
+
+/// The queue-policy options of an ACQUIRE, already combined with the server's settings
+/// by the caller (so that the log and every replica see the values that decided).
+///
+/// # Which waiter is granted next
+/// A queued request's effective priority is `priority + waited_ms / aging_ms`: a waiter
+/// gains one level per `aging_ms` waited. The queue is kept in order of effective
+/// priority, highest first, ties in arrival order, and is granted strictly in that
+/// order (the head while it is compatible, as without priorities). Since every waiter
+/// ages at the same rate, two waiters' order never changes while they wait: a request
+/// of priority `p` that queues at `t` ranks as `t - p * aging_ms`, and the queue is
+/// sorted by that rank. A request of priority 0 ranks behind everything queued, so with
+/// no priorities the queue is exactly the strict FIFO it always was; a later request of
+/// priority `p` passes an earlier one only if it came less than `(p - q) * aging_ms`
+/// after it (`q` the earlier one's priority), so nothing waits forever behind a stream of
+/// higher priorities. A pending upgrade (see `LockTable::convert`) is ahead of all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// 0 (the default) to [`MAX_PRIORITY`].
+    pub priority: u32,
+    /// The aging period: milliseconds of waiting worth one priority level (only read
+    /// when `priority` is above 0; at least 1).
+    pub aging_ms: u32,
+    /// When the hold this request gets ends by lease expiry, session loss or a forced
+    /// release (not by RELEASE), the key is granted to nobody for this long (0: no
+    /// delay). Already the larger of the server's and the request's.
+    pub lock_delay_ms: u32,
+}
+
+impl QueuePolicy {
+    /// The queue rank of a request that queues at `now` behind a queue whose last rank
+    /// is `back` (lower ranks are granted first).
+    pub(crate) fn rank(self, now: u64, back: Option<i64>) -> i64 {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        if self.priority == 0 {
+            return back.map_or(now, |b| b.max(now));
+        }
+        now.saturating_sub(i64::from(self.priority) * i64::from(self.aging_ms.max(1)))
+    }
 }
 
 /// What an ACQUIRE did at once.
@@ -240,6 +285,12 @@ pub enum Event {
         /// The key.
         key: Key,
     },
+    /// A lock-delay ended: the key may be granted again (its waiters, if any, were
+    /// granted after this event). For the log only: it concerns no session.
+    DelayEnded {
+        /// The key.
+        key: Key,
+    },
     /// A hold's lease ran out; the hold is gone.
     Expired {
         /// The session that held it.
@@ -258,6 +309,8 @@ impl Event {
             Event::Granted { session, .. }
             | Event::TimedOut { session, .. }
             | Event::Expired { session, .. } => *session,
+            // Session ids start at 1: nobody is routed this one.
+            Event::DelayEnded { .. } => SessionId(0),
         }
     }
 }
@@ -328,6 +381,11 @@ pub enum Due {
         /// Whose.
         session: SessionId,
         /// On which key.
+        key: Key,
+    },
+    /// The lock-delay of `key` ran out.
+    Delay {
+        /// Which key.
         key: Key,
     },
 }

@@ -4,9 +4,9 @@
 //! words; only the framing differs.
 
 pub use turnstile_proto::{
-    frame, op, Acquire, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello, HelloOk,
-    Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, MultiAcquire, Push, Request,
-    Response, ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_PAYLOAD, MAX_STR,
+    frame, op, Acquire, Convert, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello,
+    HelloOk, Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, MultiAcquire, Push,
+    Request, Response, ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_PAYLOAD, MAX_STR,
     MAX_VERSION, MIN_VERSION, SECRET_LEN,
 };
 
@@ -21,6 +21,14 @@ pub fn mode_from_wire(mode: Mode) -> engine::Mode {
         Mode::Exclusive => engine::Mode::Exclusive,
         Mode::Shared => engine::Mode::Shared,
         Mode::Semaphore { limit, permits } => engine::Mode::Semaphore { limit, permits },
+    }
+}
+
+/// The engine's mode a CONVERT asks for (the decoder allows only EXCLUSIVE and SHARED).
+pub fn convert_mode(to: ModeKind) -> engine::Mode {
+    match to {
+        ModeKind::Shared => engine::Mode::Shared,
+        _ => engine::Mode::Exclusive,
     }
 }
 

@@ -370,6 +370,7 @@ fn apply_command(
         }
         Command::Acquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
         Command::MultiAcquire { req, .. } => st.max_request = st.max_request.max(req.id.0),
+        Command::Convert { request, .. } => st.max_request = st.max_request.max(request.0),
         Command::SetLimit { limit, value, .. } => {
             st.limits.insert(*limit, *value);
         }
@@ -591,6 +592,7 @@ mod tests {
                     reentrant: false,
                     ttl_ms: 10_000,
                     wait_ms: None,
+                    policy: Default::default(),
                 },
             },
         };

@@ -176,6 +176,8 @@ mod wire {
         ForceRelease(Vec<(u64, u64)>),
         MultiAcquire(MultiWire),
         MultiRelease(u64),
+        /// None: NOTHELD.
+        Convert(Option<OutcomeWire>),
     }
 
     /// A multi-lock's outcome: its tokens, or a single ACQUIRE's outcome of the same
@@ -265,6 +267,9 @@ mod wire {
             key: Vec<u8>,
             token: u64,
         },
+        DelayEnded {
+            key: Vec<u8>,
+        },
     }
 
     impl From<&Response> for ResponseWire {
@@ -303,6 +308,7 @@ mod wire {
                 }
                 Applied::MultiAcquire(o) => AppliedWire::MultiAcquire(MultiWire::from(o)),
                 Applied::MultiRelease(n) => AppliedWire::MultiRelease(*n as u64),
+                Applied::Convert(r) => AppliedWire::Convert(r.as_ref().ok().map(OutcomeWire::from)),
             }
         }
     }
@@ -316,6 +322,9 @@ mod wire {
                     Applied::Release(if ok { Ok(()) } else { Err(NotHeld) })
                 }
                 AppliedWire::Cancel(c) => Applied::Cancel(c),
+                AppliedWire::Convert(o) => {
+                    Applied::Convert(o.map(AcquireOutcome::from).ok_or(NotHeld))
+                }
                 AppliedWire::ForceRelease(d) => Applied::ForceRelease(
                     d.into_iter()
                         .map(|(s, t)| (SessionId(s), FencingToken(t)))
@@ -415,6 +424,9 @@ mod wire {
                     key: key.as_bytes().to_vec(),
                     token: token.0,
                 },
+                Event::DelayEnded { key } => EventWire::DelayEnded {
+                    key: key.as_bytes().to_vec(),
+                },
             }
         }
     }
@@ -450,6 +462,9 @@ mod wire {
                     session: SessionId(session),
                     key: Key::new(&key),
                     token: FencingToken(token),
+                },
+                EventWire::DelayEnded { key } => Event::DelayEnded {
+                    key: Key::new(&key),
                 },
             }
         }

@@ -33,10 +33,11 @@ use crate::cmd::{self, ConnState};
 use crate::durable::command::{Applied, Command};
 use crate::durable::{SessionKind, Ticket};
 use crate::engine::{
-    AcquireOutcome, AcquireRequest, Event, Key, MultiOutcome, MultiRequest, SessionId,
+    AcquireOutcome, AcquireRequest, Event, Key, Mode as EngineMode, MultiOutcome, MultiRequest,
+    SessionId,
 };
 use crate::protocol::binary::{
-    deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
+    convert_mode, deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
     mode_from_wire, mode_kind, wrongtype_error, Acquire, DecodeError, ErrorCode, ErrorDetail,
     ErrorReply, Header, Hello, HelloOk, LimitKind, LostReason, Mode, MultiAcquire, Push, Request,
     Response, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION, MIN_VERSION,
@@ -518,6 +519,8 @@ impl Served {
     fn permitted(&mut self, id: u32, req: &Request<'_>) -> bool {
         let (cmd, key) = match req {
             Request::Acquire(a) => (acl::Command::Acquire, Some(a.key)),
+            // Converting is acquiring a mode: the same permission.
+            Request::Convert(c) => (acl::Command::Acquire, Some(c.key)),
             Request::Release { key } => (acl::Command::Release, Some(*key)),
             Request::Renew { key, .. } => (acl::Command::Renew, Some(*key)),
             Request::Cancel { .. } => (acl::Command::Cancel, None),
@@ -604,6 +607,8 @@ impl Served {
                 reentrant: false,
                 ttl_ms: m.ttl_ms,
                 wait_ms: Some(0),
+                priority: 0,
+                lock_delay_ms: 0,
             };
             self.prepare_acquire(core, id, &single)?;
         }
@@ -613,12 +618,16 @@ impl Served {
             reentrant: false,
             ttl_ms: m.ttl_ms,
             wait_ms: m.wait_ms,
+            priority: 0,
+            lock_delay_ms: 0,
         };
         let req = self.prepare_acquire(core, id, &single)?;
         Some(MultiRequest {
             id: req.id,
             ttl_ms: req.ttl_ms,
             wait_ms: req.wait_ms,
+            // The server's lock-delay (--lock-delay-ms); MACQUIRE has no field for more.
+            lock_delay_ms: req.policy.lock_delay_ms,
         })
     }
 
@@ -707,6 +716,7 @@ impl Served {
                 Request::Acquire(_)
                     | Request::MultiAcquire(_)
                     | Request::MultiRelease { .. }
+                    | Request::Convert(_)
                     | Request::Release { .. }
                     | Request::Renew { .. }
                     | Request::Cancel { .. }
@@ -745,6 +755,21 @@ impl Served {
                             .release_many(self.session, keys, now, &mut self.events);
                     self.ticket = self.ticket.max(ticket);
                     self.multi_released(id, count);
+                }
+            }
+            Request::Convert(c) => {
+                if let Some(request) = self.prepare_convert(core, id, &c) {
+                    let (outcome, ticket) = self.shared.store.convert(
+                        self.session,
+                        c.key,
+                        convert_mode(c.to),
+                        request,
+                        c.wait_ms.map(u64::from),
+                        now,
+                        &mut self.events,
+                    );
+                    self.ticket = self.ticket.max(ticket);
+                    self.converted(core, id, c.key, request, outcome, now);
                 }
             }
             Request::Release { key } => {
@@ -808,7 +833,72 @@ impl Served {
         };
         let (outcome, ticket) = self.shared.store.acquire(self.session, a.key, &req, now);
         self.ticket = self.ticket.max(ticket);
-        self.acquired(core, id, a.key, &req, outcome, now);
+        self.acquired(core, id, a.key, req.id, req.mode, outcome, now);
+    }
+
+    /// Checks a CONVERT and gives it a request id; None: the error reply is written.
+    fn prepare_convert(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        c: &crate::protocol::binary::Convert<'_>,
+    ) -> Option<crate::engine::RequestId> {
+        if !self.key_ok(id, c.key) {
+            return None;
+        }
+        if c.wait_ms != Some(0) && !self.may_queue(core, id, c.key) {
+            return None;
+        }
+        Some(self.shared.next_request(id))
+    }
+
+    /// Replies to a CONVERT that applied with `outcome`: as an ACQUIRE (a waiting upgrade
+    /// is QUEUED, then PUSH_GRANTED or PUSH_TIMED_OUT), or NOTHELD.
+    fn converted(
+        &mut self,
+        core: &mut Core,
+        id: u32,
+        key: &[u8],
+        request: crate::engine::RequestId,
+        outcome: Result<AcquireOutcome, crate::engine::NotHeld>,
+        now: u64,
+    ) {
+        match outcome {
+            Ok(o) => self.acquired(core, id, key, request, EngineMode::Exclusive, o, now),
+            Err(_) => self.notheld(id),
+        }
+    }
+
+    /// Whether a request that may queue fits: the in-flight limit, and a request id that
+    /// does not name another queued request (a retry of the same one is answered
+    /// QUEUED). False: the reply is written.
+    fn may_queue(&mut self, core: &mut Core, id: u32, key: &[u8]) -> bool {
+        let cfg = &self.shared.config;
+        if core.queued.len() >= cfg.max_in_flight {
+            let max = cfg.max_in_flight;
+            self.error(
+                id,
+                limit_error(
+                    LimitKind::InFlight,
+                    format!("too many queued ACQUIREs in this session (the maximum is {max})"),
+                ),
+            );
+            return false;
+        }
+        if let Some(q) = core.by_client.get(&id).and_then(|r| core.queued.get(r)) {
+            if q.key.as_bytes() == key {
+                self.reply(id, Response::Queued);
+                return false;
+            }
+            self.error(
+                id,
+                err(format!(
+                    "request id {id} already names a queued ACQUIRE of this session"
+                )),
+            );
+            return false;
+        }
+        true
     }
 
     /// Checks an ACQUIRE and gives it a request id; None: the error reply is written.
@@ -858,36 +948,35 @@ impl Served {
             self.error(id, error_from_text(&msg));
             return None;
         }
-        let may_queue = a.wait_ms != Some(0);
-        if may_queue {
-            if core.queued.len() >= cfg.max_in_flight {
-                self.error(
-                    id,
-                    limit_error(
-                        LimitKind::InFlight,
-                        format!(
-                            "too many queued ACQUIREs in this session (the maximum is {})",
-                            cfg.max_in_flight
-                        ),
+        if a.priority > crate::engine::MAX_PRIORITY {
+            self.error(
+                id,
+                err(format!(
+                    "PRIORITY must be between 0 and {}",
+                    crate::engine::MAX_PRIORITY
+                )),
+            );
+            return None;
+        }
+        if u64::from(a.lock_delay_ms) > cfg.max_ttl_ms {
+            let max = cfg.max_ttl_ms;
+            self.error(
+                id,
+                limit_error(
+                    LimitKind::Value,
+                    format!(
+                        "LOCKDELAY {} ms is above the maximum of {max} ms",
+                        a.lock_delay_ms
                     ),
-                );
-                return None;
-            }
-            if let Some(q) = core.by_client.get(&id).and_then(|r| core.queued.get(r)) {
-                // A client retrying after a reconnect or a failover: the request is still
-                // queued (its push will come), it must not queue twice.
-                if q.key.as_bytes() == a.key {
-                    self.reply(id, Response::Queued);
-                    return None;
-                }
-                self.error(
-                    id,
-                    err(format!(
-                        "request id {id} already names a queued ACQUIRE of this session"
-                    )),
-                );
-                return None;
-            }
+                ),
+            );
+            return None;
+        }
+        let policy = cmd::acquire::policy(a.priority, Some(u64::from(a.lock_delay_ms)), cfg);
+        // A client retrying after a reconnect or a failover: the request is still queued
+        // (its push will come), it must not queue twice.
+        if a.wait_ms != Some(0) && !self.may_queue(core, id, a.key) {
+            return None;
         }
         let mode = mode_from_wire(a.mode);
         let request = self.shared.next_request(id);
@@ -897,21 +986,23 @@ impl Served {
             reentrant: a.reentrant,
             ttl_ms,
             wait_ms: a.wait_ms.map(u64::from),
+            policy,
         };
         Some(req)
     }
 
     /// Replies to an ACQUIRE that applied with `outcome` (standalone or replicated).
+    #[allow(clippy::too_many_arguments, reason = "ACQUIRE's and CONVERT's parts")]
     fn acquired(
         &mut self,
         core: &mut Core,
         id: u32,
         key: &[u8],
-        req: &AcquireRequest,
+        request: crate::engine::RequestId,
+        mode: EngineMode,
         outcome: AcquireOutcome,
         now: u64,
     ) {
-        let (request, mode) = (req.id, req.mode);
         match outcome {
             AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
             AcquireOutcome::Queued => {
@@ -1121,7 +1212,28 @@ impl Served {
                     match cluster.propose(clock(), command).await {
                         Ok(Applied::Acquire(outcome)) => {
                             let now = self.shared.clock.now_ms();
-                            self.acquired(core, id, a.key, &r, outcome, now);
+                            self.acquired(core, id, a.key, r.id, r.mode, outcome, now);
+                            Ok(())
+                        }
+                        Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+            Request::Convert(c) => match self.prepare_convert(core, id, &c) {
+                None => Ok(()),
+                Some(request) => {
+                    let command = Command::Convert {
+                        session: self.session,
+                        key: c.key,
+                        request,
+                        to: convert_mode(c.to),
+                        wait_ms: c.wait_ms.map(u64::from),
+                    };
+                    match cluster.propose(clock(), command).await {
+                        Ok(Applied::Convert(outcome)) => {
+                            let now = self.shared.clock.now_ms();
+                            self.converted(core, id, c.key, request, outcome, now);
                             Ok(())
                         }
                         Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
@@ -1394,6 +1506,8 @@ impl Served {
                 key: Bytes::copy_from_slice(key.as_bytes()),
             }
             .encode(0, &mut self.out),
+            // Concerns no session (never routed).
+            Delivery::Event(Event::DelayEnded { .. }) => {}
             Delivery::Waiting { key, waiter, mode } => Push::Waiting {
                 session: waiter.0,
                 mode: mode_kind(mode),

@@ -350,6 +350,7 @@ async fn fire_due(shared: &Shared, cluster: &Cluster) {
         .map(|d| match d {
             Due::Lease { session, key } => Fired::Expired { session, key },
             Due::Wait { session, key } => Fired::TimedOut { session, key },
+            Due::Delay { key } => Fired::DelayEnded { key },
         })
         .collect();
     let n = fired.len();

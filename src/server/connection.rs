@@ -461,6 +461,36 @@ async fn replicate(
                 io.with_ctx(shared, now, |ctx| cmd::multi::reply_release(ctx, released));
                 Ok(Flow::Continue)
             }
+            cmd::Op::Convert {
+                key,
+                to,
+                wait_ms,
+                request,
+            } => {
+                let outcome = if io.conn.session.0 == 0 {
+                    if !cluster.is_leading() {
+                        return Err(cluster.not_leader());
+                    }
+                    Err(NotHeld)
+                } else {
+                    let command = Command::Convert {
+                        session: io.conn.session,
+                        key: &key,
+                        request,
+                        to,
+                        wait_ms,
+                    };
+                    match cluster.propose(shared.clock.now_ms(), command).await? {
+                        Applied::Convert(r) => r,
+                        other => {
+                            return Err(Refusal::Failed(format!("unexpected outcome {other:?}")))
+                        }
+                    }
+                };
+                Ok(io.with_ctx(shared, now, |ctx| {
+                    cmd::convert::reply(ctx, request, outcome)
+                }))
+            }
             cmd::Op::Release { key } => {
                 let result = if io.conn.session.0 == 0 {
                     if !cluster.is_leading() {

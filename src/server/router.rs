@@ -178,6 +178,9 @@ impl Router {
     /// (ended, or between connections) are dropped: the lock table already applied them.
     pub fn route(&self, events: &mut Vec<Event>) {
         for event in events.drain(..) {
+            if matches!(event, Event::DelayEnded { .. }) {
+                continue;
+            }
             let session = event.session();
             let shard = self.shard(session).lock();
             match shard.get(&session) {
