@@ -318,6 +318,8 @@ pub(crate) struct Shard {
     /// Timers taken off the wheel by [`Self::advance`] and not fired yet.
     firing: VecDeque<(u64, TimerRef)>,
     pub(crate) stats: Stats,
+    /// Grant times, when the table times holds (see [`super::hold_clock`]).
+    pub(crate) hold_clock: Option<Box<super::hold_clock::HoldClock>>,
 }
 
 impl Shard {
@@ -335,6 +337,7 @@ impl Shard {
             fired: Vec::new(),
             firing: VecDeque::new(),
             stats: Stats::default(),
+            hold_clock: None,
         }
     }
 
@@ -462,11 +465,14 @@ impl Shard {
         });
         self.stats.grants += 1;
         self.stats.holds += 1;
+        if let Some(c) = &mut self.hold_clock {
+            c.granted(token, now);
+        }
         token
     }
 
     /// Removes hold `pos` of lock `idx` entirely (every reentrant level).
-    fn drop_hold(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> Hold {
+    fn drop_hold(&mut self, idx: u32, pos: usize, now: u64, ctx: &Ctx) -> Hold {
         let lock = self.lock_mut(idx);
         let hold = lock.holders.remove(pos);
         if lock.queue.is_some() {
@@ -491,6 +497,9 @@ impl Shard {
             next.holders[p].prev = hold.prev;
         }
         self.stats.holds -= 1;
+        if let Some(c) = &mut self.hold_clock {
+            c.ended(hold.token, now);
+        }
         ctx.sessions.release(hold.session);
         hold
     }
@@ -712,7 +721,7 @@ impl Shard {
             lock.holders[pos].count -= 1;
             return Ok(());
         }
-        self.drop_hold(idx, pos, ctx);
+        self.drop_hold(idx, pos, now, ctx);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
@@ -806,7 +815,7 @@ impl Shard {
             .filter(|&h| h != NIL)
         {
             let pos = self.lock(idx).holder(session).expect("listed hold exists");
-            self.drop_hold(idx, pos, ctx);
+            self.drop_hold(idx, pos, now, ctx);
             self.stats.session_releases += 1;
             self.grant_waiters(idx, now, ctx, events);
             self.remove_if_idle(idx, None, ctx);
@@ -971,7 +980,7 @@ impl Shard {
             else {
                 continue;
             };
-            let hold = self.drop_hold(idx, pos, ctx);
+            let hold = self.drop_hold(idx, pos, now, ctx);
             self.stats.forced_releases += 1;
             events.push(Event::Expired {
                 session: hold.session,
@@ -997,7 +1006,7 @@ impl Shard {
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) {
-        let hold = self.drop_hold(idx, pos, ctx);
+        let hold = self.drop_hold(idx, pos, now, ctx);
         self.stats.expiries += 1;
         events.push(Event::Expired {
             session: hold.session,
