@@ -27,6 +27,7 @@ use super::cluster::Refusal;
 use super::io::Stream;
 use super::router::Delivery;
 use super::sessions::{logged_user, Attachment, Core, Queued, ResumeError, Session};
+use super::stats::{Answered, ModeLabel};
 use super::Shared;
 use crate::acl::{self, User};
 use crate::cmd::{self, ConnState};
@@ -85,6 +86,8 @@ pub(super) async fn serve<S: Stream>(
         out: outbuf,
         events: Vec::new(),
         ticket: 0,
+        answered: Answered::default(),
+        arrived: std::time::Instant::now(),
     };
     let (exit, att, last_frame) = conn.run(att, &mut stream, &mut stop, inbuf).await;
     debug!(%peer, session = %att.session.id, ?exit, "binary connection closed");
@@ -371,6 +374,9 @@ struct Served {
     events: Vec<Event>,
     /// The log index the replies in `out` wait for.
     ticket: Ticket,
+    /// ACQUIREs answered at once in this batch, and when the batch arrived.
+    answered: Answered,
+    arrived: std::time::Instant,
 }
 
 impl Served {
@@ -448,6 +454,8 @@ impl Served {
                     break Exit::Closed;
                 }
                 self.out.clear();
+                self.answered
+                    .flush(&self.shared.stats, self.session.0, self.arrived);
                 if self.out.capacity() > 1024 * 1024 {
                     self.out = BytesMut::with_capacity(16 * 1024);
                 }
@@ -464,7 +472,7 @@ impl Served {
             tokio::select! {
                 read = stream.read_buf(&mut inbuf) => match read {
                     Ok(0) | Err(_) => break Exit::Closed,
-                    Ok(_) => {}
+                    Ok(_) => self.arrived = std::time::Instant::now(),
                 },
                 d = att.core.rx.recv() => match d {
                     Some(d) => {
@@ -629,6 +637,7 @@ impl Served {
         req: &MultiRequest,
         outcome: MultiOutcome,
     ) {
+        let queued = matches!(outcome, MultiOutcome::Queued);
         match outcome {
             MultiOutcome::Granted(tokens) => self.reply(
                 id,
@@ -643,6 +652,7 @@ impl Served {
                         client_id: id,
                         key: Key::new(m.items[0].0),
                         since: std::time::Instant::now(),
+                        mode: ModeLabel::Multi,
                         remaining: m.items.len() as u32,
                     },
                 );
@@ -656,6 +666,9 @@ impl Served {
             }
             MultiOutcome::WrongType { current, .. } => self.error(id, wrongtype_error(current)),
             MultiOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+        if !queued {
+            self.answered.note(ModeLabel::Multi);
         }
     }
 
@@ -900,6 +913,7 @@ impl Served {
         now: u64,
     ) {
         let (request, mode) = (req.id, req.mode);
+        let queued = matches!(outcome, AcquireOutcome::Queued);
         match outcome {
             AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
             AcquireOutcome::Queued => {
@@ -911,6 +925,7 @@ impl Served {
                         client_id: id,
                         key: key.clone(),
                         since: std::time::Instant::now(),
+                        mode: ModeLabel::of(&mode),
                         remaining: 1,
                     },
                 );
@@ -934,6 +949,9 @@ impl Served {
             }
             AcquireOutcome::WrongType { current } => self.error(id, wrongtype_error(current)),
             AcquireOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+        if !queued {
+            self.answered.note(ModeLabel::of(&mode));
         }
     }
 
@@ -1280,9 +1298,11 @@ impl Served {
                 let q = core.queued.remove(&request).expect("just found");
                 core.by_client.remove(&q.client_id);
                 Push::Granted { token: token.0 }.encode(q.client_id, &mut self.out);
-                self.shared
-                    .stats
-                    .record_wait(self.session.0, q.since.elapsed().as_micros() as u64);
+                self.shared.stats.record_wait(
+                    self.session.0,
+                    q.mode,
+                    q.since.elapsed().as_micros() as u64,
+                );
                 // Someone queued behind this grant was announced to the previous holder:
                 // tell the new one.
                 if let Some(info) = self.shared.table().inspect(key.as_bytes(), now) {
