@@ -104,9 +104,10 @@ fn main() -> anyhow::Result<()> {
             let report = turnstile::durable::audit::report(&data_dir, &filter, &mut stdout.lock())
                 .with_context(|| format!("auditing {}", data_dir.display()))?;
             eprintln!(
-                "{} changes, {} admin commands",
+                "{} changes, {} admin commands, {} deadlock refusals",
                 report.changes.len(),
-                report.actions.len()
+                report.actions.len(),
+                report.refusals.len()
             );
             Ok(())
         }
