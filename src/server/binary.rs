@@ -160,7 +160,8 @@ async fn handshake<S: Stream>(
         }
     };
     let hello_len = MAGIC.len() + header.frame_len();
-    let result = accept(shared, &hello).await;
+    let cert_user = super::io::certificate_user(shared, &*stream);
+    let result = accept(shared, &hello, cert_user).await;
     inbuf.advance(hello_len);
     match result {
         Ok((att, version, user)) => {
@@ -216,6 +217,7 @@ fn refusal_error(r: &Refusal) -> ErrorReply {
 async fn accept(
     shared: &Arc<Shared>,
     hello: &Hello<'_>,
+    cert_user: Option<Arc<User>>,
 ) -> Result<(Attachment, u16, Arc<User>), ErrorReply> {
     let cfg = &shared.config;
     let low = hello.min_version.max(MIN_VERSION);
@@ -238,6 +240,7 @@ async fn accept(
             .acl
             .authenticate(name, pass)
             .ok_or_else(|| error_from_text(cmd::auth::WRONGPASS))?,
+        None if cert_user.is_some() => cert_user.expect("just tested"),
         None => {
             let default = shared.acl.default_user();
             if !default.needs_no_auth() {

@@ -152,9 +152,16 @@ async fn serve_text<S: Stream>(
     };
     debug!(%peer, %session, "connection opened");
 
-    // The default user, authenticated already if it needs no password.
-    let user = shared.acl.default_user().clone();
-    let authed = user.needs_no_auth();
+    // The user a client certificate names (--tls-cert-users), else the default user,
+    // authenticated already if it needs no password.
+    let (user, authed) = match super::io::certificate_user(&shared, &stream) {
+        Some(user) => (user, true),
+        None => {
+            let user = shared.acl.default_user().clone();
+            let authed = user.needs_no_auth();
+            (user, authed)
+        }
+    };
     let mut conn = ConnState::new(session, peer, user, authed);
     let limits = shared.config.frame_limits();
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
