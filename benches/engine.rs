@@ -42,6 +42,20 @@ fn uncontended(c: &mut Criterion) {
             table.release(s, k, 1, &mut events).expect("held");
         })
     });
+    // The same with hold durations timed, as the server runs it.
+    let table = LockTable::new(64, Limits::default(), 0);
+    table.time_holds();
+    let s = table.open_session();
+    g.bench_function("acquire+release distinct keys, holds timed", |b| {
+        b.iter(|| {
+            let k = &keys[i & 4095];
+            i += 1;
+            let r = req(i as u64, Mode::Exclusive, 30_000, Some(0));
+            let out = table.acquire(s, k, &r, 1);
+            black_box(out);
+            table.release(s, k, 2, &mut events).expect("held");
+        })
+    });
     g.finish();
 }
 

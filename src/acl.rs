@@ -483,6 +483,15 @@ impl Acl {
         self.users.is_empty()
     }
 
+    /// The user a verified client certificate names (`--tls-cert-users`): it exists and
+    /// is on. No password: the certificate, signed by `--tls-client-ca`, is the credential.
+    pub fn by_certificate(&self, name: &str) -> Option<Arc<User>> {
+        self.users
+            .get(name.as_bytes())
+            .filter(|u| u.enabled)
+            .cloned()
+    }
+
     /// The user that `name` and `password` open, if any: it exists, is on, and the
     /// password is one of its own (or it is `nopass`). The password is hashed first, so
     /// the work done does not depend on whether the user exists.

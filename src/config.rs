@@ -37,6 +37,13 @@ pub struct Config {
     /// In cluster mode also the CA peers are verified against, unless --tls-ca is given.
     #[arg(long, env = "TURNSTILE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
+    /// TLS: a verified client certificate whose subject CN names a user of
+    /// --users-file makes the connection that user without AUTH (both protocols; AUTH or
+    /// HELLO credentials can still switch users). A CN that names no user (or a user
+    /// that is off) leaves the connection the default user, as without this flag
+    /// (docs/tls.md).
+    #[arg(long, env = "TURNSTILE_TLS_CERT_USERS", requires = "tls_client_ca")]
+    pub tls_cert_users: bool,
     /// TLS, cluster mode: the CA (PEM) that signed the nodes' certificates; each node
     /// verifies its peers against it, both ways (default: --tls-client-ca).
     #[arg(long, env = "TURNSTILE_TLS_CA", requires = "tls_cert")]
@@ -343,6 +350,9 @@ impl Config {
         }
         if (self.tls_client_ca.is_some() || self.tls_ca.is_some()) && self.tls_cert.is_none() {
             return Err("--tls-client-ca and --tls-ca need --tls-cert and --tls-key".into());
+        }
+        if self.tls_cert_users && self.tls_client_ca.is_none() {
+            return Err("--tls-cert-users needs --tls-client-ca (verified certificates)".into());
         }
         if self.node_id.is_some()
             && self.tls_cert.is_some()

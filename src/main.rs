@@ -46,9 +46,9 @@ enum Command {
         /// NOTLEADER redirect is followed).
         #[arg(long, default_value = "127.0.0.1:7379")]
         addr: String,
-        /// Password, if the server requires one.
-        #[arg(long, env = "TURNSTILE_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
+        /// TLS and credentials, as `turnstile cli` has them.
+        #[command(flatten)]
+        connect: turnstile_cli::ConnectArgs,
         /// The subcommand and its arguments.
         #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
@@ -104,17 +104,23 @@ fn main() -> anyhow::Result<()> {
             let report = turnstile::durable::audit::report(&data_dir, &filter, &mut stdout.lock())
                 .with_context(|| format!("auditing {}", data_dir.display()))?;
             eprintln!(
-                "{} changes, {} admin commands",
+                "{} changes, {} admin commands, {} deadlock refusals",
                 report.changes.len(),
-                report.actions.len()
+                report.actions.len(),
+                report.refusals.len()
             );
             Ok(())
         }
         Command::Cluster {
             addr,
-            password,
+            mut connect,
             args,
-        } => cluster_command(&addr, password.as_deref(), &args),
+        } => {
+            if connect.pass.is_none() {
+                connect.pass = std::env::var("TURNSTILE_PASSWORD").ok();
+            }
+            cluster_command(&addr, &connect, &args)
+        }
         Command::Cli(args) => {
             let code = turnstile_cli::run(args)?;
             std::process::exit(code);
@@ -179,21 +185,17 @@ async fn shutdown_signal() {
 
 /// `turnstile cluster`: sends `CLUSTER args...` to `addr`, following one NOTLEADER
 /// redirect, and prints the reply.
-fn cluster_command(addr: &str, password: Option<&str>, args: &[String]) -> anyhow::Result<()> {
+fn cluster_command(
+    addr: &str,
+    connect: &turnstile_cli::ConnectArgs,
+    args: &[String],
+) -> anyhow::Result<()> {
     let mut words = vec!["CLUSTER".to_string()];
     words.extend(args.iter().cloned());
     let mut target = addr.to_string();
     for _ in 0..3 {
-        let mut conn = std::net::TcpStream::connect(&target)
-            .with_context(|| format!("connecting to {target}"))?;
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-        if let Some(p) = password {
-            let reply = resp_call(&mut conn, &["AUTH".to_string(), p.to_string()])?;
-            if let Some(e) = reply.strip_prefix('-') {
-                anyhow::bail!("{e}");
-            }
-        }
-        let reply = resp_call(&mut conn, &words)?;
+        let mut remote = turnstile_cli::Remote::connect(&target, connect)?;
+        let reply = remote.call(&words)?;
         if let Some(rest) = reply.strip_prefix("-NOTLEADER ") {
             if let Some(leader) = rest.split_whitespace().next() {
                 eprintln!("redirected to the leader at {leader}");
@@ -208,33 +210,4 @@ fn cluster_command(addr: &str, password: Option<&str>, args: &[String]) -> anyho
         return Ok(());
     }
     anyhow::bail!("too many redirects")
-}
-
-/// One RESP request and its reply as text (simple strings, errors, integers and bulk
-/// strings: what CLUSTER and AUTH answer).
-fn resp_call(conn: &mut std::net::TcpStream, words: &[String]) -> anyhow::Result<String> {
-    use std::io::{BufRead, Read, Write};
-    let mut req = format!("*{}\r\n", words.len());
-    for w in words {
-        req.push_str(&format!("${}\r\n{w}\r\n", w.len()));
-    }
-    conn.write_all(req.as_bytes())?;
-    let mut reader = std::io::BufReader::new(conn);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end().to_string();
-    if let Some(len) = line.strip_prefix('$') {
-        let len: i64 = len.parse().context("bad bulk length")?;
-        if len < 0 {
-            return Ok(String::new());
-        }
-        let mut buf = vec![0u8; len as usize + 2];
-        reader.read_exact(&mut buf)?;
-        buf.truncate(len as usize);
-        return Ok(String::from_utf8_lossy(&buf).replace("\r\n", "\n"));
-    }
-    if line.is_empty() {
-        anyhow::bail!("the server closed the connection");
-    }
-    Ok(line)
 }

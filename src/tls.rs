@@ -101,6 +101,71 @@ pub fn client_acceptor(config: &Config) -> io::Result<Option<TlsAcceptor>> {
     Ok(Some(TlsAcceptor::from(Arc::new(cfg))))
 }
 
+/// The subject common name (CN) of a DER certificate, if it has one as a string. A
+/// small DER walk (Certificate -> TBSCertificate -> subject), enough for certificates
+/// rustls has already verified; None for anything it does not understand.
+pub fn subject_common_name(cert: &[u8]) -> Option<String> {
+    // One TLV: (tag, content, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let len = b[..n]
+                .iter()
+                .fold(0usize, |acc, &x| acc << 8 | usize::from(x));
+            b = &b[n..];
+            len
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const CN: &[u8] = &[0x55, 0x04, 0x03]; // 2.5.4.3
+    let (SEQUENCE, certificate, _) = tlv(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = tlv(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
+    if rest.first() == Some(&0xa0) {
+        rest = tlv(rest)?.2;
+    }
+    for _ in 0..4 {
+        rest = tlv(rest)?.2;
+    }
+    let (SEQUENCE, mut rdns, _) = tlv(rest)? else {
+        return None;
+    };
+    while !rdns.is_empty() {
+        let (tag, mut set, next) = tlv(rdns)?;
+        rdns = next;
+        if tag != SET {
+            return None;
+        }
+        while !set.is_empty() {
+            let (_, pair, next) = tlv(set)?;
+            set = next;
+            let (oid_tag, oid, value) = tlv(pair)?;
+            if oid_tag == 0x06 && oid == CN {
+                // UTF8String, PrintableString, TeletexString, IA5String.
+                let (tag, text, _) = tlv(value)?;
+                return matches!(tag, 0x0c | 0x13 | 0x14 | 0x16)
+                    .then(|| String::from_utf8(text.to_vec()).ok())
+                    .flatten();
+            }
+        }
+    }
+    None
+}
+
 /// TLS between cluster nodes: how a node accepts its peers and how it dials them.
 #[derive(Clone)]
 pub struct PeerTls {
@@ -167,6 +232,27 @@ pub fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_a_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Turnstile tests");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_common_name(cert.der()).as_deref(), Some("alice"));
+        let params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        let mut params = params;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_common_name(cert.der()), None);
+        assert_eq!(subject_common_name(b"\x30\x03\x02\x01"), None);
+        assert_eq!(subject_common_name(&[]), None);
+    }
 
     #[test]
     fn server_names_are_the_host_of_an_address() {

@@ -764,6 +764,49 @@ impl Model {
         Ok(())
     }
 
+    /// ADMIN FORCE-RELEASE: drops each listed (session, token) that holds `key`; its
+    /// session hears Expired; then the waiters are granted.
+    fn force_release(
+        &mut self,
+        key: &[u8],
+        holds: &[(u64, u64)],
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Vec<(u64, u64)> {
+        let mut dropped = Vec::new();
+        for &(s, t) in holds {
+            let Some(k) = self.keys.get_mut(key) else {
+                break;
+            };
+            if k.holders.iter().any(|h| h.session == s && h.token == t) {
+                // As a lease expiry: a pending upgrade ends first, and the hold's
+                // lock-delay starts.
+                let h = self.drop_hold(s, key, events);
+                events.push(Event::Expired {
+                    session: SessionId(s),
+                    key: Key::new(key),
+                    token: FencingToken(t),
+                });
+                self.start_delay(key, h.delay, now);
+                dropped.push((s, t));
+            }
+        }
+        if !dropped.is_empty() {
+            self.grant_waiters(key, now, events);
+            self.remove_if_idle(key);
+            self.settle(now, events);
+        }
+        dropped
+    }
+
+    fn set_limit(&mut self, kind: LimitKind, value: u64) {
+        match kind {
+            LimitKind::WaitersPerKey => self.max_waiters = value as usize,
+            LimitKind::Keys => self.max_keys = value as usize,
+            LimitKind::HoldsPerSession => self.max_per_session = value as usize,
+        }
+    }
+
     fn renew(&mut self, s: u64, key: &[u8], ttl: Option<u64>, now: u64) -> Result<u64, NotHeld> {
         let k = self.keys.get_mut(key).ok_or(NotHeld)?;
         let h = k
@@ -1117,6 +1160,17 @@ enum Op {
     Reopen {
         slot: usize,
     },
+    /// ADMIN FORCE-RELEASE of the key's holders picked by the mask, plus a stale pair.
+    ForceRelease {
+        key: usize,
+        pick: u8,
+        stale: bool,
+    },
+    /// ADMIN LIMITS SET (limit index into LimitKind::ALL).
+    SetLimit {
+        limit: usize,
+        value: u64,
+    },
     /// Moves the clock and fires what is due.
     Advance {
         ms: u64,
@@ -1174,9 +1228,11 @@ fn op() -> impl Strategy<Value = Op> {
             wait()
         )
             .prop_map(|(slot, keys, ttl, wait)| Op::Multi { slot, keys, ttl, wait }),
-        1 => (slot.clone(), proptest::collection::vec(key, 1..=3))
+        1 => (slot.clone(), proptest::collection::vec(key.clone(), 1..=3))
             .prop_map(|(slot, keys)| Op::ReleaseMany { slot, keys }),
         1 => slot.prop_map(|slot| Op::Reopen { slot }),
+        1 => (key, any::<u8>(), any::<bool>()).prop_map(|(key, pick, stale)| Op::ForceRelease { key, pick, stale }),
+        1 => (0..3usize, 0..6u64).prop_map(|(limit, value)| Op::SetLimit { limit, value }),
         3 => (0..10u64).prop_map(|ms| Op::Advance { ms }),
         1 => (10..60u64).prop_map(|ms| Op::Advance { ms }),
         1 => (1..30u64).prop_map(|ms| Op::Tick { ms }),
@@ -1524,6 +1580,36 @@ impl Harness {
                 self.model.advance(self.now, &mut want_ev);
                 prop_assert_eq!(&got_ev, &want_ev, "events of ADVANCE to {}", self.now);
                 self.note_grant_events(&got_ev)?;
+            }
+            Op::ForceRelease { key, pick, stale } => {
+                let k = KEYS[key];
+                let mut holds: Vec<(u64, u64)> = self.model.keys.get(k).map_or(Vec::new(), |m| {
+                    m.holders
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| pick >> (i % 8) & 1 == 1)
+                        .map(|(_, h)| (h.session, h.token))
+                        .collect()
+                });
+                if stale {
+                    // A hold that ended between the command and its apply: skipped.
+                    holds.push((self.sessions[0], 1 << 50));
+                }
+                let listed: Vec<(SessionId, FencingToken)> = holds
+                    .iter()
+                    .map(|&(s, t)| (SessionId(s), FencingToken(t)))
+                    .collect();
+                let (mut got_ev, mut want_ev) = (Vec::new(), Vec::new());
+                let got = self.table.force_release(k, &listed, self.now, &mut got_ev);
+                let want = self.model.force_release(k, &holds, self.now, &mut want_ev);
+                let got: Vec<(u64, u64)> = got.iter().map(|(s, t)| (s.0, t.0)).collect();
+                prop_assert_eq!(got, want, "FORCE-RELEASE {:?} of {:?}", holds, k);
+                prop_assert_eq!(&got_ev, &want_ev, "events of FORCE-RELEASE {:?}", k);
+                self.note_grant_events(&got_ev)?;
+            }
+            Op::SetLimit { limit, value } => {
+                self.table.set_limit(LimitKind::ALL[limit], value);
+                self.model.set_limit(LimitKind::ALL[limit], value);
             }
             Op::Tick { ms } => self.now += ms,
         }

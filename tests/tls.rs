@@ -370,6 +370,24 @@ async fn a_cluster_elects_a_leader_over_tls() {
         .await
         .expect("handshake within the wait")
         .expect("the raft port does TLS");
+    // `turnstile cluster --tls` reads the status from a node.
+    let status = {
+        let addr = format!("localhost:{}", servers[leader].addr.port());
+        let ca = pki.ca_path();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+                .args(["cluster", "--addr", &addr, "--tls", "--cacert"])
+                .arg(ca)
+                .arg("status")
+                .output()
+                .expect("turnstile cluster runs")
+        })
+        .await
+        .expect("run")
+    };
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(printed.contains("role:leader"), "{printed}");
     // A follower names the leader's client address.
     let follower = &servers[(leader + 1) % 3];
     let mut c = tls_connect(&connector, follower.addr)
@@ -391,4 +409,181 @@ async fn a_cluster_elects_a_leader_over_tls() {
     for s in servers {
         s.stop().await;
     }
+}
+
+/// `ACQUIRE key TTL 5000` as a RESP array.
+fn acquire_cmd(key: &str) -> Vec<u8> {
+    format!(
+        "*4\r\n$7\r\nACQUIRE\r\n${}\r\n{key}\r\n$3\r\nTTL\r\n$4\r\n5000\r\n",
+        key.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_the_user_in_both_protocols() {
+    let pki = Pki::new("certusers");
+    let users = pki.dir.join("users.acl");
+    std::fs::write(
+        &users,
+        "user default on nopass ~public/* +@all\n\
+         user alice on >secret ~alice/* +@all\n\
+         user carol off >x ~* +@all\n",
+    )
+    .expect("users file");
+    let mut config = tls_config(&pki.issue("server"), Some(&pki.ca_path()));
+    config.tls_cert_users = true;
+    config.users_file = Some(users);
+    let server = Server::start_with(config).await;
+    let (alice, mallory, carol) = (pki.issue("alice"), pki.issue("mallory"), pki.issue("carol"));
+
+    // Text mode. CN=alice: alice's permissions from the start, no AUTH.
+    let mut s = tls_connect(&pki.client(Some(&alice)), server.addr)
+        .await
+        .expect("handshake");
+    exchange(&mut s, &acquire_cmd("alice/1"), b":")
+        .await
+        .expect("alice may lock alice/*");
+    exchange(&mut s, &acquire_cmd("public/1"), b"-NOPERM")
+        .await
+        .expect("alice may not lock public/*");
+    // A CN that names no user, or a user that is off: the default user.
+    for who in [&mallory, &carol] {
+        let mut s = tls_connect(&pki.client(Some(who)), server.addr)
+            .await
+            .expect("handshake");
+        exchange(&mut s, &acquire_cmd("alice/2"), b"-NOPERM")
+            .await
+            .expect("default may not lock alice/*");
+        exchange(&mut s, &acquire_cmd("public/2"), b":")
+            .await
+            .expect("default may lock public/*");
+    }
+    // AUTH still switches users.
+    let mut s = tls_connect(&pki.client(Some(&mallory)), server.addr)
+        .await
+        .expect("handshake");
+    exchange(
+        &mut s,
+        b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\nsecret\r\n",
+        b"+OK",
+    )
+    .await
+    .expect("AUTH alice");
+    exchange(&mut s, &acquire_cmd("alice/3"), b":")
+        .await
+        .expect("now alice");
+
+    // The binary protocol: a HELLO without credentials is the certificate's user.
+    let connect = |who: &(PathBuf, PathBuf)| {
+        let tls = turnstile_client::TlsConfig::from_ca_file(pki.ca_path())
+            .expect("CA")
+            .client_cert_files(&who.0, &who.1)
+            .expect("client cert");
+        turnstile_client::Client::builder()
+            .addrs(server.addr.to_string())
+            .connect_timeout(WAIT)
+            .tls(tls)
+            .connect()
+    };
+    let ttl = Duration::from_secs(5);
+    let c = connect(&alice).await.expect("binary as alice");
+    let g = c.lock("alice/b").ttl(ttl).acquire().await.expect("alice/b");
+    assert!(g.token() > 0);
+    let refused = c.lock("public/b").ttl(ttl).acquire().await.err();
+    assert!(
+        refused
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("NOPERM")),
+        "{refused:?}"
+    );
+    let c = connect(&mallory).await.expect("binary as default");
+    let _held = c
+        .lock("public/b")
+        .ttl(ttl)
+        .acquire()
+        .await
+        .expect("default may lock public/*");
+    let refused = c.lock("alice/b2").ttl(ttl).acquire().await.err();
+    assert!(
+        refused
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("NOPERM")),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnstile_cluster_speaks_tls_and_logs_in() {
+    let pki = Pki::new("clustercmd");
+    let users = pki.dir.join("users.acl");
+    std::fs::write(&users, "user default off\nuser ops on >o ~* +@all\n").expect("users");
+    let mut config = tls_config(&pki.issue("server"), Some(&pki.ca_path()));
+    config.users_file = Some(users);
+    let server = Server::start_with(config).await;
+    let ops = pki.issue("ops");
+    let addr = format!("localhost:{}", server.addr.port());
+    let ca = pki.ca_path().display().to_string();
+    let cert = [
+        "--cert".to_string(),
+        ops.0.display().to_string(),
+        "--key".into(),
+        ops.1.display().to_string(),
+    ];
+    let run = move |extra: Vec<String>| {
+        let mut args = vec!["cluster".to_string(), "--addr".into(), addr.clone()];
+        args.extend(extra);
+        args.push("status".into());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args(args)
+            .env_remove("TURNSTILE_PASS")
+            .env_remove("TURNSTILE_PASSWORD")
+            .output()
+            .expect("turnstile cluster runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tls = |more: &[&str]| {
+        let mut v = vec!["--tls".to_string(), "--cacert".into(), ca.clone()];
+        v.extend(cert.iter().cloned());
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    // Over TLS, as ops: the command reaches CLUSTER, which says the server is standalone.
+    let (ok, err) = {
+        let (run, args) = (run.clone(), tls(&["--user", "ops", "--pass", "o"]));
+        tokio::task::spawn_blocking(move || run(args))
+            .await
+            .expect("run")
+    };
+    assert!(!ok);
+    assert!(err.contains("this server runs standalone"), "{err}");
+    // A wrong password is refused at AUTH.
+    let (ok, err) = {
+        let (run, args) = (run.clone(), tls(&["--user", "ops", "--pass", "nope"]));
+        tokio::task::spawn_blocking(move || run(args))
+            .await
+            .expect("run")
+    };
+    assert!(!ok);
+    assert!(err.contains("AUTH failed"), "{err}");
+    // No credentials: the default user is off.
+    let (ok, err) = {
+        let (run, args) = (run.clone(), tls(&[]));
+        tokio::task::spawn_blocking(move || run(args))
+            .await
+            .expect("run")
+    };
+    assert!(!ok);
+    assert!(err.contains("NOAUTH"), "{err}");
+    // Plain text on the TLS port gets nowhere.
+    let (ok, err) = tokio::task::spawn_blocking(move || run(Vec::new()))
+        .await
+        .expect("run");
+    assert!(!ok);
+    assert!(!err.contains("standalone"), "{err}");
+    server.stop().await;
 }

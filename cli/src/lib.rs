@@ -25,6 +25,7 @@ mod commands;
 mod editor;
 mod format;
 mod nodes;
+mod remote;
 mod resp;
 mod shell;
 mod split;
@@ -35,6 +36,7 @@ use std::io::{self, IsTerminal};
 
 use format::Output;
 use nodes::Node;
+pub use remote::{ConnectArgs, Remote};
 use shell::{Settings, Shell};
 
 /// Connects to a Turnstile server and runs commands: a shell without COMMAND, that one

@@ -15,7 +15,12 @@
 //! - outcomes agree with the state before the step: RELEASE and RENEW succeed exactly
 //!   when the session held the key, CANCEL exactly when it was queued on it; every queued
 //!   request ends at most once, and only a queued one is granted or timed out; a closed
-//!   session holds and waits for nothing.
+//!   session holds and waits for nothing;
+//! - ADMIN FORCE-RELEASE (`force_release`) drops exactly the listed holds that still
+//!   hold the key (a stale pair is skipped), each dropped session hears Expired, and the
+//!   waiters behind them are granted (the no-stuck-queue check);
+//! - ADMIN LIMITS SET (`set_limit`): every LIMIT refusal after it is one the limit in
+//!   force explains (the key count, the key's queue or the session's footprint is at it).
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,7 +28,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use turnstile::engine::{
-    AcquireOutcome, AcquireRequest, Event, Kind, Limits, LockTable, Mode, RequestId, SessionId,
+    AcquireOutcome, AcquireRequest, Event, FencingToken, Kind, LimitKind, Limits, LockTable,
+    Mode, RequestId, SessionId,
 };
 
 const KEYS: [&[u8]; 6] = [b"a", b"b", b"c", b"d", b"e", b"f"];
@@ -51,6 +57,14 @@ enum Op {
     Renew(u8, u8, Option<u16>),
     Cancel(u8, u8),
     Advance(u16),
+    /// Force-release the key's holders picked by the mask, plus a stale pair if asked.
+    ForceRelease {
+        k: u8,
+        pick: u8,
+        stale: bool,
+    },
+    /// Set one limit (index into `LimitKind::ALL`) to a small value.
+    SetLimit(u8, u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -296,6 +310,7 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     let mut now = u64::from(input.start);
+    let mut in_force = limits.clone();
     let table = LockTable::new(usize::from(input.shards % 4) + 1, limits, now);
     let mut sessions: Vec<SessionId> = Vec::new();
     let mut next_request = 1u64;
@@ -372,7 +387,23 @@ fuzz_target!(|data: &[u8]| {
                     AcquireOutcome::WrongType { current } => {
                         assert_ne!(current, req.mode.kind(), "WRONGTYPE of the same kind");
                     }
-                    AcquireOutcome::Limit(_) => {}
+                    AcquireOutcome::Limit(kind) => {
+                        let at = match kind {
+                            LimitKind::Keys => {
+                                let keys: HashSet<&Vec<u8>> =
+                                    view.holds.keys().chain(view.waiters.keys()).collect();
+                                keys.len() >= in_force.max_keys
+                            }
+                            LimitKind::WaitersPerKey => {
+                                view.waiters.get(key).map_or(0, Vec::len)
+                                    >= in_force.max_waiters_per_key
+                            }
+                            LimitKind::HoldsPerSession => {
+                                table.session_holds(s) >= in_force.max_holds_per_session
+                            }
+                        };
+                        assert!(at, "LIMIT {kind:?} below the limit in force {in_force:?}");
+                    }
                 }
             }
             Op::Release(s, k) => {
@@ -406,6 +437,37 @@ fuzz_target!(|data: &[u8]| {
             Op::Advance(d) => {
                 now += u64::from(d);
                 table.advance(now, &mut events);
+            }
+            Op::ForceRelease { k, pick, stale } => {
+                let key = KEYS[usize::from(k) % KEYS.len()];
+                let mut listed: Vec<(SessionId, FencingToken)> = view
+                    .holds
+                    .get(key)
+                    .map_or(&[][..], |h| &h.1[..])
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| pick >> (i % 8) & 1 == 1)
+                    .map(|(_, h)| (h.0, FencingToken(h.2)))
+                    .collect();
+                let held = listed.clone();
+                if stale {
+                    listed.push((SessionId(u64::MAX), FencingToken(1)));
+                }
+                let dropped = table.force_release(key, &listed, now, &mut events);
+                assert_eq!(dropped, held, "force-release drops exactly the listed holds");
+                for (s, t) in &dropped {
+                    assert!(
+                        events.iter().any(|e| matches!(e,
+                            Event::Expired { session, token, .. } if session == s && token == t)),
+                        "{s:?} did not hear its forced release"
+                    );
+                }
+            }
+            Op::SetLimit(which, value) => {
+                let kind = LimitKind::ALL[usize::from(which) % LimitKind::ALL.len()];
+                let value = u64::from(value % 6);
+                table.set_limit(kind, value);
+                in_force.set(kind, value);
             }
         }
         check.events(&view, &events);

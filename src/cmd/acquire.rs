@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use super::{key_ok, parse_u64, wrong_args, Ctx, Flow};
 use crate::engine::{AcquireOutcome, AcquireRequest, Cycle, Kind, Mode, QueuePolicy, MAX_PRIORITY};
+use crate::server::stats::ModeLabel;
 
 /// A parsed ACQUIRE, before a request id is given to it.
 #[derive(Debug, PartialEq, Eq)]
@@ -275,23 +276,23 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         .store
         .acquire(ctx.conn.session, key, &req, ctx.now);
     ctx.ticket = ticket;
-    reply(ctx, request, outcome)
+    reply(ctx, &req, outcome)
 }
 
 /// The reply to an ACQUIRE that applied with `outcome` (standalone or replicated).
-pub(crate) fn reply(
-    ctx: &mut Ctx,
-    request: crate::engine::RequestId,
-    outcome: AcquireOutcome,
-) -> Flow {
+/// An answer at once counts toward the acquire latency of the request's mode, a queued
+/// request toward its wait (see [`crate::server::stats`]).
+pub(crate) fn reply(ctx: &mut Ctx, req: &AcquireRequest, outcome: AcquireOutcome) -> Flow {
+    let mode = ModeLabel::of(&req.mode);
     match outcome {
         AcquireOutcome::Granted(token) => ctx.out.integer(token.0 as i64),
         AcquireOutcome::Queued => {
+            ctx.conn.parked = mode;
             return Flow::Park {
-                request,
+                request: req.id,
                 since: Instant::now(),
                 keys: 0,
-            }
+            };
         }
         AcquireOutcome::WouldBlock => ctx.out.null(),
         AcquireOutcome::Deadlock(cycle) => {
@@ -301,6 +302,7 @@ pub(crate) fn reply(
         AcquireOutcome::WrongType { current } => ctx.out.error(&wrongtype_message(current)),
         AcquireOutcome::Limit(limit) => ctx.out.error(&format!("LIMIT {}", limit.describe())),
     }
+    ctx.conn.answered.note(mode);
     Flow::Continue
 }
 

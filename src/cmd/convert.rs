@@ -89,7 +89,18 @@ pub(crate) fn reply(
     outcome: Result<AcquireOutcome, NotHeld>,
 ) -> Flow {
     match outcome {
-        Ok(outcome) => super::acquire::reply(ctx, request, outcome),
+        Ok(outcome) => {
+            // Counted (latency or wait) as an EXCLUSIVE request: only an upgrade waits.
+            let req = crate::engine::AcquireRequest {
+                id: request,
+                mode: crate::engine::Mode::Exclusive,
+                reentrant: false,
+                ttl_ms: 1,
+                wait_ms: None,
+                policy: Default::default(),
+            };
+            super::acquire::reply(ctx, &req, outcome)
+        }
         Err(NotHeld) => {
             super::release::notheld(ctx);
             Flow::Continue

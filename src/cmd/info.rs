@@ -118,6 +118,7 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                     p999,
                     max,
                 );
+                timing_lines(&mut s, shared, &table);
             }
             "persistence" => match shared.store.persistence() {
                 None => match &shared.cluster {
@@ -171,6 +172,41 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
         }
     }
     s
+}
+
+/// The /metrics histograms as percentiles, Redis `cmdstat` style: acquire latency and
+/// wait by mode (microseconds), hold duration (milliseconds), queue lengths now.
+fn timing_lines(s: &mut String, shared: &crate::server::Shared, table: &crate::server::TableRef) {
+    use crate::server::stats::{percentiles, ModeLabel};
+    let line = |s: &mut String, name: &str, unit: &str, h: &hdrhistogram::Histogram<u64>| {
+        let (n, p50, p99, p999, max) = percentiles(h);
+        let _ = write!(
+            s,
+            "{name}:count={n},p50_{unit}={p50},p99_{unit}={p99},p999_{unit}={p999},max_{unit}={max}\r\n"
+        );
+    };
+    for m in ModeLabel::ALL {
+        let h = shared.stats.latency_histogram(Some(m));
+        line(s, &format!("acquire_latency_{}", m.name()), "us", &h);
+    }
+    for m in ModeLabel::ALL {
+        let h = shared.stats.wait_histogram(Some(m));
+        line(s, &format!("wait_{}", m.name()), "us", &h);
+    }
+    if let Some(h) = table.hold_durations() {
+        line(s, "hold_duration", "ms", &h);
+    }
+    let mut q = table.queue_lengths();
+    q.sort_unstable();
+    let at = |p: f64| q.get(((q.len() as f64 * p) as usize).min(q.len().saturating_sub(1)));
+    let _ = write!(
+        s,
+        "queue_length:keys={},p50={},p99={},max={}\r\n",
+        q.len(),
+        at(0.5).copied().unwrap_or(0),
+        at(0.99).copied().unwrap_or(0),
+        q.last().copied().unwrap_or(0),
+    );
 }
 
 fn fsync_name(mode: crate::wal::FsyncMode) -> String {

@@ -52,6 +52,11 @@ pub struct ConnState {
     pub lib_name: Option<Vec<u8>>,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: Option<Vec<u8>>,
+    /// ACQUIREs answered at once in the current batch (their latency is recorded when
+    /// the replies go out).
+    pub answered: crate::server::stats::Answered,
+    /// The mode of the parked ACQUIRE (its wait is recorded under it).
+    pub parked: crate::server::stats::ModeLabel,
 }
 
 impl ConnState {
@@ -66,6 +71,8 @@ impl ConnState {
             name: None,
             lib_name: None,
             lib_ver: None,
+            answered: Default::default(),
+            parked: crate::server::stats::ModeLabel::Exclusive,
         }
     }
 }

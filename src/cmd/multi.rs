@@ -255,6 +255,9 @@ pub(crate) fn reply_acquire(
         }
         MultiOutcome::Limit(limit) => ctx.out.error(&format!("LIMIT {}", limit.describe())),
     }
+    ctx.conn
+        .answered
+        .note(crate::server::stats::ModeLabel::Multi);
     Flow::Continue
 }
 

@@ -177,6 +177,15 @@ impl WaitForGraph {
         self.index.len()
     }
 
+    /// The queue length of every key with waiters (read-only, for metrics).
+    pub fn queue_lengths(&self) -> Vec<usize> {
+        self.mirrors
+            .iter()
+            .flatten()
+            .map(|m| m.queue.len())
+            .collect()
+    }
+
     /// Whether `key` is mirrored (has waiters).
     pub fn is_tracked(&self, key: &[u8]) -> bool {
         self.index.contains_key(key)

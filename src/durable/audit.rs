@@ -16,8 +16,16 @@
 //! 2026-11-22T04:43:45.123Z  index=812  key=orders/42  session=7  token=1099511627781  forced release by ops
 //! ```
 //!
-//! Not in the log, so not in the audit: refused requests (DEADLOCK, WRONGTYPE, LIMIT),
-//! renewals, reads.
+//! Requests refused with DEADLOCK are logged for this (a no-op record, see
+//! [`Command::DeadlockRefused`]) and printed with the cycle:
+//!
+//! ```text
+//! 2026-11-22T04:43:46.001Z  index=815  key=orders/42  session=9  deadlock refused: session 9 waits for 'orders/42' -> session 8 waits for 'orders/43' -> session 9
+//! ```
+//!
+//! A key filter matches a refusal when it matches any key of the cycle, a session filter
+//! when the session is in the cycle. Not in the log, so not in the audit: other refused
+//! requests (WRONGTYPE, LIMIT), renewals, reads.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -96,6 +104,21 @@ pub struct Action {
     pub what: String,
 }
 
+/// A request refused with DEADLOCK, as printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The log index of its record.
+    pub index: u64,
+    /// Wall clock (Unix ms), when a Clock record dated it.
+    pub unix_ms: Option<u64>,
+    /// The requester.
+    pub session: SessionId,
+    /// The key it asked for.
+    pub key: Key,
+    /// The cycle from the requester: each session and the key it waits on.
+    pub cycle: Vec<(SessionId, Key)>,
+}
+
 /// Everything the audit found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -103,6 +126,8 @@ pub struct Report {
     pub changes: Vec<Change>,
     /// Administrators' commands.
     pub actions: Vec<Action>,
+    /// Requests refused with DEADLOCK.
+    pub refusals: Vec<Refusal>,
 }
 
 /// Replays the data directory in `dir` and writes every matching change to `out`, one
@@ -133,6 +158,7 @@ pub fn report(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Report
     let mut clock: Option<(u64, u64)> = None;
     let mut changes = Vec::new();
     let mut actions = Vec::new();
+    let mut refusals = Vec::new();
     let mut events = Vec::new();
     for (first, bytes) in segments(&dir.join("wal"))? {
         let mut at = SEGMENT_HEADER_LEN;
@@ -173,6 +199,20 @@ pub fn report(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Report
             let unix_ms = clock.map(|(now, unix)| unix + entry.now.saturating_sub(now));
             if let Some(action) = action(&entry, &before_of(&keys, &before), rec_index, unix_ms) {
                 actions.push(action);
+            }
+            if let Command::DeadlockRefused {
+                session,
+                key,
+                cycle,
+            } = &entry.command
+            {
+                refusals.push(Refusal {
+                    index: rec_index,
+                    unix_ms,
+                    session: *session,
+                    key: Key::new(key),
+                    cycle: cycle.clone(),
+                });
             }
             let by = match &entry.command {
                 Command::ForceRelease { user, .. } | Command::EndSession { user, .. } => {
@@ -230,37 +270,84 @@ pub fn report(dir: &Path, filter: &Filter, out: &mut dyn Write) -> Result<Report
     }
     changes.retain(|c| matches(filter, c));
     actions.retain(|a| action_matches(filter, a));
+    refusals.retain(|r| refusal_matches(filter, r));
     let when =
         |unix_ms: Option<u64>| unix_ms.map_or_else(|| "(no date)".to_string(), format_unix_ms);
-    // Both lists are in log order; an action's line comes before the changes it made.
-    let mut acts = actions.iter().peekable();
-    for c in &changes {
-        while let Some(a) = acts.next_if(|a| a.index <= c.index) {
-            print_action(out, &when(a.unix_ms), a);
+    // All in log order; an action's line comes before the changes it made.
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for a in &actions {
+        lines.push((
+            a.index,
+            format!(
+                "{}  index={}  {} by {}",
+                when(a.unix_ms),
+                a.index,
+                a.what,
+                a.user
+            ),
+        ));
+    }
+    for r in &refusals {
+        let mut cycle = String::new();
+        for (s, k) in &r.cycle {
+            cycle.push_str(&format!(
+                "session {s} waits for '{}' -> ",
+                String::from_utf8_lossy(k.as_bytes())
+            ));
         }
+        cycle.push_str(&format!("session {}", r.session));
+        lines.push((
+            r.index,
+            format!(
+                "{}  index={}  key={}  session={}  deadlock refused: {cycle}",
+                when(r.unix_ms),
+                r.index,
+                String::from_utf8_lossy(r.key.as_bytes()),
+                r.session,
+            ),
+        ));
+    }
+    for c in &changes {
         let by =
             c.by.as_ref()
                 .map(|u| format!(" by {u}"))
                 .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{}  index={}  key={}  session={}  token={}  {}{by}",
-            when(c.unix_ms),
+        lines.push((
             c.index,
-            String::from_utf8_lossy(c.key.as_bytes()),
-            c.session,
-            c.token,
-            c.what
-        );
+            format!(
+                "{}  index={}  key={}  session={}  token={}  {}{by}",
+                when(c.unix_ms),
+                c.index,
+                String::from_utf8_lossy(c.key.as_bytes()),
+                c.session,
+                c.token,
+                c.what
+            ),
+        ));
     }
-    for a in acts {
-        print_action(out, &when(a.unix_ms), a);
+    // Stable: at one index, actions first, then the changes in the order they happened.
+    lines.sort_by_key(|(index, _)| *index);
+    for (_, line) in lines {
+        let _ = writeln!(out, "{line}");
     }
-    Ok(Report { changes, actions })
+    Ok(Report {
+        changes,
+        actions,
+        refusals,
+    })
 }
 
-fn print_action(out: &mut dyn Write, when: &str, a: &Action) {
-    let _ = writeln!(out, "{when}  index={}  {} by {}", a.index, a.what, a.user);
+fn refusal_matches(f: &Filter, r: &Refusal) -> bool {
+    f.key.as_ref().is_none_or(|p| {
+        crate::glob::glob_match(p, r.key.as_bytes())
+            || r.cycle
+                .iter()
+                .any(|(_, k)| crate::glob::glob_match(p, k.as_bytes()))
+    }) && f
+        .session
+        .is_none_or(|s| r.session.0 == s || r.cycle.iter().any(|(x, _)| x.0 == s))
+        && f.since_ms.is_none_or(|t| r.unix_ms.is_some_and(|u| u >= t))
+        && f.until_ms.is_none_or(|t| r.unix_ms.is_some_and(|u| u < t))
 }
 
 /// The holders of every touched key before the record, as one list.

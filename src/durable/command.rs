@@ -6,7 +6,8 @@
 //! a clock: the timer driver's decisions are logged as [`Command::Tick`] with the holds
 //! that expired and the waits that ran out, and replay applies exactly those.
 //!
-//! Not logged: refused requests (they change nothing), reads, and lease renewals. A
+//! Not logged: refused requests (they change nothing; DEADLOCK aside, see
+//! [`Command::DeadlockRefused`]), reads, and lease renewals. A
 //! renewal changes only a deadline, and deadlines never reach a replayed outcome (replay
 //! fires no timer); recovery gives every hold its full TTL again instead. Logging them
 //! would make every RENEW wait for a disk write; see the README's durability section.
@@ -37,6 +38,7 @@
 //! 13 MultiRelease session count { key }*
 //! 14 Convert      session key request to:u8 (0 exclusive, 1 shared) flags:u8 (1 has wait)
 //!                 [wait_ms]
+//! 18 DeadlockRefused session key count { session key }*   (the cycle; changes nothing)
 //! ```
 //!
 //! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
@@ -213,6 +215,18 @@ pub enum Command<'a> {
         /// How long an upgrade may wait (as ACQUIRE's WAIT).
         wait_ms: Option<u64>,
     },
+    /// A request refused with DEADLOCK. Applying it changes nothing: it is in the log
+    /// only so that `turnstile audit` can show refusals (rare, so off the hot path).
+    /// Standalone only: in cluster mode the refused request is itself a log entry (it is
+    /// proposed before its outcome is known), so no record is proposed for it.
+    DeadlockRefused {
+        /// The requester.
+        session: SessionId,
+        /// The key it would have waited on (for a multi-lock, the member in the cycle).
+        key: &'a [u8],
+        /// The cycle, starting with the requester: each session and the key it waits on.
+        cycle: Vec<(SessionId, Key)>,
+    },
     /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
     /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
     SetLimit {
@@ -257,6 +271,7 @@ impl Entry<'_> {
             Command::MultiAcquire { .. } => 12,
             Command::MultiRelease { .. } => 13,
             Command::Convert { .. } => 14,
+            Command::DeadlockRefused { .. } => 18,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -376,6 +391,19 @@ impl Entry<'_> {
                 out.push(u8::from(wait_ms.is_some()));
                 if let Some(w) = wait_ms {
                     put_u64(out, *w);
+                }
+            }
+            Command::DeadlockRefused {
+                session,
+                key,
+                cycle,
+            } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+                put_u64(out, cycle.len() as u64);
+                for (s, k) in cycle {
+                    put_u64(out, s.0);
+                    put_bytes(out, k.as_bytes());
                 }
             }
         }
@@ -566,6 +594,20 @@ impl<'a> Entry<'a> {
                     wait_ms,
                 }
             }
+            18 => {
+                let s = session(&mut r)?;
+                let key = r.bytes()?;
+                let n = r.count()?;
+                let mut cycle = Vec::with_capacity(n);
+                for _ in 0..n {
+                    cycle.push((session(&mut r)?, Key::new(r.bytes()?)));
+                }
+                Command::DeadlockRefused {
+                    session: s,
+                    key,
+                    cycle,
+                }
+            }
             tag => {
                 return Err(DecodeError::Tag {
                     what: "command",
@@ -664,7 +706,7 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             }
             Applied::Done
         }
-        Command::Clock { .. } => Applied::Done,
+        Command::Clock { .. } | Command::DeadlockRefused { .. } => Applied::Done,
         Command::ForceRelease { key, holds, .. } => {
             Applied::ForceRelease(table.force_release(key, holds, now, events))
         }
@@ -688,6 +730,39 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             wait_ms,
         } => Applied::Convert(table.convert(*session, key, *to, *request, *wait_ms, now, events)),
     }
+}
+
+/// The record of a DEADLOCK refusal of `entry` (an ACQUIRE or MACQUIRE that applied as
+/// `applied`), if it was one.
+pub fn refusal<'a>(entry: &Entry<'a>, applied: &Applied) -> Option<Command<'a>> {
+    let cycle = match applied {
+        Applied::Acquire(AcquireOutcome::Deadlock(c))
+        | Applied::MultiAcquire(MultiOutcome::Deadlock(c)) => c,
+        _ => return None,
+    };
+    let (session, key) = match &entry.command {
+        Command::Acquire { session, key, .. } => (*session, *key),
+        Command::MultiAcquire { session, items, .. } => {
+            let first = cycle.keys.first().map(|k| k.as_bytes());
+            let mut keys = items.iter().map(|(k, _)| *k);
+            let key = keys
+                .clone()
+                .find(|k| Some(*k) == first)
+                .or_else(|| keys.next())?;
+            (*session, key)
+        }
+        _ => return None,
+    };
+    Some(Command::DeadlockRefused {
+        session,
+        key,
+        cycle: cycle
+            .sessions
+            .iter()
+            .copied()
+            .zip(cycle.keys.iter().cloned())
+            .collect(),
+    })
 }
 
 /// The timer driver's decisions, read off the events `advance` produced.

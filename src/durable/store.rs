@@ -524,6 +524,10 @@ impl Store {
                 _ => {}
             }
             self.commit(j, &mut seq, &entry)
+        } else if let Some(command) = super::command::refusal(&entry, &applied) {
+            // A DEADLOCK refusal changes nothing but is logged for the audit.
+            let now = entry.now;
+            self.commit(j, &mut seq, &Entry { now, command })
         } else {
             seq.next - 1
         };

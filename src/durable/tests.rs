@@ -564,6 +564,17 @@ fn every_command_round_trips() {
                 ],
             },
         },
+        Entry {
+            now: 16,
+            command: Command::DeadlockRefused {
+                session: SessionId(9),
+                key: b"a",
+                cycle: vec![
+                    (SessionId(9), Key::new(b"a")),
+                    (SessionId(3), Key::new(b"b")),
+                ],
+            },
+        },
     ];
     for e in entries.into_iter().chain(more) {
         let bytes = e.to_vec();

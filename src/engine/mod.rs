@@ -11,6 +11,7 @@
 //! events; that is what the write-ahead log and replication rely on.
 
 mod explain;
+pub mod hold_clock;
 mod image;
 mod key;
 mod multi;
@@ -665,6 +666,33 @@ impl LockTable {
     }
 
     /// Counters summed over the shards.
+    /// Starts timing holds from grant to end (see [`hold_clock`]); holds granted before
+    /// are not timed.
+    pub fn time_holds(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            if shard.hold_clock.is_none() {
+                shard.hold_clock = Some(Box::new(hold_clock::HoldClock::new()));
+            }
+        }
+    }
+
+    /// How long the ended holds were held, in milliseconds (None: not timing holds).
+    pub fn hold_durations(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        let mut all = None;
+        for shard in self.shards.iter() {
+            if let Some(c) = &shard.lock().hold_clock {
+                c.add_to(all.get_or_insert_with(hold_clock::empty));
+            }
+        }
+        all
+    }
+
+    /// The length of every queue (keys with waiters), in no particular order.
+    pub fn queue_lengths(&self) -> Vec<usize> {
+        self.graph.lock().queue_lengths()
+    }
+
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for shard in self.shards.iter() {

@@ -358,6 +358,8 @@ pub(crate) struct Shard {
     /// and kept even with no holders and no waiters.
     delayed: HashMap<u32, (u64, TimerId)>,
     pub(crate) stats: Stats,
+    /// Grant times, when the table times holds (see [`super::hold_clock`]).
+    pub(crate) hold_clock: Option<Box<super::hold_clock::HoldClock>>,
 }
 
 impl Shard {
@@ -377,6 +379,7 @@ impl Shard {
             hold_delays: HashMap::new(),
             delayed: HashMap::new(),
             stats: Stats::default(),
+            hold_clock: None,
         }
     }
 
@@ -522,6 +525,7 @@ impl Shard {
         &mut self,
         idx: u32,
         pos: usize,
+        now: u64,
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) -> (Hold, u32) {
@@ -546,7 +550,7 @@ impl Shard {
             self.hold_delays.remove(&(idx, session)).unwrap_or(0)
         };
         // Dropping a waiter moved no holder: `pos` still names the hold.
-        (self.drop_hold(idx, pos, ctx), delay)
+        (self.drop_hold(idx, pos, now, ctx), delay)
     }
 
     fn next_token(&mut self) -> u64 {
@@ -613,11 +617,14 @@ impl Shard {
         });
         self.stats.grants += 1;
         self.stats.holds += 1;
+        if let Some(c) = &mut self.hold_clock {
+            c.granted(token, now);
+        }
         token
     }
 
     /// Removes hold `pos` of lock `idx` entirely (every reentrant level).
-    fn drop_hold(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> Hold {
+    fn drop_hold(&mut self, idx: u32, pos: usize, now: u64, ctx: &Ctx) -> Hold {
         let lock = self.lock_mut(idx);
         let hold = lock.holders.remove(pos);
         if lock.queue.is_some() {
@@ -642,6 +649,9 @@ impl Shard {
             next.holders[p].prev = hold.prev;
         }
         self.stats.holds -= 1;
+        if let Some(c) = &mut self.hold_clock {
+            c.ended(hold.token, now);
+        }
         ctx.sessions.release(hold.session);
         hold
     }
@@ -1093,7 +1103,7 @@ impl Shard {
             return Ok(());
         }
         // A clean release: never a lock-delay.
-        self.end_hold(idx, pos, ctx, events);
+        self.end_hold(idx, pos, now, ctx, events);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
@@ -1187,7 +1197,7 @@ impl Shard {
             .filter(|&h| h != NIL)
         {
             let pos = self.lock(idx).holder(session).expect("listed hold exists");
-            let (_, delay) = self.end_hold(idx, pos, ctx, events);
+            let (_, delay) = self.end_hold(idx, pos, now, ctx, events);
             self.stats.session_releases += 1;
             self.start_delay(idx, delay, now, ctx);
             self.grant_waiters(idx, now, ctx, events);
@@ -1371,7 +1381,7 @@ impl Shard {
             else {
                 continue;
             };
-            let (hold, delay) = self.end_hold(idx, pos, ctx, events);
+            let (hold, delay) = self.end_hold(idx, pos, now, ctx, events);
             self.stats.forced_releases += 1;
             events.push(Event::Expired {
                 session: hold.session,
@@ -1398,7 +1408,7 @@ impl Shard {
         ctx: &Ctx,
         events: &mut Vec<Event>,
     ) {
-        let (hold, delay) = self.end_hold(idx, pos, ctx, events);
+        let (hold, delay) = self.end_hold(idx, pos, now, ctx, events);
         self.stats.expiries += 1;
         events.push(Event::Expired {
             session: hold.session,

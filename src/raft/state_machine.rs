@@ -147,6 +147,7 @@ impl StateMachine {
                 Applied::default(),
             ),
         };
+        table.time_holds();
         if table.shard_count() != shards {
             warn!(
                 configured = shards,
@@ -428,6 +429,7 @@ fn restore(meta: &SnapshotMeta, state: State, limits: &Limits) -> (LockTable, Ap
         state.now,
     );
     table.import(&state.table, state.now);
+    table.time_holds();
     let applied = Applied {
         last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),

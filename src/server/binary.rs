@@ -27,6 +27,7 @@ use super::cluster::Refusal;
 use super::io::Stream;
 use super::router::Delivery;
 use super::sessions::{logged_user, Attachment, Core, Queued, ResumeError, Session};
+use super::stats::{Answered, ModeLabel};
 use super::Shared;
 use crate::acl::{self, User};
 use crate::cmd::{self, ConnState};
@@ -86,6 +87,8 @@ pub(super) async fn serve<S: Stream>(
         out: outbuf,
         events: Vec::new(),
         ticket: 0,
+        answered: Answered::default(),
+        arrived: std::time::Instant::now(),
     };
     let (exit, att, last_frame) = conn.run(att, &mut stream, &mut stop, inbuf).await;
     debug!(%peer, session = %att.session.id, ?exit, "binary connection closed");
@@ -158,7 +161,8 @@ async fn handshake<S: Stream>(
         }
     };
     let hello_len = MAGIC.len() + header.frame_len();
-    let result = accept(shared, &hello).await;
+    let cert_user = super::io::certificate_user(shared, &*stream);
+    let result = accept(shared, &hello, cert_user).await;
     inbuf.advance(hello_len);
     match result {
         Ok((att, version, user)) => {
@@ -214,6 +218,7 @@ fn refusal_error(r: &Refusal) -> ErrorReply {
 async fn accept(
     shared: &Arc<Shared>,
     hello: &Hello<'_>,
+    cert_user: Option<Arc<User>>,
 ) -> Result<(Attachment, u16, Arc<User>), ErrorReply> {
     let cfg = &shared.config;
     let low = hello.min_version.max(MIN_VERSION);
@@ -236,6 +241,7 @@ async fn accept(
             .acl
             .authenticate(name, pass)
             .ok_or_else(|| error_from_text(cmd::auth::WRONGPASS))?,
+        None if cert_user.is_some() => cert_user.expect("just tested"),
         None => {
             let default = shared.acl.default_user();
             if !default.needs_no_auth() {
@@ -372,6 +378,9 @@ struct Served {
     events: Vec<Event>,
     /// The log index the replies in `out` wait for.
     ticket: Ticket,
+    /// ACQUIREs answered at once in this batch, and when the batch arrived.
+    answered: Answered,
+    arrived: std::time::Instant,
 }
 
 impl Served {
@@ -449,6 +458,8 @@ impl Served {
                     break Exit::Closed;
                 }
                 self.out.clear();
+                self.answered
+                    .flush(&self.shared.stats, self.session.0, self.arrived);
                 if self.out.capacity() > 1024 * 1024 {
                     self.out = BytesMut::with_capacity(16 * 1024);
                 }
@@ -465,7 +476,7 @@ impl Served {
             tokio::select! {
                 read = stream.read_buf(&mut inbuf) => match read {
                     Ok(0) | Err(_) => break Exit::Closed,
-                    Ok(_) => {}
+                    Ok(_) => self.arrived = std::time::Instant::now(),
                 },
                 d = att.core.rx.recv() => match d {
                     Some(d) => {
@@ -640,6 +651,7 @@ impl Served {
         req: &MultiRequest,
         outcome: MultiOutcome,
     ) {
+        let queued = matches!(outcome, MultiOutcome::Queued);
         match outcome {
             MultiOutcome::Granted(tokens) => self.reply(
                 id,
@@ -654,6 +666,7 @@ impl Served {
                         client_id: id,
                         key: Key::new(m.items[0].0),
                         since: std::time::Instant::now(),
+                        mode: ModeLabel::Multi,
                         remaining: m.items.len() as u32,
                     },
                 );
@@ -667,6 +680,9 @@ impl Served {
             }
             MultiOutcome::WrongType { current, .. } => self.error(id, wrongtype_error(current)),
             MultiOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+        if !queued {
+            self.answered.note(ModeLabel::Multi);
         }
     }
 
@@ -1003,6 +1019,7 @@ impl Served {
         outcome: AcquireOutcome,
         now: u64,
     ) {
+        let queued = matches!(outcome, AcquireOutcome::Queued);
         match outcome {
             AcquireOutcome::Granted(token) => self.reply(id, Response::Granted { token: token.0 }),
             AcquireOutcome::Queued => {
@@ -1014,6 +1031,7 @@ impl Served {
                         client_id: id,
                         key: key.clone(),
                         since: std::time::Instant::now(),
+                        mode: ModeLabel::of(&mode),
                         remaining: 1,
                     },
                 );
@@ -1037,6 +1055,9 @@ impl Served {
             }
             AcquireOutcome::WrongType { current } => self.error(id, wrongtype_error(current)),
             AcquireOutcome::Limit(limit) => self.error(id, engine_limit_error(limit)),
+        }
+        if !queued {
+            self.answered.note(ModeLabel::of(&mode));
         }
     }
 
@@ -1477,9 +1498,11 @@ impl Served {
                 let q = core.queued.remove(&request).expect("just found");
                 core.by_client.remove(&q.client_id);
                 Push::Granted { token: token.0 }.encode(q.client_id, &mut self.out);
-                self.shared
-                    .stats
-                    .record_wait(self.session.0, q.since.elapsed().as_micros() as u64);
+                self.shared.stats.record_wait(
+                    self.session.0,
+                    q.mode,
+                    q.since.elapsed().as_micros() as u64,
+                );
                 // Someone queued behind this grant was announced to the previous holder:
                 // tell the new one.
                 if let Some(info) = self.shared.table().inspect(key.as_bytes(), now) {

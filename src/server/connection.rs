@@ -152,9 +152,16 @@ async fn serve_text<S: Stream>(
     };
     debug!(%peer, %session, "connection opened");
 
-    // The default user, authenticated already if it needs no password.
-    let user = shared.acl.default_user().clone();
-    let authed = user.needs_no_auth();
+    // The user a client certificate names (--tls-cert-users), else the default user,
+    // authenticated already if it needs no password.
+    let (user, authed) = match super::io::certificate_user(&shared, &stream) {
+        Some(user) => (user, true),
+        None => {
+            let user = shared.acl.default_user().clone();
+            let authed = user.needs_no_auth();
+            (user, authed)
+        }
+    };
     let mut conn = ConnState::new(session, peer, user, authed);
     let limits = shared.config.frame_limits();
     let mut outbuf = BytesMut::with_capacity(16 * 1024);
@@ -169,6 +176,8 @@ async fn serve_text<S: Stream>(
     // Set when the server stops: with a log the session then outlives this process (it
     // comes back after the restart and ends after the session timeout).
     let mut stopping = false;
+    // When the bytes of the current batch arrived (acquire latency counts from here).
+    let mut arrived = std::time::Instant::now();
     'conn: loop {
         let now = shared.clock.now_ms();
         let mut processed = 0u64;
@@ -249,6 +258,7 @@ async fn serve_text<S: Stream>(
                             break 'conn;
                         }
                         outbuf.clear();
+                        conn.answered.flush(&shared.stats, conn.session.0, arrived);
                     }
                     // A multi-lock's grant is one event per key, all sent together.
                     let mut tokens = Vec::with_capacity(keys.max(1));
@@ -293,13 +303,21 @@ async fn serve_text<S: Stream>(
                                 w.integer(t.0 as i64);
                             }
                         }
-                        shared
-                            .stats
-                            .record_wait(conn.session.0, since.elapsed().as_micros() as u64);
+                        let label = if keys == 0 {
+                            conn.parked
+                        } else {
+                            crate::server::stats::ModeLabel::Multi
+                        };
+                        shared.stats.record_wait(
+                            conn.session.0,
+                            label,
+                            since.elapsed().as_micros() as u64,
+                        );
                     } else {
                         w.null();
                     }
                     // Commands pipelined behind the ACQUIRE run at the time they now run.
+                    arrived = std::time::Instant::now();
                     continue 'conn;
                 }
             }
@@ -311,6 +329,7 @@ async fn serve_text<S: Stream>(
                 break;
             }
             outbuf.clear();
+            conn.answered.flush(&shared.stats, conn.session.0, arrived);
             ticket = 0;
             if outbuf.capacity() > 1024 * 1024 {
                 outbuf = BytesMut::with_capacity(16 * 1024);
@@ -322,7 +341,7 @@ async fn serve_text<S: Stream>(
         tokio::select! {
             read = stream.read_some(&mut inbuf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => arrived = std::time::Instant::now(),
             },
             // Until it authenticates, a connection gets --auth-timeout-ms in all.
             _ = tokio::time::sleep_until(auth_deadline), if !conn.authed => {
@@ -417,8 +436,7 @@ async fn replicate(
                 };
                 match cluster.propose(shared.clock.now_ms(), command).await? {
                     Applied::Acquire(outcome) => {
-                        Ok(io
-                            .with_ctx(shared, now, |ctx| cmd::acquire::reply(ctx, req.id, outcome)))
+                        Ok(io.with_ctx(shared, now, |ctx| cmd::acquire::reply(ctx, &req, outcome)))
                     }
                     other => Err(Refusal::Failed(format!("unexpected outcome {other:?}"))),
                 }

@@ -55,6 +55,26 @@ pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
 
     /// Writes all of `buf` out to the socket.
     fn send<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + Send + 'a;
+
+    /// The client's verified certificate (TLS with `--tls-client-ca`), if any.
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// The user a connection is by its client certificate (`--tls-cert-users`): the subject
+/// CN of a verified certificate, when it names a user that is on.
+pub(super) fn certificate_user<S: Stream>(
+    shared: &super::Shared,
+    stream: &S,
+) -> Option<std::sync::Arc<crate::acl::User>> {
+    if !shared.config.tls_cert_users {
+        return None;
+    }
+    let name = crate::tls::subject_common_name(stream.peer_certificate()?)?;
+    let user = shared.acl.by_certificate(&name);
+    tracing::debug!(cn = %name, known = user.is_some(), "client certificate");
+    user
 }
 
 impl Stream for TcpStream {
@@ -71,6 +91,10 @@ impl Stream for TcpStream {
 }
 
 impl Stream for TlsStream<TcpStream> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        Some(self.get_ref().1.peer_certificates()?.first()?.as_ref())
+    }
+
     async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         buf.reserve(4096);
         self.read_buf(buf).await

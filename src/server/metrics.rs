@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::stats::ModeLabel;
 use super::Shared;
 
 /// Largest request head read.
@@ -144,6 +145,11 @@ pub fn render(shared: &Shared) -> String {
             "turnstile_session_releases_total",
             "Holds released because their session ended.",
             e.session_releases,
+        ),
+        (
+            "turnstile_forced_releases_total",
+            "Holds dropped by an administrator (ADMIN FORCE-RELEASE).",
+            e.forced_releases,
         ),
         (
             "turnstile_deadlocks_total",
@@ -292,15 +298,34 @@ pub fn render(shared: &Shared) -> String {
             let _ = writeln!(s, "{name}{{follower=\"{}\"}} {}", p.id, p.lag);
         }
     }
-    // Wait time of queued ACQUIREs until their grant, as a histogram in seconds.
-    histogram(
+    // Acquire latency (answered at once) and wait (queued until granted), by mode.
+    let modes = ModeLabel::ALL.map(|m| (m.name(), shared.stats.latency_histogram(Some(m))));
+    histogram_by_mode(
+        &mut s,
+        "turnstile_acquire_latency_seconds",
+        "ACQUIREs answered at once (granted, busy, refused): from the arrival of the request to its reply, durable.",
+        &modes,
+        &WAIT_BUCKETS,
+    );
+    let modes = ModeLabel::ALL.map(|m| (m.name(), shared.stats.wait_histogram(Some(m))));
+    histogram_by_mode(
         &mut s,
         "turnstile_wait_seconds",
         "How long queued ACQUIREs waited until granted.",
-        &shared.stats.wait_histogram(),
+        &modes,
         &WAIT_BUCKETS,
-        1e6,
     );
+    if let Some(h) = shared.table().hold_durations() {
+        histogram(
+            &mut s,
+            "turnstile_hold_duration_seconds",
+            "How long holds were held, from grant to release, expiry, forced release or session end.",
+            &h,
+            &HOLD_BUCKETS,
+            1e3,
+        );
+    }
+    queue_lengths(&mut s, &shared.table().queue_lengths());
     let wal = match (&shared.cluster, shared.store.persistence()) {
         (Some(c), _) => Some((c.node().wal_stats(), None)),
         (None, Some(p)) => Some((p.wal, Some(p.snapshot_last_ms))),
@@ -334,6 +359,46 @@ pub fn render(shared: &Shared) -> String {
     s
 }
 
+/// Hold durations worth telling apart, in seconds.
+const HOLD_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0,
+];
+
+/// Queue lengths worth telling apart.
+const QUEUE_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// The queue length of each key with waiters, as a histogram taken at scrape time (a
+/// count of keys per bucket, not a count of events: it can go down).
+fn queue_lengths(s: &mut String, lengths: &[usize]) {
+    let name = "turnstile_queue_length";
+    let _ = write!(
+        s,
+        "# HELP {name} Queued requests per key with waiters, at scrape time (one observation per key).\n# TYPE {name} histogram\n"
+    );
+    for le in QUEUE_BUCKETS {
+        let n = lengths.iter().filter(|&&l| l as u64 <= le).count();
+        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", lengths.len());
+    let _ = writeln!(s, "{name}_sum {}", lengths.iter().sum::<usize>());
+    let _ = writeln!(s, "{name}_count {}", lengths.len());
+}
+
+/// A histogram of microseconds per `mode` label, in seconds.
+fn histogram_by_mode(
+    s: &mut String,
+    name: &str,
+    help: &str,
+    series: &[(&str, hdrhistogram::Histogram<u64>)],
+    buckets: &[f64],
+) {
+    let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for (mode, h) in series {
+        let label = format!("mode=\"{mode}\",");
+        series_lines(s, name, &label, h, buckets, 1e6);
+    }
+}
+
 /// fsync durations worth telling apart, in seconds.
 const FSYNC_BUCKETS: [f64; 10] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
@@ -353,6 +418,18 @@ fn histogram(
     scale: f64,
 ) {
     let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+    series_lines(s, name, "", h, buckets, scale);
+}
+
+/// The bucket, sum and count lines of one series; `label` is empty or ends with a comma.
+fn series_lines(
+    s: &mut String,
+    name: &str,
+    label: &str,
+    h: &hdrhistogram::Histogram<u64>,
+    buckets: &[f64],
+    scale: f64,
+) {
     for le in buckets {
         let upto = (le * scale) as u64;
         let count = if h.is_empty() {
@@ -360,9 +437,19 @@ fn histogram(
         } else {
             h.count_between(0, upto)
         };
-        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {count}");
+        let _ = writeln!(s, "{name}_bucket{{{label}le=\"{le}\"}} {count}");
     }
-    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(s, "{name}_sum {}", h.mean() * h.len() as f64 / scale);
-    let _ = writeln!(s, "{name}_count {}", h.len());
+    let _ = writeln!(s, "{name}_bucket{{{label}le=\"+Inf\"}} {}", h.len());
+    let label = label.trim_end_matches(',');
+    let braces = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{{{label}}}")
+    };
+    let _ = writeln!(
+        s,
+        "{name}_sum{braces} {}",
+        h.mean() * h.len() as f64 / scale
+    );
+    let _ = writeln!(s, "{name}_count{braces} {}", h.len());
 }

@@ -13,7 +13,7 @@ mod io;
 pub mod metrics;
 mod router;
 pub mod sessions;
-mod stats;
+pub(crate) mod stats;
 mod timers;
 
 use std::future::Future;
@@ -274,6 +274,7 @@ fn open_store(
     if config.in_memory {
         let clock = Clock::new();
         let table = LockTable::new(config.shards, config.engine_limits(), clock.now_ms());
+        table.time_holds();
         return Ok((Store::in_memory(table), clock, Vec::new(), 1));
     }
     let opts = durable::Options {
@@ -288,6 +289,8 @@ fn open_store(
     let (store, recovered) = durable::open(&opts).map_err(|e| {
         std::io::Error::other(format!("recovering {}: {e}", config.data_dir.display()))
     })?;
+    // Holds restored by the recovery are not timed: their grant time is not kept.
+    store.table().time_holds();
     let clock = Clock::starting_at(recovered.now);
     let next = (recovered.max_request >> 32) + 1;
     Ok((store, clock, recovered.sessions.into_iter().collect(), next))

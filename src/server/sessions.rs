@@ -93,6 +93,8 @@ pub struct Queued {
     pub key: Key,
     /// When it queued.
     pub since: std::time::Instant,
+    /// Its mode, for the wait histogram.
+    pub mode: super::stats::ModeLabel,
     /// Grants still to come: 1 for an ACQUIRE, the number of keys for a MACQUIRE (one
     /// PUSH_GRANTED per key).
     pub remaining: u32,
@@ -471,6 +473,7 @@ impl Session {
             // A multi-lock has a waiter per key, all with its request id.
             if let Some(q) = core.queued.get_mut(&request) {
                 q.remaining += 1;
+                q.mode = super::stats::ModeLabel::Multi;
                 continue;
             }
             core.queued.insert(
@@ -479,6 +482,8 @@ impl Session {
                     client_id,
                     key,
                     since: std::time::Instant::now(),
+                    // Not known after a restart; counted as exclusive.
+                    mode: super::stats::ModeLabel::Exclusive,
                     remaining: 1,
                 },
             );
