@@ -60,6 +60,7 @@ fn binary(c: &mut Criterion) {
         reentrant: false,
         ttl_ms: 30_000,
         wait_ms: Some(0),
+        value: None,
     });
     let mut frame = BytesMut::new();
     req.encode(7, &mut frame);

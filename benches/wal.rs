@@ -27,6 +27,7 @@ fn encode(c: &mut Criterion) {
                 ttl_ms: 30_000,
                 wait_ms: None,
             },
+            value: None,
         },
     };
     let mut out = Vec::with_capacity(64);

@@ -263,6 +263,7 @@ async fn every_operation() {
                 reentrant: true,
                 ttl_ms: 0,
                 wait_ms: None,
+                value: None,
             }),
         )
         .await,
@@ -606,6 +607,7 @@ async fn argument_errors_carry_their_codes_and_the_connection_lives_on() {
                 reentrant: true,
                 ttl_ms: 0,
                 wait_ms: None,
+                value: None,
             }),
             ErrorCode::Err,
             None,

@@ -154,6 +154,7 @@ impl Proposer {
                     ttl_ms: 30_000,
                     wait_ms: None,
                 },
+                value: None,
             },
         }
         .to_vec()

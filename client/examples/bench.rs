@@ -126,6 +126,7 @@ fn binary_frames() -> (Vec<u8>, Vec<u8>) {
         reentrant: false,
         ttl_ms: 30_000,
         wait_ms: None,
+        value: None,
     })
     .encode(1, &mut acq);
     let mut rel = BytesMut::new();
@@ -282,6 +283,7 @@ impl RawBinary {
                 reentrant: false,
                 ttl_ms: 30_000,
                 wait_ms: None,
+                value: None,
             }))
             .await?;
         anyhow::ensure!(matches!(r, Response::Granted { .. }), "{r:?}");

@@ -59,6 +59,7 @@ pub struct LockBuilder {
     ttl: Option<Duration>,
     wait: Option<Duration>,
     watchdog: bool,
+    value: Option<Bytes>,
 }
 
 fn ms_u32(d: Duration) -> u32 {
@@ -75,7 +76,16 @@ impl LockBuilder {
             ttl: None,
             wait: None,
             watchdog: true,
+            value: None,
         }
+    }
+
+    /// A value to attach to the hold (e.g. the holder's address): anyone can read it
+    /// ([`Client::get_value`], [`Client::watch`]); at most the server's
+    /// `--max-value-bytes` (1024 by default).
+    pub fn value(mut self, value: impl AsRef<[u8]>) -> Self {
+        self.value = Some(Bytes::copy_from_slice(value.as_ref()));
+        self
     }
 
     /// Exclusive (the default): a mutex, or the writer of a read-write lock.
@@ -160,7 +170,11 @@ impl LockBuilder {
             reentrant: self.reentrant,
             ttl_ms: self.ttl.map_or(0, |t| ms_u32(t).max(1)),
             wait_ms,
+            value: self.value.clone(),
         };
+        if let Some(v) = &self.value {
+            check_key(v)?;
+        }
         let call = self.client.inner.acquire(self.key.clone(), spec).await?;
         call.outcome().await
     }
@@ -293,6 +307,16 @@ impl LockGuard {
                 Err(e)
             }
         }
+    }
+
+    /// Replaces the value attached to this hold (empty: clears it); watchers of the key
+    /// see the change.
+    pub async fn set_value(&self, value: impl AsRef<[u8]>) -> Result<()> {
+        Client {
+            inner: self.inner.clone(),
+        }
+        .set_value(&self.key, value)
+        .await
     }
 
     /// Releases the hold (one level of a reentrant one) and waits for the server's

@@ -26,6 +26,7 @@
 //!     reentrant: false,
 //!     ttl_ms: 5000,
 //!     wait_ms: None,
+//!     value: None,
 //! });
 //! req.encode(7, &mut out);
 //! let header = Header::check(&out, 65536).unwrap();
@@ -44,8 +45,8 @@ mod wire;
 pub use error::{ErrorCode, ErrorDetail, ErrorReply, LimitKind};
 pub use frame::{DecodeError, Header, HEADER_LEN, HELLO_MAX_PAYLOAD, MAX_PAYLOAD};
 pub use message::{
-    op, Acquire, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind, Push, Request,
-    Response, ServerMessage, Waiter, MAX_STR,
+    op, Acquire, EndCause, Hello, HelloOk, Holder, HolderValue, KeyState, Kind, LostReason, Mode,
+    ModeKind, Push, Request, Response, ServerMessage, Waiter, WatchEvent, WatchedHold, MAX_STR,
 };
 
 /// The first bytes a binary client sends. 0xF5 never occurs in UTF-8 text and is not `*`,

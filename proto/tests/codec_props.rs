@@ -69,6 +69,7 @@ impl OwnedRequest {
                 reentrant: *reentrant,
                 ttl_ms: *ttl_ms,
                 wait_ms: *wait_ms,
+                value: None,
             }),
             OwnedRequest::Release(k) => Request::Release { key: k },
             OwnedRequest::Renew(k, ttl) => Request::Renew {
@@ -236,6 +237,7 @@ fn key_state() -> impl Strategy<Value = KeyState> {
                 holders_truncated,
                 waiters,
                 waiters_truncated,
+                values: None,
             },
         )
 }

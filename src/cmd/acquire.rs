@@ -1,7 +1,11 @@
 //! ACQUIRE: take a lock, a read-write lock's shared side, or semaphore permits.
 //!
 //! # Format
-//! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]`
+//! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]
+//! [VALUE v]`
+//!
+//! VALUE attaches `v` to the hold (at most `--max-value-bytes`; empty: none), readable
+//! by anyone with GETVALUE, INSPECT ... WITHVALUES and WATCH.
 //!
 //! Options may come in any order, each at most once. Replies: `:<fencing token>` on grant;
 //! nil when WAIT ran out (WAIT 0 is a try-lock); `-DEADLOCK` naming the cycle; `-WRONGTYPE`;
@@ -21,6 +25,7 @@ pub(crate) struct Spec {
     pub reentrant: bool,
     pub ttl_ms: u64,
     pub wait_ms: Option<u64>,
+    pub value: Option<Vec<u8>>,
 }
 
 /// Parses the options after the key. `Err` is the complete error reply.
@@ -35,6 +40,7 @@ pub(crate) fn parse(
     let mut reentrant = false;
     let mut ttl: Option<u64> = None;
     let mut wait: Option<u64> = None;
+    let mut attached: Option<Vec<u8>> = None;
     let syntax = || "ERR syntax error".to_string();
     let number = |what: &str| format!("ERR value is not an integer or out of range ({what})");
     let mut i = 0;
@@ -48,6 +54,7 @@ pub(crate) fn parse(
         let word = match (w.len(), w.first().map(u8::to_ascii_uppercase)) {
             (3, Some(b'T')) => "TTL",
             (4, Some(b'W')) => "WAIT",
+            (5, Some(b'V')) => "VALUE",
             (6, Some(b'S')) => "SHARED",
             (7, Some(b'P')) => "PERMITS",
             (9, Some(b'E')) => "EXCLUSIVE",
@@ -110,6 +117,13 @@ pub(crate) fn parse(
                 ttl = Some(value(i, "TTL")?);
                 i += 2;
             }
+            "VALUE" => {
+                if attached.is_some() {
+                    return Err(syntax());
+                }
+                attached = Some(opts.get(i + 1).ok_or_else(syntax)?.to_vec());
+                i += 2;
+            }
             _ => {
                 if wait.is_some() {
                     return Err(syntax());
@@ -142,6 +156,7 @@ pub(crate) fn parse(
         reentrant,
         ttl_ms,
         wait_ms: wait,
+        value: attached,
     })
 }
 
@@ -190,6 +205,11 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         ctx.out.error(&msg);
         return Flow::Continue;
     }
+    if let Some(v) = &spec.value {
+        if !super::setvalue::value_ok(ctx, v) {
+            return Flow::Continue;
+        }
+    }
     let request = ctx.shared.next_request(0);
     let req = AcquireRequest {
         id: request,
@@ -202,12 +222,16 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         return Flow::Replicate(super::Op::Acquire {
             key: key.to_vec(),
             req,
+            value: spec.value,
         });
     }
-    let (outcome, ticket) = ctx
-        .shared
-        .store
-        .acquire(ctx.conn.session, key, &req, ctx.now);
+    let (outcome, ticket) = ctx.shared.store.acquire_with_value(
+        ctx.conn.session,
+        key,
+        &req,
+        spec.value.as_deref(),
+        ctx.now,
+    );
     ctx.ticket = ticket;
     reply(ctx, request, outcome)
 }
@@ -288,7 +312,8 @@ mod tests {
                 mode: Mode::Exclusive,
                 reentrant: false,
                 ttl_ms: 30_000,
-                wait_ms: None
+                wait_ms: None,
+                value: None,
             }
         );
         assert_eq!(
@@ -297,7 +322,8 @@ mod tests {
                 mode: Mode::Shared,
                 reentrant: true,
                 ttl_ms: 5,
-                wait_ms: Some(0)
+                wait_ms: Some(0),
+                value: None,
             }
         );
         assert_eq!(

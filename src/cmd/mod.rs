@@ -11,6 +11,7 @@ pub(crate) mod auth;
 pub(crate) mod client;
 pub mod cluster;
 mod compat;
+mod getvalue;
 mod hello;
 pub(crate) mod info;
 mod inspect;
@@ -18,6 +19,8 @@ mod locks;
 mod ping;
 pub(crate) mod release;
 pub(crate) mod renew;
+pub(crate) mod setvalue;
+pub(crate) mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +51,9 @@ pub struct ConnState {
     pub lib_name: Option<Vec<u8>>,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: Option<Vec<u8>>,
+    /// WATCH: the connection's watches and the pushes waiting for it (made at the first
+    /// WATCH).
+    pub watcher: Option<Arc<crate::server::watches::Watcher>>,
 }
 
 impl ConnState {
@@ -62,6 +68,7 @@ impl ConnState {
             name: None,
             lib_name: None,
             lib_ver: None,
+            watcher: None,
         }
     }
 }
@@ -96,6 +103,15 @@ pub enum Op {
         key: Vec<u8>,
         /// The request, with its id.
         req: AcquireRequest,
+        /// ACQUIRE ... VALUE.
+        value: Option<Vec<u8>>,
+    },
+    /// Propose this SETVALUE.
+    SetValue {
+        /// The key.
+        key: Vec<u8>,
+        /// The value (empty: clear).
+        value: Vec<u8>,
     },
     /// Propose this RELEASE.
     Release {
@@ -173,7 +189,7 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         }
     }
     if let Some(c) = &ctx.shared.cluster {
-        if (is("INSPECT") || is("LOCKS")) && !ctx.read_ok {
+        if (is("INSPECT") || is("LOCKS") || is("GETVALUE")) && !ctx.read_ok {
             if c.is_leading() {
                 return Flow::Replicate(Op::Read);
             }
@@ -196,6 +212,10 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         6 if is("CLIENT") => client::run(ctx, a),
         7 if is("CLUSTER") => return cluster::run(ctx, a),
         5 if is("ADMIN") => return admin::run(ctx, a),
+        8 if is("SETVALUE") => return setvalue::run(ctx, a),
+        8 if is("GETVALUE") => getvalue::run(ctx, a),
+        5 if is("WATCH") => watch::watch(ctx, a),
+        7 if is("UNWATCH") => watch::unwatch(ctx, a),
         4 if is("QUIT") => {
             ctx.out.simple("OK");
             return Flow::Close;
@@ -218,6 +238,10 @@ fn acl_command(name: &[u8]) -> Option<acl::Command> {
         7 if is("RELEASE") => acl::Command::Release,
         5 if is("RENEW") => acl::Command::Renew,
         7 if is("INSPECT") => acl::Command::Inspect,
+        // A holder's value is part of its hold; reading values is reading state.
+        8 if is("SETVALUE") => acl::Command::Acquire,
+        8 if is("GETVALUE") => acl::Command::Inspect,
+        5 if is("WATCH") => acl::Command::Inspect,
         5 if is("LOCKS") => acl::Command::Locks,
         4 if is("INFO") => acl::Command::Info,
         7 if is("CLUSTER") => acl::Command::Cluster,

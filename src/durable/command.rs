@@ -19,7 +19,8 @@
 //! 2 OpenSession   session kind:u8 [secret:16 timeout_ms [user]]
 //!                 (kind 0 text; 1 binary of the default user; 2 binary of a named user)
 //! 3 CloseSession  session
-//! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms]  (flags: 1 reentrant, 2 has wait)
+//! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms] [value]
+//!                 (flags: 1 reentrant, 2 has wait, 16 has value; extra fields in bit order)
 //! 5 Release       session key
 //! 6 Cancel        session key
 //! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key }*
@@ -28,6 +29,7 @@
 //! 10 EndSession   session user
 //! 11 SetLimit     limit:u8 value user   (limit: 0 max-waiters-per-key, 1 max-keys,
 //!                                        2 max-holds-per-session)
+//! 16 SetValue     session key value      (SETVALUE; an empty value clears it)
 //! ```
 //!
 //! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
@@ -125,6 +127,8 @@ pub enum Command<'a> {
         key: &'a [u8],
         /// The request as the table got it.
         req: AcquireRequest,
+        /// The value attached to the hold (ACQUIRE ... VALUE); None or empty: none.
+        value: Option<&'a [u8]>,
     },
     /// A RELEASE that released something.
     Release {
@@ -170,6 +174,15 @@ pub enum Command<'a> {
         /// Who ran it.
         user: &'a str,
     },
+    /// SETVALUE: a holder replaced the value of its hold (empty: cleared it).
+    SetValue {
+        /// The holder.
+        session: SessionId,
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
     /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
     /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
     SetLimit {
@@ -211,6 +224,7 @@ impl Entry<'_> {
             Command::ForceRelease { .. } => 9,
             Command::EndSession { .. } => 10,
             Command::SetLimit { .. } => 11,
+            Command::SetValue { .. } => 16,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -224,16 +238,38 @@ impl Entry<'_> {
                 put_session_kind(out, kind);
             }
             Command::CloseSession { session } => put_u64(out, session.0),
-            Command::Acquire { session, key, req } => {
+            Command::Acquire {
+                session,
+                key,
+                req,
+                value,
+            } => {
                 put_u64(out, session.0);
                 put_bytes(out, key);
                 put_u64(out, req.id.0);
                 put_mode(out, req.mode);
-                out.push(u8::from(req.reentrant) | (u8::from(req.wait_ms.is_some()) << 1));
+                let value = value.filter(|v| !v.is_empty());
+                out.push(
+                    u8::from(req.reentrant)
+                        | (u8::from(req.wait_ms.is_some()) << 1)
+                        | (u8::from(value.is_some()) << 4),
+                );
                 put_u64(out, req.ttl_ms);
                 if let Some(w) = req.wait_ms {
                     put_u64(out, w);
                 }
+                if let Some(v) = value {
+                    put_bytes(out, v);
+                }
+            }
+            Command::SetValue {
+                session,
+                key,
+                value,
+            } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+                put_bytes(out, value);
             }
             Command::Release { session, key } | Command::Cancel { session, key } => {
                 put_u64(out, session.0);
@@ -310,11 +346,16 @@ impl<'a> Entry<'a> {
                 let id = RequestId(r.u64()?);
                 let mode = r.mode()?;
                 let flags = r.u8()?;
-                if flags & !3 != 0 {
+                if flags & !(3 | 16) != 0 {
                     return Err(DecodeError::Value("unknown acquire flags"));
                 }
                 let ttl_ms = r.u64()?;
                 let wait_ms = if flags & 2 != 0 { Some(r.u64()?) } else { None };
+                let value = if flags & 16 != 0 {
+                    Some(r.bytes()?)
+                } else {
+                    None
+                };
                 Command::Acquire {
                     session: s,
                     key,
@@ -325,8 +366,14 @@ impl<'a> Entry<'a> {
                         ttl_ms,
                         wait_ms,
                     },
+                    value,
                 }
             }
+            16 => Command::SetValue {
+                session: session(&mut r)?,
+                key: r.bytes()?,
+                value: r.bytes()?,
+            },
             5 => Command::Release {
                 session: session(&mut r)?,
                 key: r.bytes()?,
@@ -411,6 +458,8 @@ pub enum Applied {
     Cancel(bool),
     /// The holds a forced release dropped.
     ForceRelease(Vec<(SessionId, FencingToken)>),
+    /// SETVALUE's outcome.
+    SetValue(Result<(), NotHeld>),
 }
 
 impl Applied {
@@ -422,6 +471,7 @@ impl Applied {
             Applied::Release(r) => r.is_ok(),
             Applied::Cancel(c) => *c,
             Applied::ForceRelease(dropped) => !dropped.is_empty(),
+            Applied::SetValue(r) => r.is_ok(),
         }
     }
 }
@@ -445,9 +495,17 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             table.close_session(*session, now, events);
             Applied::Done
         }
-        Command::Acquire { session, key, req } => {
-            Applied::Acquire(table.acquire(*session, key, req, now))
-        }
+        Command::Acquire {
+            session,
+            key,
+            req,
+            value,
+        } => Applied::Acquire(table.acquire_with_value(*session, key, req, *value, now)),
+        Command::SetValue {
+            session,
+            key,
+            value,
+        } => Applied::SetValue(table.set_value(*session, key, value)),
         Command::Release { session, key } => {
             Applied::Release(table.release(*session, key, now, events))
         }

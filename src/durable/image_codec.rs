@@ -3,7 +3,7 @@
 //! adds the magic, the last included log index and the CRC-32C around it.
 //!
 //! ```text
-//! version:u8 = 2
+//! version:u8 = 3
 //! epoch now next_request shards next_session
 //! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
 //! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
@@ -12,6 +12,7 @@
 //!                           holders: count { session token ttl_ms count mode }*
 //!                           waiters: count { session request mode ttl_ms since has:u8 [deadline] }* }*
 //!            sessions: count { session holds: count { key }* queued: count { key }* }*
+//!            values: count { key session value }*                      (not before version 3)
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,12 +21,12 @@ use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, 
 use super::command::{LimitsSet, SessionKind};
 use crate::engine::{
     HoldImage, Key, Kind, LimitKind, LockImage, RequestId, SessionId, SessionImage, ShardImage,
-    TableImage, WaiterImage,
+    TableImage, ValueImage, WaiterImage,
 };
 
-/// The payload version this build writes (it reads this one and version 1, which had no
-/// limits set at runtime).
-pub const VERSION: u8 = 2;
+/// The payload version this build writes. It reads this one, version 2 (no values of
+/// holds) and version 1 (no limits set at runtime either).
+pub const VERSION: u8 = 3;
 
 /// Everything a snapshot holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +113,12 @@ pub fn encode(state: &State) -> Vec<u8> {
                 put_bytes(&mut out, k.as_bytes());
             }
         }
+        put_u64(&mut out, shard.values.len() as u64);
+        for v in &shard.values {
+            put_bytes(&mut out, v.key.as_bytes());
+            put_u64(&mut out, v.session.0);
+            put_bytes(&mut out, &v.value);
+        }
     }
     out
 }
@@ -120,7 +127,7 @@ pub fn encode(state: &State) -> Vec<u8> {
 pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::Version(version, VERSION));
     }
     let epoch = r.u64()?;
@@ -227,10 +234,21 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                 queued,
             });
         }
+        let mut values = Vec::new();
+        if version >= 3 {
+            for _ in 0..r.count()? {
+                values.push(ValueImage {
+                    key: Key::new(r.bytes()?),
+                    session: SessionId(r.u64()?),
+                    value: r.bytes()?.to_vec(),
+                });
+            }
+        }
         images.push(ShardImage {
             next_seq,
             locks,
             sessions: sess,
+            values,
         });
     }
     r.finish()?;

@@ -135,6 +135,7 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             ttl_ms: ttl,
                             wait_ms: wait,
                         },
+                        value: None,
                     },
                 })
             }
@@ -334,6 +335,7 @@ fn every_command_round_trips() {
                     ttl_ms: 30_000,
                     wait_ms: Some(0),
                 },
+                value: None,
             },
         },
         Entry {
@@ -435,6 +437,7 @@ fn documented_example_bytes() {
                 ttl_ms: 30_000,
                 wait_ms: None,
             },
+            value: None,
         },
     };
     let release = Entry {

@@ -14,6 +14,7 @@ mod image;
 mod key;
 mod shard;
 mod types;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -21,12 +22,15 @@ use std::sync::OnceLock;
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
-pub use image::{HoldImage, LockImage, SessionImage, ShardImage, TableImage, WaiterImage};
+pub use image::{
+    HoldImage, LockImage, SessionImage, ShardImage, TableImage, ValueImage, WaiterImage,
+};
 pub use key::Key;
 pub use types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
 };
+pub use watch::{Cause, Change, WatchHook, WatchSink};
 
 use crate::deadlock::WaitForGraph;
 use shard::{Ctx, Shard};
@@ -276,7 +280,13 @@ pub struct LockTable {
     /// When the timer driver plans to wake up next; a timer armed earlier calls `waker`.
     wake_at: AtomicU64,
     waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Where changes of keys go while someone watches (see [`watch`]).
+    watch: OnceLock<WatchHook>,
 }
+
+/// A key's holders and waiters with the value of each holder (None: no value), in
+/// holder order: what INSPECT WITHVALUES, GETVALUE and a new watch show.
+pub type KeyValues = (KeyInfo, Vec<Option<Box<[u8]>>>);
 
 impl LockTable {
     /// A table with `shards` shards (at least 1) whose clock starts at `now`.
@@ -293,7 +303,14 @@ impl LockTable {
             next_session: AtomicU64::new(1),
             wake_at: AtomicU64::new(u64::MAX),
             waker: OnceLock::new(),
+            watch: OnceLock::new(),
         }
+    }
+
+    /// Installs where changes of keys go (see [`watch`]). Only the first call takes
+    /// effect.
+    pub fn set_watch(&self, hook: WatchHook) {
+        let _ = self.watch.set(hook);
     }
 
     /// Number of shards.
@@ -334,6 +351,7 @@ impl LockTable {
             keys: &self.keys,
             wake_at: &self.wake_at,
             waker: self.waker.get().map(|w| &**w),
+            watch: self.watch.get(),
         }
     }
 
@@ -364,9 +382,54 @@ impl LockTable {
         req: &AcquireRequest,
         now: u64,
     ) -> AcquireOutcome {
+        self.acquire_with_value(session, key, req, None, now)
+    }
+
+    /// Applies an ACQUIRE that attaches `value` to the hold (empty: none). A reentrant
+    /// re-acquire with a value replaces the hold's value; a queued request keeps its value
+    /// until it is granted.
+    pub fn acquire_with_value(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        value: Option<&[u8]>,
+        now: u64,
+    ) -> AcquireOutcome {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
-        shard.lock().acquire(session, key, hash, req, now, &ctx)
+        shard
+            .lock()
+            .acquire(session, key, hash, req, value, now, &ctx)
+    }
+
+    /// SETVALUE: `session` replaces the value of its hold on `key` (empty: clears it).
+    pub fn set_value(&self, session: SessionId, key: &[u8], value: &[u8]) -> Result<(), NotHeld> {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        shard.lock().set_value(session, key, hash, value, &ctx)
+    }
+
+    /// [`Self::inspect`] with the value of each holder.
+    pub fn inspect_values(&self, key: &[u8], now: u64) -> Option<KeyValues> {
+        let (hash, shard) = self.shard(key);
+        let shard = shard.lock();
+        let info = shard.inspect(key, hash, now)?;
+        let values = shard.holder_values(key, hash).unwrap_or_default();
+        Some((info, values))
+    }
+
+    /// Runs `f` on `key`'s state with its shard locked: no change of the key can fall
+    /// between what `f` sees and what the watch sink hears next. A new watch reads its
+    /// initial state and registers itself here.
+    pub fn observe<R>(&self, key: &[u8], now: u64, f: impl FnOnce(Option<KeyValues>) -> R) -> R {
+        let (hash, shard) = self.shard(key);
+        let shard = shard.lock();
+        let state = shard.inspect(key, hash, now).map(|info| {
+            let values = shard.holder_values(key, hash).unwrap_or_default();
+            (info, values)
+        });
+        f(state)
     }
 
     /// Releases `session`'s hold on `key` (one reentrant level). Waiters it unblocks are

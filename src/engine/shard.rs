@@ -15,11 +15,12 @@ use hashbrown::{HashMap, HashTable};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-use super::image::{HoldImage, LockImage, SessionImage, ShardImage, WaiterImage};
+use super::image::{HoldImage, LockImage, SessionImage, ShardImage, ValueImage, WaiterImage};
 use super::types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
 };
+use super::watch::{Cause, Change, WatchHook};
 use super::{Key, Limits, Stats};
 use crate::deadlock::WaitForGraph;
 use crate::lease::{TimerId, TimerWheel};
@@ -280,9 +281,21 @@ pub(crate) struct Ctx<'a> {
     pub keys: &'a std::sync::atomic::AtomicUsize,
     pub wake_at: &'a std::sync::atomic::AtomicU64,
     pub waker: Option<&'a (dyn Fn() + Send + Sync)>,
+    pub watch: Option<&'a WatchHook>,
 }
 
 impl Ctx<'_> {
+    /// Tells the watchers of `key` about `change`, if anyone watches anything (one
+    /// relaxed load otherwise). Called with the shard locked, so changes of a key reach
+    /// the sink in apply order.
+    #[inline]
+    fn changed(&self, key: &Key, change: impl FnOnce() -> ChangeOwned) {
+        if let Some(w) = self.watch.filter(|w| w.live()) {
+            let c = change();
+            w.sink.change(key, &c.as_change());
+        }
+    }
+
     /// Tell the timer driver when a timer is due before it planned to wake up.
     fn armed(&self, deadline: u64) {
         if deadline < self.wake_at.load(std::sync::atomic::Ordering::Relaxed) {
@@ -292,6 +305,53 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// A change as the shard builds it (the value borrowed from the shard's map is copied
+/// only when someone watches).
+struct ChangeOwned {
+    kind: u8,
+    session: SessionId,
+    token: u64,
+    mode: Mode,
+    cause: Cause,
+    value: Option<Box<[u8]>>,
+}
+
+impl ChangeOwned {
+    fn as_change(&self) -> Change<'_> {
+        let (session, token, mode) = (self.session, FencingToken(self.token), self.mode);
+        match self.kind {
+            0 => Change::Granted {
+                session,
+                token,
+                mode,
+                value: self.value.as_deref(),
+            },
+            1 => Change::Released {
+                session,
+                token,
+                mode,
+            },
+            2 => Change::Expired {
+                session,
+                token,
+                mode,
+                cause: self.cause,
+            },
+            _ => Change::Value {
+                session,
+                token,
+                mode,
+                value: self.value.as_deref(),
+            },
+        }
+    }
+}
+
+const GRANTED: u8 = 0;
+const RELEASED: u8 = 1;
+const EXPIRED: u8 = 2;
+const VALUE: u8 = 3;
 
 /// One shard. See the module docs.
 pub(crate) struct Shard {
@@ -305,6 +365,11 @@ pub(crate) struct Shard {
     sessions: HashMap<SessionId, SessionShard>,
     next_seq: u64,
     fired: Vec<(u64, TimerRef)>,
+    /// Values of holds and queued requests, by (lock, session): a session holds or
+    /// queues on a key at most once, so the pair names one. Kept beside the locks so
+    /// that [`Hold`] stays small and a table without values pays nothing; an entry goes
+    /// with its hold or request.
+    values: HashMap<(u32, SessionId), Box<[u8]>>,
     pub(crate) stats: Stats,
 }
 
@@ -321,6 +386,7 @@ impl Shard {
             sessions: HashMap::new(),
             next_seq: 0,
             fired: Vec::new(),
+            values: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -449,7 +515,29 @@ impl Shard {
         });
         self.stats.grants += 1;
         self.stats.holds += 1;
+        let lock = self.lock(idx);
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: GRANTED,
+            session,
+            token,
+            mode: HeldMode::of(mode).mode(lock.kind),
+            cause: Cause::Lease,
+            value: self.values.get(&(idx, session)).cloned(),
+        });
         token
+    }
+
+    /// Tells watchers that `hold` of lock `idx` ended (`cause` None: released).
+    fn ended(&self, idx: u32, hold: &Hold, cause: Option<Cause>, ctx: &Ctx) {
+        let lock = self.lock(idx);
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: if cause.is_some() { EXPIRED } else { RELEASED },
+            session: hold.session,
+            token: hold.token,
+            mode: hold.mode.mode(lock.kind),
+            cause: cause.unwrap_or(Cause::Lease),
+            value: None,
+        });
     }
 
     /// Removes hold `pos` of lock `idx` entirely (every reentrant level).
@@ -479,6 +567,9 @@ impl Shard {
         }
         self.stats.holds -= 1;
         ctx.sessions.release(hold.session);
+        if !self.values.is_empty() {
+            self.values.remove(&(idx, hold.session));
+        }
         hold
     }
 
@@ -515,6 +606,9 @@ impl Shard {
         self.stats.waiters -= 1;
         if !granted {
             ctx.sessions.release(waiter.session);
+            if !self.values.is_empty() {
+                self.values.remove(&(idx, waiter.session));
+            }
         }
         waiter
     }
@@ -548,10 +642,12 @@ impl Shard {
         key: &[u8],
         hash: u64,
         req: &AcquireRequest,
+        value: Option<&[u8]>,
         now: u64,
         ctx: &Ctx,
     ) -> AcquireOutcome {
         self.stats.acquires += 1;
+        let value = value.filter(|v| !v.is_empty());
         let kind = req.mode.kind();
         let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
         let Some(idx) = self.find(key, hash) else {
@@ -569,6 +665,7 @@ impl Shard {
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
             let idx = self.create(key, hash, kind);
+            self.keep_value(idx, session, value);
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
             return AcquireOutcome::Granted(FencingToken(token));
         };
@@ -607,6 +704,9 @@ impl Shard {
                 self.lock_mut(idx).holders[pos].timer = timer;
             }
             self.stats.reentrant += 1;
+            if value.is_some() {
+                self.put_value(idx, pos, value, ctx);
+            }
             return AcquireOutcome::Granted(FencingToken(token));
         }
         if lock.waiter(session).is_some() {
@@ -621,6 +721,7 @@ impl Shard {
                 self.stats.limits += 1;
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
+            self.keep_value(idx, session, value);
             let token = self.grant(idx, session, req.mode, ttl_ms, now, ctx);
             return AcquireOutcome::Granted(FencingToken(token));
         }
@@ -668,9 +769,69 @@ impl Shard {
                 timer,
             });
         self.session_entry(session).queued.push(idx);
+        self.keep_value(idx, session, value);
         self.stats.waiters += 1;
         self.stats.queued += 1;
         AcquireOutcome::Queued
+    }
+
+    /// Stores the value of a hold about to be granted or a request just queued.
+    fn keep_value(&mut self, idx: u32, session: SessionId, value: Option<&[u8]>) {
+        if let Some(v) = value {
+            self.values.insert((idx, session), v.into());
+        }
+    }
+
+    /// Replaces (None: clears) the value of hold `pos` of lock `idx` and tells watchers.
+    fn put_value(&mut self, idx: u32, pos: usize, value: Option<&[u8]>, ctx: &Ctx) {
+        let session = self.lock(idx).holders[pos].session;
+        match value {
+            Some(v) => {
+                self.values.insert((idx, session), v.into());
+            }
+            None => {
+                self.values.remove(&(idx, session));
+            }
+        }
+        let lock = self.lock(idx);
+        let hold = &lock.holders[pos];
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: VALUE,
+            session,
+            token: hold.token,
+            mode: hold.mode.mode(lock.kind),
+            cause: Cause::Lease,
+            value: value.map(Into::into),
+        });
+    }
+
+    /// SETVALUE: `session` replaces the value of its hold on `key` (an empty value clears
+    /// it). NotHeld if it holds nothing there.
+    pub(crate) fn set_value(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        ctx: &Ctx,
+    ) -> Result<(), NotHeld> {
+        let idx = self.find(key, hash).ok_or(NotHeld)?;
+        let pos = self.lock(idx).holder(session).ok_or(NotHeld)?;
+        self.put_value(idx, pos, (!value.is_empty()).then_some(value), ctx);
+        Ok(())
+    }
+
+    /// The values of `key`'s holders, in holder order (None: no value), or None when the
+    /// key does not exist.
+    pub(crate) fn holder_values(&self, key: &[u8], hash: u64) -> Option<Vec<Option<Box<[u8]>>>> {
+        let idx = self.find(key, hash)?;
+        Some(
+            self.lock(idx)
+                .holders
+                .iter()
+                .map(|h| self.values.get(&(idx, h.session)).cloned())
+                .collect(),
+        )
     }
 
     pub(crate) fn release(
@@ -692,7 +853,8 @@ impl Shard {
             lock.holders[pos].count -= 1;
             return Ok(());
         }
-        self.drop_hold(idx, pos, ctx);
+        let hold = self.drop_hold(idx, pos, ctx);
+        self.ended(idx, &hold, None, ctx);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
@@ -782,7 +944,8 @@ impl Shard {
             .filter(|&h| h != NIL)
         {
             let pos = self.lock(idx).holder(session).expect("listed hold exists");
-            self.drop_hold(idx, pos, ctx);
+            let hold = self.drop_hold(idx, pos, ctx);
+            self.ended(idx, &hold, Some(Cause::Session), ctx);
             self.stats.session_releases += 1;
             self.grant_waiters(idx, now, ctx, events);
             self.remove_if_idle(idx, None, ctx);
@@ -927,6 +1090,7 @@ impl Shard {
                 continue;
             };
             let hold = self.drop_hold(idx, pos, ctx);
+            self.ended(idx, &hold, Some(Cause::Forced), ctx);
             self.stats.forced_releases += 1;
             events.push(Event::Expired {
                 session: hold.session,
@@ -953,6 +1117,7 @@ impl Shard {
         events: &mut Vec<Event>,
     ) {
         let hold = self.drop_hold(idx, pos, ctx);
+        self.ended(idx, &hold, Some(Cause::Lease), ctx);
         self.stats.expiries += 1;
         events.push(Event::Expired {
             session: hold.session,
@@ -1076,10 +1241,20 @@ impl Shard {
                 })
             })
             .collect();
+        let values = self
+            .values
+            .iter()
+            .map(|(&(idx, session), value)| ValueImage {
+                key: self.lock(idx).key.clone(),
+                session,
+                value: value.to_vec(),
+            })
+            .collect();
         ShardImage {
             next_seq: self.next_seq,
             locks,
             sessions,
+            values,
         }
     }
 
@@ -1154,6 +1329,15 @@ impl Shard {
                     queued,
                 },
             );
+        }
+        for v in &image.values {
+            // A value whose hold or request is not in the image has nothing to go with.
+            if let Some(&idx) = index.get(v.key.as_bytes()) {
+                let lock = self.lock(idx);
+                if lock.holder(v.session).is_some() || lock.waiter(v.session).is_some() {
+                    self.keep_value(idx, v.session, Some(&v.value));
+                }
+            }
         }
     }
 

@@ -174,6 +174,7 @@ mod wire {
         Release(bool),
         Cancel(bool),
         ForceRelease(Vec<(u64, u64)>),
+        SetValue(bool),
     }
 
     #[derive(Serialize, Deserialize)]
@@ -249,6 +250,7 @@ mod wire {
                 Applied::ForceRelease(d) => {
                     AppliedWire::ForceRelease(d.iter().map(|(s, t)| (s.0, t.0)).collect())
                 }
+                Applied::SetValue(r) => AppliedWire::SetValue(r.is_ok()),
             }
         }
     }
@@ -267,6 +269,9 @@ mod wire {
                         .map(|(s, t)| (SessionId(s), FencingToken(t)))
                         .collect(),
                 ),
+                AppliedWire::SetValue(ok) => {
+                    Applied::SetValue(if ok { Ok(()) } else { Err(NotHeld) })
+                }
             }
         }
     }

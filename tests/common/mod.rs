@@ -819,5 +819,6 @@ pub fn acq(key: &[u8], mode: bin::Mode, ttl_ms: u32, wait_ms: Option<u32>) -> bi
         reentrant: false,
         ttl_ms,
         wait_ms,
+        value: None,
     })
 }
