@@ -37,6 +37,8 @@ struct MHold {
     /// The TTL a RENEW without TTL uses (the last one given).
     ttl: u64,
     deadline: u64,
+    /// The value attached (ACQUIRE ... VALUE, SETVALUE); never empty.
+    value: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,8 @@ struct MWaiter {
     ttl: u64,
     since: u64,
     deadline: Option<u64>,
+    /// The value the hold gets when granted.
+    value: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -163,7 +167,15 @@ impl Model {
         token
     }
 
-    fn grant(&mut self, key: &[u8], session: u64, mode: Mode, ttl: u64, now: u64) -> u64 {
+    fn grant(
+        &mut self,
+        key: &[u8],
+        session: u64,
+        mode: Mode,
+        ttl: u64,
+        now: u64,
+        value: Option<Vec<u8>>,
+    ) -> u64 {
         let token = self.next_token(key);
         let k = self.keys.get_mut(key).expect("granting on a live key");
         k.last_token = token;
@@ -174,8 +186,28 @@ impl Model {
             count: 1,
             ttl,
             deadline: now + ttl,
+            value,
         });
         token
+    }
+
+    /// SETVALUE: the holder's value replaced (empty: cleared).
+    fn set_value(&mut self, s: u64, key: &[u8], value: &[u8]) -> Result<(), NotHeld> {
+        let k = self.keys.get_mut(key).ok_or(NotHeld)?;
+        let h = k
+            .holders
+            .iter_mut()
+            .find(|h| h.session == s)
+            .ok_or(NotHeld)?;
+        h.value = (!value.is_empty()).then(|| value.to_vec());
+        Ok(())
+    }
+
+    /// The holders' values, in holder order, as the table's `inspect_values` shows them.
+    fn values(&self, key: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+        self.keys
+            .get(key)
+            .map(|k| k.holders.iter().map(|h| h.value.clone()).collect())
     }
 
     /// Grants the head of the queue while it fits next to the holders.
@@ -189,7 +221,7 @@ impl Model {
                 _ => return,
             }
             let w = k.queue.remove(0);
-            let token = self.grant(key, w.session, w.mode, w.ttl, now);
+            let token = self.grant(key, w.session, w.mode, w.ttl, now, w.value);
             events.push(Event::Granted {
                 session: SessionId(w.session),
                 request: RequestId(w.request),
@@ -256,6 +288,18 @@ impl Model {
     }
 
     fn acquire(&mut self, s: u64, key: &[u8], req: &AcquireRequest, now: u64) -> MAcq {
+        self.acquire_with_value(s, key, req, None, now)
+    }
+
+    fn acquire_with_value(
+        &mut self,
+        s: u64,
+        key: &[u8],
+        req: &AcquireRequest,
+        value: Option<&[u8]>,
+        now: u64,
+    ) -> MAcq {
+        let value = value.filter(|v| !v.is_empty()).map(<[u8]>::to_vec);
         let kind = kind_of(req.mode);
         let ttl = req.ttl_ms;
         let Some(k) = self.keys.get(key) else {
@@ -274,7 +318,7 @@ impl Model {
                     queue: Vec::new(),
                 },
             );
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now, value));
         };
         if k.kind != kind {
             return MAcq::WrongType(k.kind);
@@ -285,6 +329,9 @@ impl Model {
                 h.count += 1;
                 h.deadline = h.deadline.max(now + ttl);
                 h.ttl = ttl;
+                if value.is_some() {
+                    h.value = value;
+                }
                 return MAcq::Granted(h.token);
             }
             return MAcq::SelfDeadlock;
@@ -298,7 +345,7 @@ impl Model {
             if full {
                 return MAcq::Limit(LimitKind::HoldsPerSession);
             }
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now));
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, now, value));
         }
         if req.wait_ms == Some(0) {
             return MAcq::WouldBlock;
@@ -324,6 +371,7 @@ impl Model {
                 ttl,
                 since: now,
                 deadline: req.wait_ms.map(|w| now + w),
+                value,
             });
         MAcq::Queued
     }
@@ -611,6 +659,14 @@ enum Op {
         reentrant: bool,
         ttl: u64,
         wait: Option<u64>,
+        /// ACQUIRE ... VALUE (an empty one is no value).
+        value: Option<Vec<u8>>,
+    },
+    /// SETVALUE (an empty value clears it).
+    SetValue {
+        slot: usize,
+        key: usize,
+        value: Vec<u8>,
     },
     Release {
         slot: usize,
@@ -661,9 +717,11 @@ fn op() -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let key = 0..KEYS.len();
     prop_oneof![
-        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait()).prop_map(
-            |(slot, key, mode, reentrant, ttl, wait)| Op::Acquire { slot, key, mode, reentrant, ttl, wait }
+        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait(), value()).prop_map(
+            |(slot, key, mode, reentrant, ttl, wait, value)| Op::Acquire { slot, key, mode, reentrant, ttl, wait, value }
         ),
+        2 => (slot.clone(), key.clone(), proptest::collection::vec(b'a'..b'd', 0..3))
+            .prop_map(|(slot, key, value)| Op::SetValue { slot, key, value }),
         4 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Release { slot, key }),
         2 => (slot.clone(), key.clone(), proptest::option::of(1..50u64))
             .prop_map(|(slot, key, ttl)| Op::Renew { slot, key, ttl }),
@@ -672,6 +730,13 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..10u64).prop_map(|ms| Op::Advance { ms }),
         1 => (10..60u64).prop_map(|ms| Op::Advance { ms }),
         1 => (1..30u64).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop_oneof![
+        3 => Just(None),
+        2 => proptest::collection::vec(b'a'..b'd', 0..3).prop_map(Some),
     ]
 }
 
@@ -778,6 +843,7 @@ impl Harness {
                 reentrant,
                 ttl,
                 wait,
+                ref value,
             } => {
                 let k = KEYS[key];
                 let s = self.sessions[slot];
@@ -795,8 +861,16 @@ impl Harness {
                     .get(k)
                     .and_then(|m| m.holders.iter().find(|h| h.session == s))
                     .map(|h| h.token);
-                let got = self.table.acquire(SessionId(s), k, &req, self.now);
-                let want = self.model.acquire(s, k, &req, self.now);
+                let got = self.table.acquire_with_value(
+                    SessionId(s),
+                    k,
+                    &req,
+                    value.as_deref(),
+                    self.now,
+                );
+                let want = self
+                    .model
+                    .acquire_with_value(s, k, &req, value.as_deref(), self.now);
                 match (&got, &want) {
                     (AcquireOutcome::Granted(t), MAcq::Granted(w)) => {
                         prop_assert_eq!(t.0, *w, "token of {:?}", req);
@@ -826,6 +900,16 @@ impl Harness {
                         )))
                     }
                 }
+            }
+            Op::SetValue {
+                slot,
+                key,
+                ref value,
+            } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let got = self.table.set_value(SessionId(s), k, value);
+                let want = self.model.set_value(s, k, value);
+                prop_assert_eq!(got, want, "SETVALUE {:?} by {}", k, s);
             }
             Op::Release { slot, key } => {
                 let (s, k) = (self.sessions[slot], KEYS[key]);
@@ -965,6 +1049,12 @@ impl Harness {
             let got = self.table.inspect(k, now);
             let want = self.model.inspect(k, now);
             prop_assert_eq!(&got, &want, "INSPECT {:?} at {}", k, now);
+            // Values: one per holder, as set at the grant or later, gone with the hold.
+            let got_values = self
+                .table
+                .inspect_values(k, now)
+                .map(|(_, v)| v.into_iter().map(|v| v.map(|v| v.to_vec())).collect());
+            prop_assert_eq!(&got_values, &self.model.values(k), "values of {:?}", k);
             if let Some(info) = &got {
                 prop_assert!(info.holders.iter().all(|h| h.token.0 <= info.fencing.0));
                 prop_assert!(info.holders.windows(2).all(|w| w[0].token < w[1].token));

@@ -124,3 +124,156 @@ impl std::fmt::Debug for WatchHook {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::engine::{AcquireRequest, Limits, LockTable, NotHeld, RequestId};
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl WatchSink for Recorder {
+        fn change(&self, key: &Key, change: &Change<'_>) {
+            let key = String::from_utf8_lossy(key.as_bytes()).into_owned();
+            let v = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned());
+            let line = match *change {
+                Change::Granted {
+                    session,
+                    token,
+                    value,
+                    ..
+                } => format!("{key} granted {session} {token} {:?}", v(value)),
+                Change::Released { session, token, .. } => {
+                    format!("{key} released {session} {token}")
+                }
+                Change::Expired {
+                    session,
+                    token,
+                    cause,
+                    ..
+                } => format!("{key} expired {session} {token} {}", cause.name()),
+                Change::Value {
+                    session,
+                    token,
+                    value,
+                    ..
+                } => format!("{key} value {session} {token} {:?}", v(value)),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn req(id: u64, ttl: u64, wait: Option<u64>) -> AcquireRequest {
+        AcquireRequest {
+            id: RequestId(id),
+            mode: Mode::Exclusive,
+            reentrant: true,
+            ttl_ms: ttl,
+            wait_ms: wait,
+        }
+    }
+
+    fn table(active: usize) -> (LockTable, Arc<Recorder>, Arc<AtomicUsize>) {
+        let t = LockTable::new(1, Limits::default(), 0);
+        let rec = Arc::new(Recorder::default());
+        let active = Arc::new(AtomicUsize::new(active));
+        t.set_watch(WatchHook {
+            active: active.clone(),
+            sink: rec.clone(),
+        });
+        (t, rec, active)
+    }
+
+    fn values(t: &LockTable, key: &[u8]) -> Vec<Option<Vec<u8>>> {
+        t.inspect_values(key, 0)
+            .map(|(_, v)| v.into_iter().map(|v| v.map(|v| v.to_vec())).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn values_follow_their_holds() {
+        let (t, _, _) = table(0);
+        let (a, b) = (t.open_session(), t.open_session());
+        let mut ev = Vec::new();
+        t.acquire_with_value(a, b"k", &req(1, 100, None), Some(b"10.0.0.1"), 0);
+        // Queued with a value: not visible until granted.
+        t.acquire_with_value(b, b"k", &req(2, 100, None), Some(b"10.0.0.2"), 0);
+        assert_eq!(values(&t, b"k"), vec![Some(b"10.0.0.1".to_vec())]);
+        assert_eq!(t.set_value(b, b"k", b"x"), Err(NotHeld));
+        t.release(a, b"k", 0, &mut ev).unwrap();
+        assert_eq!(values(&t, b"k"), vec![Some(b"10.0.0.2".to_vec())]);
+        t.set_value(b, b"k", b"10.0.0.3").unwrap();
+        assert_eq!(values(&t, b"k"), vec![Some(b"10.0.0.3".to_vec())]);
+        // A reentrant re-acquire with a value replaces it; without one it stays.
+        t.acquire_with_value(b, b"k", &req(3, 100, None), None, 0);
+        assert_eq!(values(&t, b"k"), vec![Some(b"10.0.0.3".to_vec())]);
+        t.acquire_with_value(b, b"k", &req(4, 100, None), Some(b"y"), 0);
+        assert_eq!(values(&t, b"k"), vec![Some(b"y".to_vec())]);
+        // An empty value clears it.
+        t.set_value(b, b"k", b"").unwrap();
+        assert_eq!(values(&t, b"k"), vec![None]);
+        t.set_value(b, b"k", b"z").unwrap();
+        // The lease runs out: the hold and its value go; a new hold starts without one.
+        t.advance(1_000, &mut ev);
+        assert!(t.inspect_values(b"k", 1_000).is_none());
+        t.acquire(b, b"k", &req(5, 100, None), 1_000);
+        assert_eq!(values(&t, b"k"), vec![None]);
+    }
+
+    #[test]
+    fn cancelled_and_timed_out_requests_drop_their_values() {
+        let (t, _, _) = table(0);
+        let (a, b, c) = (t.open_session(), t.open_session(), t.open_session());
+        let mut ev = Vec::new();
+        t.acquire(a, b"k", &req(1, 1_000, None), 0);
+        t.acquire_with_value(b, b"k", &req(2, 100, Some(10)), Some(b"b"), 0);
+        t.acquire_with_value(c, b"k", &req(3, 100, None), Some(b"c"), 0);
+        t.advance(20, &mut ev); // b's wait runs out
+        assert!(t.cancel(c, b"k", 20, &mut ev));
+        t.release(a, b"k", 20, &mut ev).unwrap();
+        // b and c come back without values: nothing was left behind.
+        t.acquire(b, b"k", &req(4, 100, None), 20);
+        assert_eq!(values(&t, b"k"), vec![None]);
+        let image = t.export();
+        assert!(image.shards.iter().all(|s| s.values.is_empty()));
+    }
+
+    #[test]
+    fn watchers_hear_every_change_in_order() {
+        let (t, rec, active) = table(1);
+        let (a, b) = (t.open_session(), t.open_session());
+        let mut ev = Vec::new();
+        let ta = t.acquire_with_value(a, b"k", &req(1, 100, None), Some(b"A"), 0);
+        t.acquire_with_value(b, b"k", &req(2, 100, None), Some(b"B"), 0);
+        t.set_value(a, b"k", b"A2").unwrap();
+        t.release(a, b"k", 0, &mut ev).unwrap();
+        t.advance(500, &mut ev); // b's lease runs out
+        let c = t.open_session();
+        t.acquire(c, b"k", &req(3, 100, None), 500);
+        t.force_release(b"k", &t.holders(b"k"), 500, &mut ev);
+        t.acquire(c, b"k", &req(4, 100, None), 500);
+        t.close_session(c, 500, &mut ev);
+        let crate::engine::AcquireOutcome::Granted(ta) = ta else {
+            panic!("granted")
+        };
+        let lines = rec.0.lock().unwrap().clone();
+        assert_eq!(lines[0], format!("k granted {a} {ta} Some(\"A\")"));
+        assert_eq!(lines[1], format!("k value {a} {ta} Some(\"A2\")"));
+        assert_eq!(lines[2], format!("k released {a} {ta}"));
+        assert!(
+            lines[3].starts_with(&format!("k granted {b} ")) && lines[3].ends_with("Some(\"B\")")
+        );
+        assert!(lines[4].starts_with(&format!("k expired {b} ")) && lines[4].ends_with("lease"));
+        assert!(lines[6].ends_with("forced"), "{lines:?}");
+        assert!(lines[8].ends_with("session"), "{lines:?}");
+        assert_eq!(lines.len(), 9, "{lines:?}");
+        // Nobody watching: the sink is not called at all.
+        active.store(0, Ordering::Relaxed);
+        t.acquire(a, b"k", &req(5, 100, None), 500);
+        assert_eq!(rec.0.lock().unwrap().len(), 9);
+    }
+}
