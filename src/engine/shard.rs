@@ -636,6 +636,10 @@ impl Shard {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the table's acquire, plus the value that most calls leave None"
+    )]
     pub(crate) fn acquire(
         &mut self,
         session: SessionId,
