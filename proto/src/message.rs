@@ -1417,6 +1417,103 @@ mod tests {
         assert!(Request::decode(&h, &bad).is_err());
     }
 
+    fn round_trip_request(req: Request<'_>) {
+        let mut out = BytesMut::new();
+        req.encode(5, &mut out);
+        let h = Header::check(&out, 1 << 20).unwrap();
+        assert_eq!(Request::decode(&h, &out[HEADER_LEN..]).unwrap(), req);
+    }
+
+    fn round_trip_server(msg: ServerMessage) {
+        let mut out = BytesMut::new();
+        match &msg {
+            ServerMessage::Response(r) => r.encode(5, &mut out),
+            ServerMessage::Push(p) => p.encode(5, &mut out),
+        }
+        let h = Header::check(&out, 1 << 24).unwrap();
+        assert_eq!(ServerMessage::decode(&h, &out[HEADER_LEN..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn values_and_watches_round_trip() {
+        let acquire = |value| {
+            Request::Acquire(Acquire {
+                key: b"k",
+                mode: Mode::Exclusive,
+                reentrant: false,
+                ttl_ms: 10,
+                wait_ms: Some(3),
+                value,
+            })
+        };
+        round_trip_request(acquire(Some(b"10.0.0.1:7000")));
+        round_trip_request(acquire(None));
+        // An empty value is no value: the flag stays clear, nothing is appended.
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        acquire(Some(b"")).encode(1, &mut a);
+        acquire(None).encode(1, &mut b);
+        assert_eq!(a, b);
+        round_trip_request(Request::SetValue {
+            key: b"k",
+            value: b"v",
+        });
+        round_trip_request(Request::GetValue { key: b"k" });
+        round_trip_request(Request::Watch { key: b"k" });
+        round_trip_request(Request::Unwatch { key: b"k" });
+        round_trip_request(Request::InspectValues { key: b"k" });
+        round_trip_request(Request::Inspect { key: b"k" });
+        // A plain INSPECT has no flags byte (what version-1 clients send).
+        let mut out = BytesMut::new();
+        Request::Inspect { key: b"k" }.encode(1, &mut out);
+        assert_eq!(out.len(), HEADER_LEN + 3);
+        round_trip_server(ServerMessage::Response(Response::Value(vec![
+            HolderValue {
+                session: 3,
+                token: 9,
+                value: Bytes::from_static(b"v"),
+            },
+        ])));
+        round_trip_server(ServerMessage::Response(Response::Value(vec![])));
+        let holder = Holder {
+            session: 1,
+            mode: ModeKind::Shared,
+            token: 2,
+            permits: 1,
+            count: 1,
+            ttl_ms: 5,
+        };
+        round_trip_server(ServerMessage::Response(Response::Inspect(Some(KeyState {
+            kind: Kind::Lock,
+            fencing: 2,
+            holders: vec![holder.clone(), holder],
+            holders_truncated: false,
+            waiters: vec![],
+            waiters_truncated: false,
+            values: Some(vec![Bytes::from_static(b"a"), Bytes::new()]),
+        }))));
+        let hold = WatchedHold {
+            session: 4,
+            mode: ModeKind::Exclusive,
+            token: 44,
+            value: Bytes::from_static(b"addr"),
+        };
+        for event in [
+            WatchEvent::State {
+                fencing: 44,
+                holders: vec![hold.clone()],
+            },
+            WatchEvent::Granted(hold.clone()),
+            WatchEvent::Released(hold.clone()),
+            WatchEvent::Expired(hold.clone(), EndCause::Session),
+            WatchEvent::Value(hold),
+        ] {
+            round_trip_server(ServerMessage::Push(Push::Watch {
+                key: Bytes::from_static(b"leader"),
+                event,
+            }));
+        }
+    }
+
     #[test]
     fn hostile_counts_do_not_allocate() {
         // INSPECT_RESULT claiming 2^32-1 holders in a 30-byte payload.

@@ -34,7 +34,12 @@ enum Op {
     EndSession(usize),
     /// ADMIN LIMITS SET (small values, so that they refuse things).
     SetLimit(u8, u64),
+    /// SETVALUE of one of [`VALUES`].
+    SetValue(usize, usize, usize),
 }
+
+/// Values attached at ACQUIRE and by SETVALUE (the empty one clears).
+const VALUES: [&[u8]; 3] = [b"", b"v1", b"10.0.0.1:7000"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -48,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KEYS.len()).prop_map(Op::ForceRelease),
         1 => (0..8usize).prop_map(Op::EndSession),
         1 => (0..3u8, 1..6u64).prop_map(|(k, v)| Op::SetLimit(k, v)),
+        1 => (0..8usize, 0..KEYS.len(), 0..VALUES.len()).prop_map(|(s, k, v)| Op::SetValue(s, k, v)),
     ]
 }
 
@@ -135,10 +141,18 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                             ttl_ms: ttl,
                             wait_ms: wait,
                         },
-                        value: None,
+                        value: Some(VALUES[(request % 3) as usize]).filter(|v| !v.is_empty()),
                     },
                 })
             }
+            Op::SetValue(s, k, v) if s < sessions.len() => Some(Entry {
+                now,
+                command: Command::SetValue {
+                    session: sessions[s],
+                    key: KEYS[k],
+                    value: VALUES[v],
+                },
+            }),
             Op::Release(s, k) if s < sessions.len() => Some(Entry {
                 now,
                 command: Command::Release {
