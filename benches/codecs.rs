@@ -62,6 +62,7 @@ fn binary(c: &mut Criterion) {
         wait_ms: Some(0),
         priority: 0,
         lock_delay_ms: 0,
+        value: None,
     });
     let mut frame = BytesMut::new();
     req.encode(7, &mut frame);

@@ -28,6 +28,7 @@ fn encode(c: &mut Criterion) {
                 wait_ms: None,
                 policy: Default::default(),
             },
+            value: None,
         },
     };
     let mut out = Vec::with_capacity(64);

@@ -110,6 +110,18 @@ pub struct Config {
     /// n), so that a waiter is passed by later higher-priority ones for a bounded time.
     #[arg(long, env = "TURNSTILE_PRIORITY_AGING_MS", default_value_t = 1000)]
     pub priority_aging_ms: u32,
+    /// Largest value a holder may attach to its hold (ACQUIRE ... VALUE, SETVALUE), in
+    /// bytes (at most 65535). Values are logged, kept in snapshots and pushed to every
+    /// watcher of the key: meant for an address or a short id, not for data.
+    #[arg(long, env = "TURNSTILE_MAX_VALUE_BYTES", default_value_t = 1024)]
+    pub max_value_bytes: usize,
+    /// Keys one connection may WATCH at once; more get `-LIMIT`.
+    #[arg(long, env = "TURNSTILE_MAX_WATCHES", default_value_t = 1024)]
+    pub max_watches: usize,
+    /// Watch messages queued for one connection and not yet written at most; a watcher
+    /// that falls this far behind (it stopped reading) is disconnected.
+    #[arg(long, env = "TURNSTILE_WATCH_BACKLOG", default_value_t = 10_000)]
+    pub watch_backlog: usize,
     /// TCP keepalive idle time in seconds (0: off). A peer that vanished without closing
     /// is found dead after this plus a few probes, and its session ends.
     #[arg(long, env = "TURNSTILE_TCP_KEEPALIVE", default_value_t = 60)]
@@ -335,6 +347,12 @@ impl Config {
         }
         if u64::from(self.lock_delay_ms) > self.max_ttl_ms {
             return Err("--lock-delay-ms must be at most --max-ttl-ms".into());
+        }
+        if self.max_value_bytes > 65_535 {
+            return Err("--max-value-bytes must be at most 65535".into());
+        }
+        if self.watch_backlog == 0 {
+            return Err("--watch-backlog must be at least 1".into());
         }
         if self.shards == 0 || self.shards > 65_536 {
             return Err("--shards must be between 1 and 65536".into());

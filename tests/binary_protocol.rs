@@ -265,6 +265,7 @@ async fn every_operation() {
                 wait_ms: None,
                 priority: 0,
                 lock_delay_ms: 0,
+                value: None,
             }),
         )
         .await,
@@ -610,6 +611,7 @@ async fn argument_errors_carry_their_codes_and_the_connection_lives_on() {
                 wait_ms: None,
                 priority: 0,
                 lock_delay_ms: 0,
+                value: None,
             }),
             ErrorCode::Err,
             None,

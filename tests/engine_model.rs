@@ -51,6 +51,8 @@ struct MHold {
     deadline: u64,
     /// Lock-delay when the hold ends other than by RELEASE.
     delay: u64,
+    /// The value attached (ACQUIRE ... VALUE, SETVALUE); never empty.
+    value: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +71,8 @@ struct MWaiter {
     seq: u64,
     /// A member of a multi-lock (granted only with all its keys).
     multi: bool,
+    /// The value the hold gets when granted.
+    value: Option<Vec<u8>>,
 }
 
 /// What a model operation found about multi-locks, acted on at its end (as the engine
@@ -242,6 +246,7 @@ impl Model {
         ttl: u64,
         delay: u64,
         now: u64,
+        value: Option<Vec<u8>>,
     ) -> u64 {
         let token = self.next_token(key);
         let k = self.keys.get_mut(key).expect("granting on a live key");
@@ -254,8 +259,28 @@ impl Model {
             ttl,
             deadline: now + ttl,
             delay,
+            value,
         });
         token
+    }
+
+    /// SETVALUE: the holder's value replaced (empty: cleared).
+    fn set_value(&mut self, s: u64, key: &[u8], value: &[u8]) -> Result<(), NotHeld> {
+        let k = self.keys.get_mut(key).ok_or(NotHeld)?;
+        let h = k
+            .holders
+            .iter_mut()
+            .find(|h| h.session == s)
+            .ok_or(NotHeld)?;
+        h.value = (!value.is_empty()).then(|| value.to_vec());
+        Ok(())
+    }
+
+    /// The holders' values, in holder order, as the table's `inspect_values` shows them.
+    fn values(&self, key: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+        self.keys
+            .get(key)
+            .map(|k| k.holders.iter().map(|h| h.value.clone()).collect())
     }
 
     /// Whether the head of `k`'s queue (in grant order at `now`) could be granted now.
@@ -297,7 +322,7 @@ impl Model {
                 k.holders[0].token = token;
                 token
             } else {
-                self.grant(key, w.session, w.mode, w.ttl, w.delay, now)
+                self.grant(key, w.session, w.mode, w.ttl, w.delay, now, w.value)
             };
             events.push(Event::Granted {
                 session: SessionId(w.session),
@@ -403,6 +428,18 @@ impl Model {
     }
 
     fn acquire(&mut self, s: u64, key: &[u8], req: &AcquireRequest, now: u64) -> MAcq {
+        self.acquire_with_value(s, key, req, None, now)
+    }
+
+    fn acquire_with_value(
+        &mut self,
+        s: u64,
+        key: &[u8],
+        req: &AcquireRequest,
+        value: Option<&[u8]>,
+        now: u64,
+    ) -> MAcq {
+        let value = value.filter(|v| !v.is_empty()).map(<[u8]>::to_vec);
         let kind = kind_of(req.mode);
         let ttl = req.ttl_ms;
         let Some(k) = self.keys.get(key) else {
@@ -423,7 +460,7 @@ impl Model {
                 },
             );
             let delay = u64::from(req.policy.lock_delay_ms);
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now));
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now, value));
         };
         if k.kind != kind {
             return MAcq::WrongType(k.kind);
@@ -434,6 +471,9 @@ impl Model {
                 h.count += 1;
                 h.deadline = h.deadline.max(now + ttl);
                 h.ttl = ttl;
+                if value.is_some() {
+                    h.value = value;
+                }
                 return MAcq::Granted(h.token);
             }
             return MAcq::SelfDeadlock;
@@ -463,7 +503,7 @@ impl Model {
             if full {
                 return MAcq::Limit(LimitKind::HoldsPerSession);
             }
-            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now));
+            return MAcq::Granted(self.grant(key, s, req.mode, ttl, delay, now, value));
         }
         if req.wait_ms == Some(0) {
             return MAcq::WouldBlock;
@@ -496,6 +536,7 @@ impl Model {
                 upgrade: false,
                 seq,
                 multi: false,
+                value,
             });
         MAcq::Queued
     }
@@ -569,7 +610,15 @@ impl Model {
             let mut tokens = Vec::new();
             for (key, mode) in items {
                 create(self, key, *mode);
-                tokens.push(self.grant(key, s, *mode, ttl, u64::from(req.lock_delay_ms), now));
+                tokens.push(self.grant(
+                    key,
+                    s,
+                    *mode,
+                    ttl,
+                    u64::from(req.lock_delay_ms),
+                    now,
+                    None,
+                ));
             }
             return MMulti::Granted(tokens);
         }
@@ -602,6 +651,7 @@ impl Model {
                     upgrade: false,
                     seq,
                     multi: true,
+                    value: None,
                 });
         }
         self.groups.insert(
@@ -645,6 +695,13 @@ impl Model {
             self.grant_waiters(key, now, events);
             return Ok(MAcq::Granted(token));
         }
+        let waits_elsewhere = self
+            .keys
+            .values()
+            .any(|m| m.queue.iter().any(|w| w.session == s));
+        if !k.queue.is_empty() && waits_elsewhere {
+            return Ok(MAcq::SelfDeadlock);
+        }
         if k.holders.len() == 1 && k.delayed_until.is_none() {
             let token = self.next_token(key);
             let k = self.keys.get_mut(key).expect("live");
@@ -674,6 +731,7 @@ impl Model {
             upgrade: true,
             seq,
             multi: false,
+            value: None,
         });
         Ok(MAcq::Queued)
     }
@@ -961,7 +1019,7 @@ impl Model {
                         let k = self.keys.get_mut(key).expect("member key");
                         let i = k.queue.iter().position(|w| w.session == s).expect("member");
                         let w = k.queue.remove(i);
-                        let token = self.grant(key, s, w.mode, w.ttl, w.delay, now);
+                        let token = self.grant(key, s, w.mode, w.ttl, w.delay, now, w.value);
                         events.push(Event::Granted {
                             session: SessionId(s),
                             request: RequestId(r),
@@ -1123,6 +1181,8 @@ enum Op {
         wait: Option<u64>,
         priority: u32,
         delay: u32,
+        /// ACQUIRE ... VALUE (an empty one is no value).
+        value: Option<Vec<u8>>,
     },
     /// CONVERT to SHARED (`shared`) or EXCLUSIVE.
     Convert {
@@ -1130,6 +1190,12 @@ enum Op {
         key: usize,
         shared: bool,
         wait: Option<u64>,
+    },
+    /// SETVALUE (an empty value clears it).
+    SetValue {
+        slot: usize,
+        key: usize,
+        value: Vec<u8>,
     },
     Release {
         slot: usize,
@@ -1211,12 +1277,14 @@ fn op() -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let key = 0..KEYS.len();
     prop_oneof![
-        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait(), priority(), delay()).prop_map(
-            |(slot, key, mode, reentrant, ttl, wait, priority, delay)| Op::Acquire { slot, key, mode, reentrant, ttl, wait, priority, delay }
+        12 => (slot.clone(), key.clone(), mode_sel(), any::<bool>(), 1..50u64, wait(), priority(), delay(), value()).prop_map(
+            |(slot, key, mode, reentrant, ttl, wait, priority, delay, value)| Op::Acquire { slot, key, mode, reentrant, ttl, wait, priority, delay, value }
         ),
         3 => (slot.clone(), key.clone(), any::<bool>(), wait()).prop_map(
             |(slot, key, shared, wait)| Op::Convert { slot, key, shared, wait }
         ),
+        2 => (slot.clone(), key.clone(), proptest::collection::vec(b'a'..b'd', 0..3))
+            .prop_map(|(slot, key, value)| Op::SetValue { slot, key, value }),
         4 => (slot.clone(), key.clone()).prop_map(|(slot, key)| Op::Release { slot, key }),
         2 => (slot.clone(), key.clone(), proptest::option::of(1..50u64))
             .prop_map(|(slot, key, ttl)| Op::Renew { slot, key, ttl }),
@@ -1236,6 +1304,13 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..10u64).prop_map(|ms| Op::Advance { ms }),
         1 => (10..60u64).prop_map(|ms| Op::Advance { ms }),
         1 => (1..30u64).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop_oneof![
+        3 => Just(None),
+        2 => proptest::collection::vec(b'a'..b'd', 0..3).prop_map(Some),
     ]
 }
 
@@ -1347,6 +1422,7 @@ impl Harness {
                 wait,
                 priority,
                 delay,
+                ref value,
             } => {
                 let k = KEYS[key];
                 let s = self.sessions[slot];
@@ -1369,8 +1445,16 @@ impl Harness {
                     .get(k)
                     .and_then(|m| m.holders.iter().find(|h| h.session == s))
                     .map(|h| h.token);
-                let got = self.table.acquire(SessionId(s), k, &req, self.now);
-                let want = self.model.acquire(s, k, &req, self.now);
+                let got = self.table.acquire_with_value(
+                    SessionId(s),
+                    k,
+                    &req,
+                    value.as_deref(),
+                    self.now,
+                );
+                let want = self
+                    .model
+                    .acquire_with_value(s, k, &req, value.as_deref(), self.now);
                 match (&got, &want) {
                     (AcquireOutcome::Granted(t), MAcq::Granted(w)) => {
                         prop_assert_eq!(t.0, *w, "token of {:?}", req);
@@ -1474,6 +1558,16 @@ impl Harness {
                 }
                 prop_assert_eq!(&got_ev, &want_ev, "events of CONVERT {:?} by {}", k, s);
                 self.note_grant_events(&got_ev)?;
+            }
+            Op::SetValue {
+                slot,
+                key,
+                ref value,
+            } => {
+                let (s, k) = (self.sessions[slot], KEYS[key]);
+                let got = self.table.set_value(SessionId(s), k, value);
+                let want = self.model.set_value(s, k, value);
+                prop_assert_eq!(got, want, "SETVALUE {:?} by {}", k, s);
             }
             Op::Release { slot, key } => {
                 let (s, k) = (self.sessions[slot], KEYS[key]);
@@ -1710,6 +1804,12 @@ impl Harness {
             let got = self.table.inspect(k, now);
             let want = self.model.inspect(k, now);
             prop_assert_eq!(&got, &want, "INSPECT {:?} at {}", k, now);
+            // Values: one per holder, as set at the grant or later, gone with the hold.
+            let got_values = self
+                .table
+                .inspect_values(k, now)
+                .map(|(_, v)| v.into_iter().map(|v| v.map(|v| v.to_vec())).collect());
+            prop_assert_eq!(&got_values, &self.model.values(k), "values of {:?}", k);
             if let Some(info) = &got {
                 prop_assert!(info.holders.iter().all(|h| h.token.0 <= info.fencing.0));
                 prop_assert!(info.holders.windows(2).all(|w| w[0].token < w[1].token));

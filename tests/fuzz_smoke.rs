@@ -205,6 +205,7 @@ fn entry_seeds() -> Vec<Vec<u8>> {
             session: SessionId(3),
             key: b"orders/42",
             req,
+            value: None,
         },
         Command::Release {
             session: SessionId(3),

@@ -155,6 +155,7 @@ impl Proposer {
                     wait_ms: None,
                     policy: Default::default(),
                 },
+                value: None,
             },
         }
         .to_vec()

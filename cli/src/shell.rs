@@ -325,12 +325,32 @@ impl<O: Write, E: Write> Shell<O, E> {
         if repl && args.len() == 1 && is(first, "CLEAR") {
             return Ok(Outcome::Clear);
         }
+        let watch = is(first, "WATCH");
+        if watch && self.proto != 3 {
+            // Watch messages are RESP3 pushes: switch first, as redis-cli -3 would be.
+            let hello = [b"HELLO".to_vec(), b"3".to_vec()];
+            match self.call(&hello, repl) {
+                Ok(reply @ Frame::Error(_)) => {
+                    self.out
+                        .write_all(&format_reply(&reply, self.settings.output))?;
+                    return Ok(Outcome::Error);
+                }
+                Ok(reply) => self.remember(&hello, &reply),
+                Err(message) => {
+                    self.warn(&message);
+                    return Ok(Outcome::Failed);
+                }
+            }
+        }
         match self.call(args, repl) {
             Ok(reply) => {
                 self.remember(args, &reply);
                 self.out
                     .write_all(&format_reply(&reply, self.settings.output))?;
                 self.out.flush()?;
+                if watch && !matches!(reply, Frame::Error(_)) {
+                    return self.print_pushes();
+                }
                 Ok(match reply {
                     Frame::Error(_) => Outcome::Error,
                     _ => Outcome::Ok,
@@ -339,6 +359,29 @@ impl<O: Write, E: Write> Shell<O, E> {
             Err(message) => {
                 self.warn(&message);
                 Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    /// After WATCH: prints every message as it comes, until the connection ends (or the
+    /// user presses Ctrl-C), as redis-cli does after SUBSCRIBE.
+    fn print_pushes(&mut self) -> io::Result<Outcome> {
+        self.warn("Reading watch messages... (press Ctrl-C to quit)");
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(Outcome::Quit);
+            };
+            match conn.read_frame() {
+                Ok(frame) => {
+                    self.out
+                        .write_all(&format_reply(&frame, self.settings.output))?;
+                    self.out.flush()?;
+                }
+                Err(err) => {
+                    self.conn = None;
+                    self.warn(&format!("Error: {err}"));
+                    return Ok(Outcome::Quit);
+                }
             }
         }
     }
@@ -568,6 +611,29 @@ mod tests {
         assert_eq!(text(&err), "");
         let received = server.join().expect("server");
         assert_eq!(text(&received[0]), "*2\r\n$7\r\nACQUIRE\r\n$1\r\nk\r\n");
+    }
+
+    #[test]
+    fn watch_switches_to_resp3_and_prints_pushes_until_the_end() {
+        let (port, server) = fake_server(vec![vec![
+            b"%1\r\n+proto\r\n:3\r\n",
+            b":1\r\n>5\r\n$5\r\nwatch\r\n$1\r\nk\r\n$5\r\nstate\r\n:0\r\n*0\r\n",
+        ]]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut shell = Shell::new(settings(port), &mut out, &mut err);
+        let code = shell.one_shot(&["WATCH".into(), "k".into()]).expect("io");
+        assert_eq!(code, 0);
+        drop(shell);
+        let printed = text(&out);
+        assert!(printed.starts_with("(integer) 1\n"), "{printed}");
+        assert!(printed.contains("\"state\""), "{printed}");
+        assert!(
+            text(&err).contains("Reading watch messages"),
+            "{}",
+            text(&err)
+        );
+        let received = server.join().expect("server");
+        assert!(text(&received[0]).starts_with("*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"));
     }
 
     #[test]

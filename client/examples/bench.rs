@@ -128,6 +128,7 @@ fn binary_frames() -> (Vec<u8>, Vec<u8>) {
         wait_ms: None,
         priority: 0,
         lock_delay_ms: 0,
+        value: None,
     })
     .encode(1, &mut acq);
     let mut rel = BytesMut::new();
@@ -286,6 +287,7 @@ impl RawBinary {
                 wait_ms: None,
                 priority: 0,
                 lock_delay_ms: 0,
+                value: None,
             }))
             .await?;
         anyhow::ensure!(matches!(r, Response::Granted { .. }), "{r:?}");

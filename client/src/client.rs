@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{debug, info, warn};
 use turnstile_proto::{
-    Acquire, ErrorCode, ErrorDetail, ErrorReply, HelloOk, KeyState, Mode, Push, Request, Response,
-    ServerMessage, MAX_STR,
+    Acquire, ErrorCode, ErrorDetail, ErrorReply, HelloOk, HolderValue, KeyState, Mode, Push,
+    Request, Response, ServerMessage, MAX_STR,
 };
 use turnstile_proto::{ExplainTarget, Explanation, WaitGraph};
 
@@ -217,6 +217,7 @@ impl Builder {
             gens: std::sync::atomic::AtomicU64::new(0),
             leader_hint: Mutex::new(None),
             last_addr: Mutex::new(None),
+            watches: Mutex::new(HashMap::new()),
         });
         let opened = inner
             .open_any(Instant::now() + inner.cfg.leader_wait)
@@ -251,7 +252,7 @@ pub(crate) enum Acquired {
 
 /// What an ACQUIRE asks for, kept to send it again when its outcome was lost before it
 /// was answered at all.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct AcquireSpec {
     pub(crate) mode: Mode,
     pub(crate) reentrant: bool,
@@ -259,6 +260,7 @@ pub(crate) struct AcquireSpec {
     pub(crate) wait_ms: Option<u32>,
     pub(crate) priority: u32,
     pub(crate) lock_delay_ms: u32,
+    pub(crate) value: Option<Bytes>,
 }
 
 impl AcquireSpec {
@@ -271,6 +273,7 @@ impl AcquireSpec {
             wait_ms,
             priority: self.priority,
             lock_delay_ms: self.lock_delay_ms,
+            value: self.value.as_deref(),
         })
         .encode(id, out)
     }
@@ -358,6 +361,8 @@ pub(crate) struct Inner {
     /// The address of the last connection: tried last at the next reconnect (it is the
     /// one that failed, if it is not just a connection that broke).
     last_addr: Mutex<Option<String>>,
+    /// Live watches by the request id of their WATCH (sent again on every new connection).
+    pub(crate) watches: Mutex<HashMap<u32, crate::watch::WatchEntry>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -367,7 +372,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn next_id(&self) -> u32 {
+    pub(crate) fn next_id(&self) -> u32 {
         loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 {
@@ -559,7 +564,11 @@ impl Inner {
     }
 
     async fn call_once(&self, req: &Request<'_>) -> Result<Response> {
-        let id = self.next_id();
+        self.call_id(self.next_id(), req).await
+    }
+
+    /// Sends a request with id `id` and waits for its reply (see [`Self::call`]).
+    pub(crate) async fn call_id(&self, id: u32, req: &Request<'_>) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         loop {
@@ -622,7 +631,7 @@ impl Inner {
                     Pending::Acquire(AcquireWait {
                         tx: tx.take(),
                         key: key.clone(),
-                        spec,
+                        spec: spec.clone(),
                         sent,
                         gen: link.gen,
                         queued: false,
@@ -721,6 +730,7 @@ impl Inner {
                         .events
                         .send(SessionEvent::LeaseLost { key, token, reason });
                 }
+                Push::Watch { key, event } => crate::watch::deliver(self, &key, event),
                 Push::Waiting {
                     session,
                     mode,
@@ -1040,7 +1050,7 @@ impl Inner {
                 };
                 let waited = u32::try_from(w.sent.elapsed().as_millis()).unwrap_or(u32::MAX);
                 let wait_ms = w.spec.wait_ms.map(|ms| ms.saturating_sub(waited));
-                let (spec, key) = (w.spec, w.key.clone());
+                let (spec, key) = (w.spec.clone(), w.key.clone());
                 w.gen = gen;
                 drop(pending);
                 debug!(id, ?key, "sending an unanswered ACQUIRE again");
@@ -1227,6 +1237,9 @@ async fn supervise(weak: Weak<Inner>, mut link: Arc<Link>) {
                         inner.flush_deferred();
                         tokio::spawn(inner.clone().resync(link.gen));
                     }
+                    // Watches belong to a connection: start them again on this one (each
+                    // sends the key's state first).
+                    crate::watch::rewatch(&inner, &link);
                     info!(resumed, session, %addr, "reconnected");
                     break link;
                 }
@@ -1375,6 +1388,47 @@ impl Client {
             Response::Inspect(state) => Ok(state),
             _ => Err(unexpected()),
         }
+    }
+
+    /// A key's state with the value of each holder ([`KeyState::values`]); None when the
+    /// key has no holders or waiters.
+    pub async fn inspect_values(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
+        let key = key.as_ref();
+        check_key(key)?;
+        match self.inner.call(Request::InspectValues { key }).await? {
+            Response::Inspect(state) => Ok(state),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The values the holders of `key` attached to their holds, one per holder in grant
+    /// order (an empty value: none); empty when nothing holds the key.
+    pub async fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Vec<HolderValue>> {
+        let key = key.as_ref();
+        check_key(key)?;
+        match self.inner.call(Request::GetValue { key }).await? {
+            Response::Value(holders) => Ok(holders),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Replaces the value attached to this session's hold on `key` (empty: clears it).
+    /// [`Error::NotHeld`] if the session holds nothing there.
+    pub async fn set_value(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_key(key)?;
+        check_key(value)?;
+        match self.inner.call(Request::SetValue { key, value }).await? {
+            Response::Ok => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Streams the changes of `key`'s holders (see [`crate::Watch`]): its state first,
+    /// then every grant, release, expiry and value change. The watch follows the client
+    /// across reconnects (it sends the state again after each); dropping it ends it.
+    pub async fn watch(&self, key: impl AsRef<[u8]>) -> Result<crate::Watch> {
+        crate::watch::start(&self.inner, Bytes::copy_from_slice(key.as_ref())).await
     }
 
     /// Keys with holders or waiters matching a Redis glob pattern (`*` for all).

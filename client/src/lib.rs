@@ -20,6 +20,10 @@
 //!   `ERR UNCERTAIN` for a request whose outcome became unknown) it resumes its session
 //!   on the new leader, where the session's holds (same tokens) and queued requests
 //!   are: guards stay valid and their watchdog renews there.
+//! - Values and watches: a hold may carry a value ([`LockBuilder::value`],
+//!   [`LockGuard::set_value`]) that anyone reads ([`Client::get_value`]);
+//!   [`Client::watch`] streams a key's grants, releases, expiries and value changes; and
+//!   [`Election`] builds leader election on both (campaign, observe, resign).
 //! - [`Client::events`] streams the session's events: lease lost, someone waiting for a
 //!   key you hold, reconnects.
 //! - TLS: [`Builder::tls`] with a [`TlsConfig`] (the CA, optionally a client certificate)
@@ -55,13 +59,16 @@
 
 mod client;
 mod conn;
+mod election;
 mod error;
 mod events;
 mod lock;
 mod multi;
 mod tls;
+mod watch;
 
 pub use client::{Builder, Client, ToAddrs};
+pub use election::{Election, Leader, Leadership, Observer};
 pub use error::{Error, Result};
 pub use events::{Events, SessionEvent};
 pub use lock::{GuardStatus, LockBuilder, LockGuard, Lost};
@@ -71,4 +78,5 @@ pub use tls::TlsConfig;
 pub use tokio_rustls::rustls;
 pub use turnstile_proto as proto;
 pub use turnstile_proto::{Blocker, ExplainTarget, Explanation, WaitEdge, WaitGraph};
-pub use turnstile_proto::{KeyState, LostReason, ModeKind};
+pub use turnstile_proto::{HolderValue, KeyState, LostReason, ModeKind};
+pub use watch::{EndCause, Watch, WatchEvent, WatchedHold};

@@ -68,6 +68,7 @@ pub struct LockBuilder {
     watchdog: bool,
     priority: u32,
     lock_delay: Option<Duration>,
+    value: Option<Bytes>,
 }
 
 fn ms_u32(d: Duration) -> u32 {
@@ -86,6 +87,7 @@ impl LockBuilder {
             watchdog: true,
             priority: 0,
             lock_delay: None,
+            value: None,
         }
     }
 
@@ -102,6 +104,14 @@ impl LockBuilder {
     /// the server's `--lock-delay-ms`).
     pub fn lock_delay(mut self, delay: Duration) -> Self {
         self.lock_delay = Some(delay);
+        self
+    }
+
+    /// A value to attach to the hold (e.g. the holder's address): anyone can read it
+    /// ([`Client::get_value`], [`Client::watch`]); at most the server's
+    /// `--max-value-bytes` (1024 by default).
+    pub fn value(mut self, value: impl AsRef<[u8]>) -> Self {
+        self.value = Some(Bytes::copy_from_slice(value.as_ref()));
         self
     }
 
@@ -189,7 +199,11 @@ impl LockBuilder {
             wait_ms,
             priority: self.priority,
             lock_delay_ms: self.lock_delay.map_or(0, ms_u32),
+            value: self.value.clone(),
         };
+        if let Some(v) = &self.value {
+            check_key(v)?;
+        }
         let call = self.client.inner.acquire(self.key.clone(), spec).await?;
         call.outcome().await
     }
@@ -381,6 +395,16 @@ impl LockGuard {
             self.inner.keeper.lost(self.id, Lost::NotHeld);
         }
         res
+    }
+
+    /// Replaces the value attached to this hold (empty: clears it); watchers of the key
+    /// see the change.
+    pub async fn set_value(&self, value: impl AsRef<[u8]>) -> Result<()> {
+        Client {
+            inner: self.inner.clone(),
+        }
+        .set_value(&self.key, value)
+        .await
     }
 
     /// Releases the hold (one level of a reentrant one) and waits for the server's

@@ -28,6 +28,7 @@
 //!     wait_ms: None,
 //!     priority: 0,
 //!     lock_delay_ms: 0,
+//!     value: None,
 //! });
 //! req.encode(7, &mut out);
 //! let header = Header::check(&out, 65536).unwrap();
@@ -48,8 +49,9 @@ pub use error::{ErrorCode, ErrorDetail, ErrorReply, LimitKind};
 pub use explain::{Blocker, ExplainTarget, Explanation, WaitEdge, WaitGraph};
 pub use frame::{DecodeError, Header, HEADER_LEN, HELLO_MAX_PAYLOAD, MAX_PAYLOAD};
 pub use message::{
-    op, Acquire, Convert, Hello, HelloOk, Holder, KeyState, Kind, LostReason, Mode, ModeKind,
-    MultiAcquire, Push, Request, Response, ServerMessage, Waiter, MAX_STR,
+    op, Acquire, Convert, EndCause, Hello, HelloOk, Holder, HolderValue, KeyState, Kind,
+    LostReason, Mode, ModeKind, MultiAcquire, Push, Request, Response, ServerMessage, Waiter,
+    WatchEvent, WatchedHold, MAX_STR,
 };
 
 /// The first bytes a binary client sends. 0xF5 never occurs in UTF-8 text and is not `*`,

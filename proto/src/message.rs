@@ -15,8 +15,8 @@ use crate::SECRET_LEN;
 /// The longest `str16`: keys, names, patterns, messages.
 pub const MAX_STR: usize = u16::MAX as usize;
 
-/// Opcodes: requests 0x01..=0x0D, 0x12 and 0x13; responses 0x80..=0x8C, 0x8E, 0x8F and
-/// 0x91; pushes 0xA0..=0xA4 (protocol.md §4 and §8 onwards).
+/// Opcodes: requests 0x01..=0x13; responses 0x80..=0x8F and 0x91; pushes 0xA0..=0xA4
+/// and 0xA6 (protocol.md §4 and §8 onwards).
 pub mod op {
     /// Request: the handshake; the first frame of a connection.
     pub const HELLO: u8 = 0x01;
@@ -48,6 +48,14 @@ pub mod op {
     pub const WAITGRAPH: u8 = 0x13;
     /// Request: convert a hold in place (SHARED <-> EXCLUSIVE).
     pub const CONVERT: u8 = 0x0D;
+    /// Request: replace the value of the session's hold on a key.
+    pub const SETVALUE: u8 = 0x0E;
+    /// Request: the values of a key's holders.
+    pub const GETVALUE: u8 = 0x0F;
+    /// Request: stream the changes of a key's holders (PUSH_WATCH).
+    pub const WATCH: u8 = 0x10;
+    /// Request: stop a WATCH.
+    pub const UNWATCH: u8 = 0x11;
 
     /// Response: an error.
     pub const ERROR: u8 = 0x80;
@@ -82,6 +90,8 @@ pub mod op {
     pub const EXPLAIN_RESULT: u8 = 0x8E;
     /// Response to WAITGRAPH.
     pub const GRAPH_RESULT: u8 = 0x8F;
+    /// Response to GETVALUE.
+    pub const VALUE_RESULT: u8 = 0x8D;
 
     /// Push: a queued ACQUIRE was granted (id: the ACQUIRE's).
     pub const PUSH_GRANTED: u8 = 0xA0;
@@ -93,6 +103,8 @@ pub mod op {
     pub const PUSH_LEASE_LOST: u8 = 0xA3;
     /// Push: someone queued behind a hold of this session (id 0).
     pub const PUSH_WAITING: u8 = 0xA4;
+    /// Push: a watched key changed, or its state when the watch started (id: the WATCH's).
+    pub const PUSH_WATCH: u8 = 0xA6;
 
     /// The name of an opcode, for messages.
     pub fn name(op: u8) -> &'static str {
@@ -116,6 +128,12 @@ pub mod op {
             EXPLAIN_RESULT => "EXPLAIN_RESULT",
             GRAPH_RESULT => "GRAPH_RESULT",
             CONVERT => "CONVERT",
+            SETVALUE => "SETVALUE",
+            GETVALUE => "GETVALUE",
+            WATCH => "WATCH",
+            UNWATCH => "UNWATCH",
+            VALUE_RESULT => "VALUE_RESULT",
+            PUSH_WATCH => "PUSH_WATCH",
             ERROR => "ERROR",
             HELLO_OK => "HELLO_OK",
             OK => "OK",
@@ -278,7 +296,7 @@ pub struct Hello<'a> {
 /// u8 flags (bit0 REENTRANT, bit1 WAIT, bit2 PRIORITY, bit3 LOCKDELAY)
 /// u32 limit | u32 permits (both 0 unless semaphore) | u32 ttl_ms (0: server default)
 /// u32 wait_ms (0 unless WAIT) | str16 key
-/// [u32 priority (if PRIORITY)] [u32 lock_delay_ms (if LOCKDELAY)]
+/// [u32 priority (if PRIORITY)] [u32 lock_delay_ms (if LOCKDELAY)] [str16 value (if VALUE)]
 /// ```
 ///
 /// The trailing fields come in flag-bit order. Encoding sets PRIORITY and LOCKDELAY
@@ -299,6 +317,8 @@ pub struct Acquire<'a> {
     pub priority: u32,
     /// Lock-delay in ms if the hold ends other than by RELEASE (0: the server's).
     pub lock_delay_ms: u32,
+    /// A value to attach to the hold (flag 0x10; None or empty: none).
+    pub value: Option<&'a [u8]>,
 }
 
 /// CONVERT.
@@ -392,6 +412,36 @@ pub enum Request<'a> {
         /// The key.
         key: &'a [u8],
     },
+    /// INSPECT with values: `str16 key | u8 flags (bit0 WITHVALUES)`; the result carries
+    /// each holder's value (KeyState::values). A plain INSPECT has no flags byte.
+    InspectValues {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// SETVALUE: `str16 key | str16 value` (empty: clear). OK, or ERROR NOTHELD / LIMIT.
+    SetValue {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// GETVALUE: `str16 key`. VALUE_RESULT.
+    GetValue {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// WATCH: `str16 key`. OK, then PUSH_WATCH frames with this request's id: the
+    /// key's state first, then every change of its holders, until UNWATCH or the end of
+    /// the connection.
+    Watch {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// UNWATCH: `str16 key`. OK (also when the key was not watched).
+    Unwatch {
+        /// The key.
+        key: &'a [u8],
+    },
     /// LOCKS: `u32 count (0: no limit) | u8 flags (bit0 MATCH) | str16 pattern`
     /// (the pattern is empty without MATCH).
     Locks {
@@ -455,6 +505,11 @@ impl<'a> Request<'a> {
             Request::Explain { .. } => op::EXPLAIN,
             Request::WaitGraph { .. } => op::WAITGRAPH,
             Request::Convert(_) => op::CONVERT,
+            Request::InspectValues { .. } => op::INSPECT,
+            Request::SetValue { .. } => op::SETVALUE,
+            Request::GetValue { .. } => op::GETVALUE,
+            Request::Watch { .. } => op::WATCH,
+            Request::Unwatch { .. } => op::UNWATCH,
         }
     }
 
@@ -485,12 +540,14 @@ impl<'a> Request<'a> {
                     Mode::Shared => (1, 0, 0),
                     Mode::Semaphore { limit, permits } => (2, limit, permits),
                 };
+                let value = a.value.filter(|v| !v.is_empty());
                 out.put_u8(mode);
                 out.put_u8(
                     u8::from(a.reentrant)
                         | (u8::from(a.wait_ms.is_some()) << 1)
                         | (u8::from(a.priority != 0) << 2)
-                        | (u8::from(a.lock_delay_ms != 0) << 3),
+                        | (u8::from(a.lock_delay_ms != 0) << 3)
+                        | (u8::from(value.is_some()) << 4),
                 );
                 out.put_u32(limit);
                 out.put_u32(permits);
@@ -503,6 +560,20 @@ impl<'a> Request<'a> {
                 if a.lock_delay_ms != 0 {
                     out.put_u32(a.lock_delay_ms);
                 }
+                if let Some(v) = value {
+                    put_str16(out, v);
+                }
+            }
+            Request::InspectValues { key } => {
+                put_str16(out, key);
+                out.put_u8(1);
+            }
+            Request::SetValue { key, value } => {
+                put_str16(out, key);
+                put_str16(out, value);
+            }
+            Request::GetValue { key } | Request::Watch { key } | Request::Unwatch { key } => {
+                put_str16(out, key)
             }
             Request::Convert(c) => {
                 out.put_u8(match c.to {
@@ -592,7 +663,7 @@ impl<'a> Request<'a> {
             op::ACQUIRE => {
                 let mode = rd.u8()?;
                 let flags = rd.u8()?;
-                if flags & !0b1111 != 0 {
+                if flags & !0b1_1111 != 0 {
                     return Err("unknown ACQUIRE flags");
                 }
                 let limit = rd.u32()?;
@@ -612,6 +683,11 @@ impl<'a> Request<'a> {
                     (ModeKind::Semaphore, limit, permits) => Mode::Semaphore { limit, permits },
                     _ => return Err("limit and permits must be 0 unless semaphore"),
                 };
+                let value = if flags & 0x10 != 0 {
+                    Some(rd.str16()?)
+                } else {
+                    None
+                };
                 let wait_ms = if flags & 2 != 0 {
                     Some(wait)
                 } else if wait != 0 {
@@ -627,6 +703,7 @@ impl<'a> Request<'a> {
                     wait_ms,
                     priority,
                     lock_delay_ms,
+                    value,
                 })
             }
             op::CONVERT => {
@@ -662,7 +739,25 @@ impl<'a> Request<'a> {
                 }
             }
             op::CANCEL => Request::Cancel { target: rd.u32()? },
-            op::INSPECT => Request::Inspect { key: rd.str16()? },
+            op::INSPECT => {
+                let key = rd.str16()?;
+                if rd.remaining() == 0 {
+                    Request::Inspect { key }
+                } else {
+                    match rd.u8()? {
+                        0 => Request::Inspect { key },
+                        1 => Request::InspectValues { key },
+                        _ => return Err("unknown INSPECT flags"),
+                    }
+                }
+            }
+            op::SETVALUE => Request::SetValue {
+                key: rd.str16()?,
+                value: rd.str16()?,
+            },
+            op::GETVALUE => Request::GetValue { key: rd.str16()? },
+            op::WATCH => Request::Watch { key: rd.str16()? },
+            op::UNWATCH => Request::Unwatch { key: rd.str16()? },
             op::LOCKS => {
                 let count = rd.u32()?;
                 let flags = rd.u8()?;
@@ -829,6 +924,10 @@ pub struct KeyState {
     pub waiters: Vec<Waiter>,
     /// Whether waiters were left out to keep the frame under [`MAX_PAYLOAD`].
     pub waiters_truncated: bool,
+    /// INSPECT with WITHVALUES: each listed holder's value, in holder order (empty:
+    /// none). Encoded after the waiters with flag bit3 VALUES: `n x str16 value`, one
+    /// per holder listed. None for a plain INSPECT.
+    pub values: Option<Vec<Bytes>>,
 }
 
 impl KeyState {
@@ -897,6 +996,33 @@ pub enum Response {
     Explain(Explanation),
     /// GRAPH_RESULT (see [`WaitGraph`]).
     WaitGraph(WaitGraph),
+    /// VALUE_RESULT (to GETVALUE): `u32 n | n x (u64 session | u64 token | str16 value)`,
+    /// one per holder in grant order (empty value: none); n = 0 when nothing holds the key.
+    Value(Vec<HolderValue>),
+}
+
+/// One holder's value (VALUE_RESULT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderValue {
+    /// The holder's session.
+    pub session: u64,
+    /// Its token.
+    pub token: u64,
+    /// Its value (empty: none).
+    pub value: Bytes,
+}
+
+/// How many of `holders` fit in an INSPECT_RESULT together with their values.
+fn values_fit(holders: &[Holder], values: &[Bytes]) -> usize {
+    let mut room = (MAX_PAYLOAD - 32) / 2;
+    for (i, v) in values.iter().enumerate().take(holders.len()) {
+        let need = HOLDER_LEN + 2 + v.len().min(MAX_STR);
+        if need > room {
+            return i;
+        }
+        room -= need;
+    }
+    holders.len()
 }
 
 impl Response {
@@ -919,6 +1045,7 @@ impl Response {
             Response::Released { .. } => op::RELEASED,
             Response::Explain(_) => op::EXPLAIN_RESULT,
             Response::WaitGraph(_) => op::GRAPH_RESULT,
+            Response::Value(_) => op::VALUE_RESULT,
         }
     }
 
@@ -950,9 +1077,15 @@ impl Response {
                 let (max_h, max_w) = KeyState::max_entries();
                 let nh = s.holders.len().min(max_h);
                 let nw = s.waiters.len().min(max_w);
+                // With values, holders and values share the holders' half of the room.
+                let nh = match &s.values {
+                    Some(v) => nh.min(v.len()).min(values_fit(&s.holders[..nh], v)),
+                    None => nh,
+                };
                 let flags = 1
                     | (u8::from(s.holders_truncated || nh < s.holders.len()) << 1)
-                    | (u8::from(s.waiters_truncated || nw < s.waiters.len()) << 2);
+                    | (u8::from(s.waiters_truncated || nw < s.waiters.len()) << 2)
+                    | (u8::from(s.values.is_some()) << 3);
                 out.put_u8(flags);
                 s.kind.encode(out);
                 out.put_u64(s.fencing);
@@ -972,6 +1105,29 @@ impl Response {
                     out.put_u8(w.mode as u8);
                     out.put_u32(w.permits);
                     out.put_u64(w.waited_ms);
+                }
+                if let Some(values) = &s.values {
+                    for v in &values[..nh] {
+                        put_str16(out, v);
+                    }
+                }
+            }
+            Response::Value(holders) => {
+                let mut room = MAX_PAYLOAD - 4;
+                let mut n = 0;
+                for h in holders {
+                    let need = 18 + h.value.len().min(MAX_STR);
+                    if need > room {
+                        break;
+                    }
+                    room -= need;
+                    n += 1;
+                }
+                out.put_u32(n as u32);
+                for h in &holders[..n] {
+                    out.put_u64(h.session);
+                    out.put_u64(h.token);
+                    put_str16(out, &h.value);
                 }
             }
             Response::Locks { keys, truncated } => {
@@ -1047,7 +1203,7 @@ impl Response {
             },
             op::INSPECT_RESULT => {
                 let flags = rd.u8()?;
-                if flags & !0b111 != 0 {
+                if flags & !0b1111 != 0 {
                     return Err("unknown INSPECT_RESULT flags");
                 }
                 if flags & 1 == 0 {
@@ -1080,6 +1236,15 @@ impl Response {
                             waited_ms: rd.u64()?,
                         });
                     }
+                    let values = if flags & 8 != 0 {
+                        let mut v = Vec::with_capacity(holders.len());
+                        for _ in 0..holders.len() {
+                            v.push(Bytes::copy_from_slice(rd.str16()?));
+                        }
+                        Some(v)
+                    } else {
+                        None
+                    };
                     Response::Inspect(Some(KeyState {
                         kind,
                         fencing,
@@ -1087,6 +1252,7 @@ impl Response {
                         holders_truncated: flags & 2 != 0,
                         waiters,
                         waiters_truncated: flags & 4 != 0,
+                        values,
                     }))
                 }
             }
@@ -1117,6 +1283,18 @@ impl Response {
             op::RELEASED => Response::Released { count: rd.u32()? },
             op::EXPLAIN_RESULT => Response::Explain(Explanation::decode(&mut rd)?),
             op::GRAPH_RESULT => Response::WaitGraph(WaitGraph::decode(&mut rd)?),
+            op::VALUE_RESULT => {
+                let n = rd.count(18)?;
+                let mut holders = Vec::with_capacity(n);
+                for _ in 0..n {
+                    holders.push(HolderValue {
+                        session: rd.u64()?,
+                        token: rd.u64()?,
+                        value: Bytes::copy_from_slice(rd.str16()?),
+                    });
+                }
+                Response::Value(holders)
+            }
             _ => return Err("unknown response opcode"),
         };
         rd.end()?;
@@ -1159,6 +1337,14 @@ pub enum Push {
         /// The key.
         key: Bytes,
     },
+    /// PUSH_WATCH (id: the WATCH's): a watched key's state or a change of its holders
+    /// (see [`WatchEvent`]).
+    Watch {
+        /// The key.
+        key: Bytes,
+        /// What happened.
+        event: WatchEvent,
+    },
     /// PUSH_WAITING (id 0): `u64 session | u8 mode | u32 permits | str16 key`: that
     /// session queued for a key this session holds.
     Waiting {
@@ -1182,6 +1368,7 @@ impl Push {
             Push::Cancelled => op::PUSH_CANCELLED,
             Push::LeaseLost { .. } => op::PUSH_LEASE_LOST,
             Push::Waiting { .. } => op::PUSH_WAITING,
+            Push::Watch { .. } => op::PUSH_WATCH,
         }
     }
 
@@ -1208,6 +1395,7 @@ impl Push {
                 out.put_u32(*permits);
                 put_str16(out, key);
             }
+            Push::Watch { key, event } => event.encode(key, out),
         }
         finish(out, start);
     }
@@ -1233,10 +1421,158 @@ impl Push {
                 permits: rd.u32()?,
                 key: Bytes::copy_from_slice(rd.str16()?),
             },
+            op::PUSH_WATCH => {
+                let (key, event) = WatchEvent::decode(&mut rd)?;
+                Push::Watch { key, event }
+            }
             _ => return Err("unknown push opcode"),
         };
         rd.end()?;
         Ok(push)
+    }
+}
+
+/// One holder in a PUSH_WATCH: `u64 session | u8 mode | u64 token | str16 value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedHold {
+    /// The holder's session.
+    pub session: u64,
+    /// Its mode.
+    pub mode: ModeKind,
+    /// Its token.
+    pub token: u64,
+    /// Its value (empty: none; always empty for RELEASED and EXPIRED).
+    pub value: Bytes,
+}
+
+/// Why a watched hold ended other than by a release (PUSH_WATCH EXPIRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EndCause {
+    /// The lease ran out.
+    Lease = 1,
+    /// The holder's session ended.
+    Session = 2,
+    /// An administrator dropped it.
+    Forced = 3,
+}
+
+/// What a PUSH_WATCH says. Layout: `u8 event | str16 key | body`:
+///
+/// ```text
+/// 0 STATE     u64 fencing | u32 n | n x holder     (the key's holders when the watch started)
+/// 1 GRANTED   holder
+/// 2 RELEASED  holder
+/// 3 EXPIRED   holder | u8 cause (1 lease, 2 session ended, 3 forced release)
+/// 4 VALUE     holder                               (the holder set or cleared its value)
+/// holder:     u64 session | u8 mode | u64 token | str16 value
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The key's state: the last token issued (0: the key does not exist) and its holders.
+    State {
+        /// The last fencing token issued for the key.
+        fencing: u64,
+        /// Holders in grant order.
+        holders: Vec<WatchedHold>,
+    },
+    /// A hold was granted.
+    Granted(WatchedHold),
+    /// A hold was released.
+    Released(WatchedHold),
+    /// A hold ended without a release.
+    Expired(WatchedHold, EndCause),
+    /// A holder set or cleared its value.
+    Value(WatchedHold),
+}
+
+impl WatchedHold {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u64(self.session);
+        out.put_u8(self.mode as u8);
+        out.put_u64(self.token);
+        put_str16(out, &self.value);
+    }
+
+    fn decode(rd: &mut Rd<'_>) -> Result<WatchedHold, Bad> {
+        Ok(WatchedHold {
+            session: rd.u64()?,
+            mode: ModeKind::decode(rd.u8()?)?,
+            token: rd.u64()?,
+            value: Bytes::copy_from_slice(rd.str16()?),
+        })
+    }
+}
+
+impl WatchEvent {
+    fn encode(&self, key: &[u8], out: &mut BytesMut) {
+        let tag = match self {
+            WatchEvent::State { .. } => 0,
+            WatchEvent::Granted(_) => 1,
+            WatchEvent::Released(_) => 2,
+            WatchEvent::Expired(..) => 3,
+            WatchEvent::Value(_) => 4,
+        };
+        out.put_u8(tag);
+        put_str16(out, key);
+        match self {
+            WatchEvent::State { fencing, holders } => {
+                out.put_u64(*fencing);
+                // Keep the frame under the cap: list holders while they fit.
+                let mut room = MAX_PAYLOAD - 16 - key.len().min(MAX_STR);
+                let mut n = 0;
+                for h in holders {
+                    let need = 19 + h.value.len().min(MAX_STR);
+                    if need > room {
+                        break;
+                    }
+                    room -= need;
+                    n += 1;
+                }
+                out.put_u32(n as u32);
+                for h in &holders[..n] {
+                    h.encode(out);
+                }
+            }
+            WatchEvent::Granted(h) | WatchEvent::Released(h) | WatchEvent::Value(h) => {
+                h.encode(out)
+            }
+            WatchEvent::Expired(h, cause) => {
+                h.encode(out);
+                out.put_u8(*cause as u8);
+            }
+        }
+    }
+
+    fn decode(rd: &mut Rd<'_>) -> Result<(Bytes, WatchEvent), Bad> {
+        let tag = rd.u8()?;
+        let key = Bytes::copy_from_slice(rd.str16()?);
+        let event = match tag {
+            0 => {
+                let fencing = rd.u64()?;
+                let n = rd.count(19)?;
+                let mut holders = Vec::with_capacity(n);
+                for _ in 0..n {
+                    holders.push(WatchedHold::decode(rd)?);
+                }
+                WatchEvent::State { fencing, holders }
+            }
+            1 => WatchEvent::Granted(WatchedHold::decode(rd)?),
+            2 => WatchEvent::Released(WatchedHold::decode(rd)?),
+            3 => {
+                let h = WatchedHold::decode(rd)?;
+                let cause = match rd.u8()? {
+                    1 => EndCause::Lease,
+                    2 => EndCause::Session,
+                    3 => EndCause::Forced,
+                    _ => return Err("unknown watch end cause"),
+                };
+                WatchEvent::Expired(h, cause)
+            }
+            4 => WatchEvent::Value(WatchedHold::decode(rd)?),
+            _ => return Err("unknown watch event"),
+        };
+        Ok((key, event))
     }
 }
 
@@ -1285,6 +1621,7 @@ mod tests {
                 wait_ms: None,
                 priority: 0,
                 lock_delay_ms: 0,
+                value: None,
             })
             .encode(1, o)
         });
@@ -1326,6 +1663,7 @@ mod tests {
             wait_ms: Some(0),
             priority: 0,
             lock_delay_ms: 0,
+            value: None,
         })
         .encode(9, &mut out);
         let h = Header::check(&out, 1024).unwrap();
@@ -1354,6 +1692,105 @@ mod tests {
         let mut bad = payload;
         bad.push(0);
         assert!(Request::decode(&h, &bad).is_err());
+    }
+
+    fn round_trip_request(req: Request<'_>) {
+        let mut out = BytesMut::new();
+        req.encode(5, &mut out);
+        let h = Header::check(&out, 1 << 20).unwrap();
+        assert_eq!(Request::decode(&h, &out[HEADER_LEN..]).unwrap(), req);
+    }
+
+    fn round_trip_server(msg: ServerMessage) {
+        let mut out = BytesMut::new();
+        match &msg {
+            ServerMessage::Response(r) => r.encode(5, &mut out),
+            ServerMessage::Push(p) => p.encode(5, &mut out),
+        }
+        let h = Header::check(&out, 1 << 24).unwrap();
+        assert_eq!(ServerMessage::decode(&h, &out[HEADER_LEN..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn values_and_watches_round_trip() {
+        let acquire = |value| {
+            Request::Acquire(Acquire {
+                key: b"k",
+                mode: Mode::Exclusive,
+                reentrant: false,
+                ttl_ms: 10,
+                wait_ms: Some(3),
+                priority: 7,
+                lock_delay_ms: 50,
+                value,
+            })
+        };
+        round_trip_request(acquire(Some(b"10.0.0.1:7000")));
+        round_trip_request(acquire(None));
+        // An empty value is no value: the flag stays clear, nothing is appended.
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        acquire(Some(b"")).encode(1, &mut a);
+        acquire(None).encode(1, &mut b);
+        assert_eq!(a, b);
+        round_trip_request(Request::SetValue {
+            key: b"k",
+            value: b"v",
+        });
+        round_trip_request(Request::GetValue { key: b"k" });
+        round_trip_request(Request::Watch { key: b"k" });
+        round_trip_request(Request::Unwatch { key: b"k" });
+        round_trip_request(Request::InspectValues { key: b"k" });
+        round_trip_request(Request::Inspect { key: b"k" });
+        // A plain INSPECT has no flags byte (what version-1 clients send).
+        let mut out = BytesMut::new();
+        Request::Inspect { key: b"k" }.encode(1, &mut out);
+        assert_eq!(out.len(), HEADER_LEN + 3);
+        round_trip_server(ServerMessage::Response(Response::Value(vec![
+            HolderValue {
+                session: 3,
+                token: 9,
+                value: Bytes::from_static(b"v"),
+            },
+        ])));
+        round_trip_server(ServerMessage::Response(Response::Value(vec![])));
+        let holder = Holder {
+            session: 1,
+            mode: ModeKind::Shared,
+            token: 2,
+            permits: 1,
+            count: 1,
+            ttl_ms: 5,
+        };
+        round_trip_server(ServerMessage::Response(Response::Inspect(Some(KeyState {
+            kind: Kind::Lock,
+            fencing: 2,
+            holders: vec![holder.clone(), holder],
+            holders_truncated: false,
+            waiters: vec![],
+            waiters_truncated: false,
+            values: Some(vec![Bytes::from_static(b"a"), Bytes::new()]),
+        }))));
+        let hold = WatchedHold {
+            session: 4,
+            mode: ModeKind::Exclusive,
+            token: 44,
+            value: Bytes::from_static(b"addr"),
+        };
+        for event in [
+            WatchEvent::State {
+                fencing: 44,
+                holders: vec![hold.clone()],
+            },
+            WatchEvent::Granted(hold.clone()),
+            WatchEvent::Released(hold.clone()),
+            WatchEvent::Expired(hold.clone(), EndCause::Session),
+            WatchEvent::Value(hold),
+        ] {
+            round_trip_server(ServerMessage::Push(Push::Watch {
+                key: Bytes::from_static(b"leader"),
+                event,
+            }));
+        }
     }
 
     #[test]

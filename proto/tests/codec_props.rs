@@ -78,6 +78,7 @@ impl OwnedRequest {
                 wait_ms: *wait_ms,
                 priority: *priority,
                 lock_delay_ms: *lock_delay_ms,
+                value: None,
             }),
             OwnedRequest::Convert(k, shared, wait_ms) => Request::Convert(Convert {
                 key: k,
@@ -319,6 +320,7 @@ fn key_state() -> impl Strategy<Value = KeyState> {
                 holders_truncated,
                 waiters,
                 waiters_truncated,
+                values: None,
             },
         )
 }

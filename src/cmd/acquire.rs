@@ -2,13 +2,16 @@
 //!
 //! # Format
 //! `ACQUIRE key [EXCLUSIVE | SHARED | SEMAPHORE limit [PERMITS n]] [REENTRANT] [TTL ms] [WAIT ms]
-//! [PRIORITY n] [LOCKDELAY ms]`
+//! [PRIORITY n] [LOCKDELAY ms] [VALUE v]`
 //!
 //! PRIORITY (0 to 1000, default 0): a queued request of higher effective priority
 //! (`priority + waited_ms / --priority-aging-ms`) is granted first; see
 //! `engine::QueuePolicy`. LOCKDELAY: if the hold ends by lease expiry, session loss or a
 //! forced release, the key is granted to nobody for this long (at least the server's
 //! `--lock-delay-ms`; at most the maximum TTL).
+//!
+//! VALUE attaches `v` to the hold (at most `--max-value-bytes`; empty: none), readable
+//! by anyone with GETVALUE, INSPECT ... WITHVALUES and WATCH.
 //!
 //! Options may come in any order, each at most once. Replies: `:<fencing token>` on grant;
 //! nil when WAIT ran out (WAIT 0 is a try-lock); `-DEADLOCK` naming the cycle; `-WRONGTYPE`;
@@ -31,6 +34,7 @@ pub(crate) struct Spec {
     pub wait_ms: Option<u64>,
     pub priority: u32,
     pub lock_delay_ms: Option<u64>,
+    pub value: Option<Vec<u8>>,
 }
 
 impl Spec {
@@ -73,6 +77,7 @@ pub(crate) fn parse(
     let mut wait: Option<u64> = None;
     let mut priority: Option<u64> = None;
     let mut lock_delay: Option<u64> = None;
+    let mut attached: Option<Vec<u8>> = None;
     let syntax = || "ERR syntax error".to_string();
     let number = |what: &str| format!("ERR value is not an integer or out of range ({what})");
     let mut i = 0;
@@ -86,6 +91,7 @@ pub(crate) fn parse(
         let word = match (w.len(), w.first().map(u8::to_ascii_uppercase)) {
             (3, Some(b'T')) => "TTL",
             (4, Some(b'W')) => "WAIT",
+            (5, Some(b'V')) => "VALUE",
             (6, Some(b'S')) => "SHARED",
             (7, Some(b'P')) => "PERMITS",
             (8, Some(b'P')) => "PRIORITY",
@@ -174,6 +180,13 @@ pub(crate) fn parse(
                 ttl = Some(value(i, "TTL")?);
                 i += 2;
             }
+            "VALUE" => {
+                if attached.is_some() {
+                    return Err(syntax());
+                }
+                attached = Some(opts.get(i + 1).ok_or_else(syntax)?.to_vec());
+                i += 2;
+            }
             _ => {
                 if wait.is_some() {
                     return Err(syntax());
@@ -208,6 +221,7 @@ pub(crate) fn parse(
         wait_ms: wait,
         priority: priority.unwrap_or(0) as u32,
         lock_delay_ms: lock_delay,
+        value: attached,
     })
 }
 
@@ -256,6 +270,11 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         ctx.out.error(&msg);
         return Flow::Continue;
     }
+    if let Some(v) = &spec.value {
+        if !super::setvalue::value_ok(ctx, v) {
+            return Flow::Continue;
+        }
+    }
     let request = ctx.shared.next_request(0);
     let req = AcquireRequest {
         id: request,
@@ -269,12 +288,16 @@ pub(super) fn run(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         return Flow::Replicate(super::Op::Acquire {
             key: key.to_vec(),
             req,
+            value: spec.value,
         });
     }
-    let (outcome, ticket) = ctx
-        .shared
-        .store
-        .acquire(ctx.conn.session, key, &req, ctx.now);
+    let (outcome, ticket) = ctx.shared.store.acquire_with_value(
+        ctx.conn.session,
+        key,
+        &req,
+        spec.value.as_deref(),
+        ctx.now,
+    );
     ctx.ticket = ticket;
     reply(ctx, &req, outcome)
 }
@@ -360,6 +383,7 @@ mod tests {
                 wait_ms: None,
                 priority: 0,
                 lock_delay_ms: None,
+                value: None,
             }
         );
         assert_eq!(
@@ -371,6 +395,7 @@ mod tests {
                 wait_ms: Some(0),
                 priority: 0,
                 lock_delay_ms: None,
+                value: None,
             }
         );
         assert_eq!(

@@ -83,6 +83,15 @@ fn render(ctx: &Ctx, wanted: &[&str]) -> String {
                     net.rejected_connections.load(Ordering::Relaxed),
                     cfg.max_connections,
                 );
+                let w = &ctx.shared.watches;
+                let _ = write!(
+                    s,
+                    "watched_keys:{}\r\nwatches:{}\r\nwatch_messages:{}\r\nwatch_overflows:{}\r\n",
+                    w.watched_keys(),
+                    w.watches(),
+                    w.messages.load(Ordering::Relaxed),
+                    w.overflows.load(Ordering::Relaxed),
+                );
             }
             "locks" => {
                 let _ = write!(

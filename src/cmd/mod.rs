@@ -13,6 +13,7 @@ pub mod cluster;
 mod compat;
 pub(crate) mod convert;
 pub(crate) mod explain;
+mod getvalue;
 mod hello;
 pub(crate) mod info;
 mod inspect;
@@ -21,7 +22,9 @@ pub(crate) mod multi;
 mod ping;
 pub(crate) mod release;
 pub(crate) mod renew;
+pub(crate) mod setvalue;
 mod waitgraph;
+pub(crate) mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +60,9 @@ pub struct ConnState {
     pub answered: crate::server::stats::Answered,
     /// The mode of the parked ACQUIRE (its wait is recorded under it).
     pub parked: crate::server::stats::ModeLabel,
+    /// WATCH: the connection's watches and the pushes waiting for it (made at the first
+    /// WATCH).
+    pub watcher: Option<Arc<crate::server::watches::Watcher>>,
 }
 
 impl ConnState {
@@ -73,6 +79,7 @@ impl ConnState {
             lib_ver: None,
             answered: Default::default(),
             parked: crate::server::stats::ModeLabel::Exclusive,
+            watcher: None,
         }
     }
 }
@@ -110,6 +117,15 @@ pub enum Op {
         key: Vec<u8>,
         /// The request, with its id.
         req: AcquireRequest,
+        /// ACQUIRE ... VALUE.
+        value: Option<Vec<u8>>,
+    },
+    /// Propose this SETVALUE.
+    SetValue {
+        /// The key.
+        key: Vec<u8>,
+        /// The value (empty: clear).
+        value: Vec<u8>,
     },
     /// Propose this MACQUIRE.
     MultiAcquire {
@@ -211,7 +227,7 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
     }
     if let Some(c) = &ctx.shared.cluster {
         let explains = is("EXPLAIN") || is("WAITGRAPH");
-        if (is("INSPECT") || is("LOCKS") || explains) && !ctx.read_ok {
+        if (is("INSPECT") || is("LOCKS") || is("GETVALUE") || explains) && !ctx.read_ok {
             if c.is_leading() {
                 return Flow::Replicate(Op::Read);
             }
@@ -239,6 +255,10 @@ pub fn dispatch(ctx: &mut Ctx, args: &[&[u8]]) -> Flow {
         5 if is("ADMIN") => return admin::run(ctx, a),
         7 if is("EXPLAIN") => explain::run(ctx, a),
         9 if is("WAITGRAPH") => waitgraph::run(ctx, a),
+        8 if is("SETVALUE") => return setvalue::run(ctx, a),
+        8 if is("GETVALUE") => getvalue::run(ctx, a),
+        5 if is("WATCH") => watch::watch(ctx, a),
+        7 if is("UNWATCH") => watch::unwatch(ctx, a),
         4 if is("QUIT") => {
             ctx.out.simple("OK");
             return Flow::Close;
@@ -263,6 +283,10 @@ fn acl_command(name: &[u8]) -> Option<acl::Command> {
         7 if is("CONVERT") => acl::Command::Acquire,
         5 if is("RENEW") => acl::Command::Renew,
         7 if is("INSPECT") => acl::Command::Inspect,
+        // A holder's value is part of its hold; reading values is reading state.
+        8 if is("SETVALUE") => acl::Command::Acquire,
+        8 if is("GETVALUE") => acl::Command::Inspect,
+        5 if is("WATCH") => acl::Command::Inspect,
         // They list keys across the table, as LOCKS does.
         5 if is("LOCKS") => acl::Command::Locks,
         7 if is("EXPLAIN") => acl::Command::Locks,

@@ -21,9 +21,9 @@
 //!                 (kind 0 text; 1 binary of the default user; 2 binary of a named user)
 //! 3 CloseSession  session
 //! 4 Acquire       session key request mode flags:u8 ttl_ms [wait_ms] [priority aging_ms]
-//!                 [lock_delay_ms]
-//!                 (flags: 1 reentrant, 2 has wait, 4 has priority, 8 has lock-delay;
-//!                 the extra fields in flag-bit order)
+//!                 [lock_delay_ms] [value]
+//!                 (flags: 1 reentrant, 2 has wait, 4 has priority, 8 has lock-delay,
+//!                 16 has value; the extra fields in flag-bit order)
 //! 5 Release       session key
 //! 6 Cancel        session key
 //! 7 Tick          count { kind:u8 (0 expired, 1 timed out) session key
@@ -39,6 +39,7 @@
 //! 14 Convert      session key request to:u8 (0 exclusive, 1 shared) flags:u8 (1 has wait)
 //!                 [wait_ms]
 //! 18 DeadlockRefused session key count { session key }*   (the cycle; changes nothing)
+//! 16 SetValue     session key value      (SETVALUE; an empty value clears it)
 //! ```
 //!
 //! Records 9 to 11 are the ADMIN commands'; `user` is the name of the user that ran it
@@ -141,6 +142,8 @@ pub enum Command<'a> {
         key: &'a [u8],
         /// The request as the table got it.
         req: AcquireRequest,
+        /// The value attached to the hold (ACQUIRE ... VALUE); None or empty: none.
+        value: Option<&'a [u8]>,
     },
     /// A RELEASE that released something.
     Release {
@@ -227,6 +230,15 @@ pub enum Command<'a> {
         /// The cycle, starting with the requester: each session and the key it waits on.
         cycle: Vec<(SessionId, Key)>,
     },
+    /// SETVALUE: a holder replaced the value of its hold (empty: cleared it).
+    SetValue {
+        /// The holder.
+        session: SessionId,
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
     /// ADMIN LIMITS SET: an administrator changed one of the table's limits. Later
     /// requests are refused (`-LIMIT`) by the new value; what is held or queued stays.
     SetLimit {
@@ -272,6 +284,7 @@ impl Entry<'_> {
             Command::MultiRelease { .. } => 13,
             Command::Convert { .. } => 14,
             Command::DeadlockRefused { .. } => 18,
+            Command::SetValue { .. } => 16,
         };
         out.push(tag);
         put_u64(out, self.now);
@@ -285,17 +298,24 @@ impl Entry<'_> {
                 put_session_kind(out, kind);
             }
             Command::CloseSession { session } => put_u64(out, session.0),
-            Command::Acquire { session, key, req } => {
+            Command::Acquire {
+                session,
+                key,
+                req,
+                value,
+            } => {
                 put_u64(out, session.0);
                 put_bytes(out, key);
                 put_u64(out, req.id.0);
                 put_mode(out, req.mode);
                 let p = req.policy;
+                let value = value.filter(|v| !v.is_empty());
                 out.push(
                     u8::from(req.reentrant)
                         | (u8::from(req.wait_ms.is_some()) << 1)
                         | (u8::from(p.priority != 0) << 2)
-                        | (u8::from(p.lock_delay_ms != 0) << 3),
+                        | (u8::from(p.lock_delay_ms != 0) << 3)
+                        | (u8::from(value.is_some()) << 4),
                 );
                 put_u64(out, req.ttl_ms);
                 if let Some(w) = req.wait_ms {
@@ -308,6 +328,18 @@ impl Entry<'_> {
                 if p.lock_delay_ms != 0 {
                     put_u64(out, u64::from(p.lock_delay_ms));
                 }
+                if let Some(v) = value {
+                    put_bytes(out, v);
+                }
+            }
+            Command::SetValue {
+                session,
+                key,
+                value,
+            } => {
+                put_u64(out, session.0);
+                put_bytes(out, key);
+                put_bytes(out, value);
             }
             Command::Release { session, key } | Command::Cancel { session, key } => {
                 put_u64(out, session.0);
@@ -446,7 +478,7 @@ impl<'a> Entry<'a> {
                 let id = RequestId(r.u64()?);
                 let mode = r.mode()?;
                 let flags = r.u8()?;
-                if flags & !15 != 0 {
+                if flags & !31 != 0 {
                     return Err(DecodeError::Value("unknown acquire flags"));
                 }
                 let ttl_ms = r.u64()?;
@@ -459,6 +491,11 @@ impl<'a> Entry<'a> {
                 if flags & 8 != 0 {
                     policy.lock_delay_ms = r.u32()?;
                 }
+                let value = if flags & 16 != 0 {
+                    Some(r.bytes()?)
+                } else {
+                    None
+                };
                 Command::Acquire {
                     session: s,
                     key,
@@ -470,8 +507,14 @@ impl<'a> Entry<'a> {
                         wait_ms,
                         policy,
                     },
+                    value,
                 }
             }
+            16 => Command::SetValue {
+                session: session(&mut r)?,
+                key: r.bytes()?,
+                value: r.bytes()?,
+            },
             5 => Command::Release {
                 session: session(&mut r)?,
                 key: r.bytes()?,
@@ -640,6 +683,8 @@ pub enum Applied {
     MultiRelease(usize),
     /// The conversion's outcome.
     Convert(Result<AcquireOutcome, NotHeld>),
+    /// SETVALUE's outcome.
+    SetValue(Result<(), NotHeld>),
 }
 
 impl Applied {
@@ -658,6 +703,7 @@ impl Applied {
             Applied::Convert(r) => {
                 matches!(r, Ok(AcquireOutcome::Granted(_) | AcquireOutcome::Queued))
             }
+            Applied::SetValue(r) => r.is_ok(),
         }
     }
 }
@@ -681,9 +727,17 @@ pub fn apply(table: &LockTable, entry: &Entry<'_>, events: &mut Vec<Event>) -> A
             table.close_session(*session, now, events);
             Applied::Done
         }
-        Command::Acquire { session, key, req } => {
-            Applied::Acquire(table.acquire(*session, key, req, now))
-        }
+        Command::Acquire {
+            session,
+            key,
+            req,
+            value,
+        } => Applied::Acquire(table.acquire_with_value(*session, key, req, *value, now)),
+        Command::SetValue {
+            session,
+            key,
+            value,
+        } => Applied::SetValue(table.set_value(*session, key, value)),
         Command::Release { session, key } => {
             Applied::Release(table.release(*session, key, now, events))
         }

@@ -16,6 +16,7 @@
 //!                           has:u8 [delayed_until] }*
 //!            (version 2 and 1 have no lock_delay_ms, rank, upgrade or delay: FIFO, none)
 //!            sessions: count { session holds: count { key }* queued: count { key }* }*
+//!            values: count { key session value }*                      (not before version 3)
 //! multi-locks: count { session request keys: count { key }* }*          (not before version 3)
 //! ```
 
@@ -25,11 +26,12 @@ use super::codec::{put_bytes, put_mode, put_session_kind, put_u64, DecodeError, 
 use super::command::{LimitsSet, SessionKind};
 use crate::engine::{
     HoldImage, Key, Kind, LimitKind, LockImage, MultiImage, RequestId, SessionId, SessionImage,
-    ShardImage, TableImage, WaiterImage,
+    ShardImage, TableImage, ValueImage, WaiterImage,
 };
 
 /// The payload version this build writes (it reads this one, version 2, which had no
-/// queue policy (priorities, lock-delays, pending upgrades) and no multi-locks, and
+/// queue policy (priorities, lock-delays, pending upgrades), no multi-locks and no values
+/// of holds, and
 /// version 1, which also had no limits set at runtime).
 pub const VERSION: u8 = 3;
 
@@ -137,6 +139,12 @@ pub fn encode(state: &State) -> Vec<u8> {
             for k in &s.queued {
                 put_bytes(&mut out, k.as_bytes());
             }
+        }
+        put_u64(&mut out, shard.values.len() as u64);
+        for v in &shard.values {
+            put_bytes(&mut out, v.key.as_bytes());
+            put_u64(&mut out, v.session.0);
+            put_bytes(&mut out, &v.value);
         }
     }
     put_u64(&mut out, state.table.multi.len() as u64);
@@ -285,10 +293,21 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                 queued,
             });
         }
+        let mut values = Vec::new();
+        if version >= 3 {
+            for _ in 0..r.count()? {
+                values.push(ValueImage {
+                    key: Key::new(r.bytes()?),
+                    session: SessionId(r.u64()?),
+                    value: r.bytes()?.to_vec(),
+                });
+            }
+        }
         images.push(ShardImage {
             next_seq,
             locks,
             sessions: sess,
+            values,
         });
     }
     let mut multi = Vec::new();

@@ -401,10 +401,23 @@ impl Store {
         req: &AcquireRequest,
         now: u64,
     ) -> (AcquireOutcome, Ticket) {
+        self.acquire_with_value(session, key, req, None, now)
+    }
+
+    /// ACQUIRE ... VALUE: the hold carries `value`.
+    pub fn acquire_with_value(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        value: Option<&[u8]>,
+        now: u64,
+    ) -> (AcquireOutcome, Ticket) {
         let command = Command::Acquire {
             session,
             key,
             req: *req,
+            value,
         };
         match self.run(now, command, &mut Vec::new()) {
             (Applied::Acquire(outcome), t) => (outcome, t),
@@ -482,6 +495,33 @@ impl Store {
             (Applied::Convert(outcome), t) => (outcome, t),
             _ => unreachable!("a convert applies as one"),
         }
+    }
+
+    /// SETVALUE: replaces the value of `session`'s hold on `key` (empty: clears it).
+    pub fn set_value(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        value: &[u8],
+        now: u64,
+    ) -> (Result<(), NotHeld>, Ticket) {
+        let command = Command::SetValue {
+            session,
+            key,
+            value,
+        };
+        match self.run(now, command, &mut Vec::new()) {
+            (Applied::SetValue(result), t) => (result, t),
+            _ => unreachable!("a setvalue applies as one"),
+        }
+    }
+
+    /// The last index assigned, read under the sequencer: every change applied before
+    /// the call (a watched change told to a watcher included) is at or below it.
+    pub fn settled_ticket(&self) -> Ticket {
+        self.journal
+            .as_ref()
+            .map_or(0, |j| j.seq.lock().next.saturating_sub(1))
     }
 
     /// Cancels a queued request.

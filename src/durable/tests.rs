@@ -48,7 +48,12 @@ enum Op {
     },
     /// MRELEASE.
     ReleaseMany(usize, Vec<usize>),
+    /// SETVALUE of one of [`VALUES`].
+    SetValue(usize, usize, usize),
 }
+
+/// Values attached at ACQUIRE and by SETVALUE (the empty one clears).
+const VALUES: [&[u8]; 3] = [b"", b"v1", b"10.0.0.1:7000"];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -70,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..8usize, prop::collection::vec((0..KEYS.len(), 0..4u8), 1..=3), 1..200u64, prop::option::of(0..300u64))
             .prop_map(|(s, keys, ttl, wait)| Op::Multi { s, keys, ttl, wait }),
         1 => (0..8usize, prop::collection::vec(0..KEYS.len(), 1..=3)).prop_map(|(s, k)| Op::ReleaseMany(s, k)),
+        1 => (0..8usize, 0..KEYS.len(), 0..VALUES.len()).prop_map(|(s, k, v)| Op::SetValue(s, k, v)),
     ]
 }
 
@@ -164,6 +170,7 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                                 lock_delay_ms: lock_delay,
                             },
                         },
+                        value: Some(VALUES[(request % 3) as usize]).filter(|v| !v.is_empty()),
                     },
                 })
             }
@@ -184,6 +191,14 @@ fn run_live(ops: &[Op], shards: usize) -> (LockTable, Vec<Vec<u8>>, Vec<Vec<u8>>
                     },
                 })
             }
+            Op::SetValue(s, k, v) if s < sessions.len() => Some(Entry {
+                now,
+                command: Command::SetValue {
+                    session: sessions[s],
+                    key: KEYS[k],
+                    value: VALUES[v],
+                },
+            }),
             Op::Release(s, k) if s < sessions.len() => Some(Entry {
                 now,
                 command: Command::Release {
@@ -409,6 +424,7 @@ fn every_command_round_trips() {
                     wait_ms: Some(0),
                     policy: Default::default(),
                 },
+                value: None,
             },
         },
         Entry {
@@ -548,6 +564,7 @@ fn every_command_round_trips() {
                         lock_delay_ms: 5000,
                     },
                 },
+                value: None,
             },
         },
         Entry {
@@ -590,6 +607,104 @@ fn every_command_round_trips() {
 }
 
 #[test]
+fn values_round_trip_through_records_and_snapshots() {
+    use crate::durable::image_codec::{self, State};
+    let req = |id| AcquireRequest {
+        id: RequestId(id),
+        mode: Mode::Exclusive,
+        reentrant: false,
+        ttl_ms: 30_000,
+        wait_ms: None,
+        policy: Default::default(),
+    };
+    let records = [
+        Entry {
+            now: 1,
+            command: Command::Acquire {
+                session: SessionId(1),
+                key: b"leader",
+                req: req(1),
+                value: Some(b"10.0.0.1:7000"),
+            },
+        },
+        Entry {
+            now: 2,
+            command: Command::Acquire {
+                session: SessionId(2),
+                key: b"leader",
+                req: req(2),
+                value: Some(b"10.0.0.2:7000"),
+            },
+        },
+        Entry {
+            now: 3,
+            command: Command::SetValue {
+                session: SessionId(1),
+                key: b"leader",
+                value: b"10.0.0.9:7000",
+            },
+        },
+    ];
+    let table = LockTable::new(2, Limits::default(), 0);
+    for r in &records {
+        let bytes = r.to_vec();
+        let back = Entry::decode(&bytes).expect("decodes");
+        assert_eq!(&back, r);
+        apply(&table, &back, &mut Vec::new());
+    }
+    // An acquire without a value keeps the old layout (flag 16 clear, nothing appended).
+    let plain = Entry {
+        now: 1,
+        command: Command::Acquire {
+            session: SessionId(1),
+            key: b"k",
+            req: req(1),
+            value: None,
+        },
+    };
+    let with_empty = Entry {
+        now: 1,
+        command: Command::Acquire {
+            session: SessionId(1),
+            key: b"k",
+            req: req(1),
+            value: Some(b""),
+        },
+    };
+    assert_eq!(plain.to_vec(), with_empty.to_vec());
+    let state = State {
+        epoch: 1,
+        now: 3,
+        next_request: 3,
+        sessions: Default::default(),
+        limits: Default::default(),
+        table: table.export(),
+    };
+    let decoded = image_codec::decode(&image_codec::encode(&state)).expect("decodes");
+    assert_eq!(
+        decoded.clone().table.canonical(),
+        state.table.clone().canonical()
+    );
+    let restored = LockTable::new(2, Limits::default(), 0);
+    restored.import(&decoded.table, 10);
+    let values = |t: &LockTable| t.inspect_values(b"leader", 10).map(|(_, v)| v);
+    assert_eq!(values(&restored), values(&table));
+    assert_eq!(
+        values(&restored).unwrap(),
+        vec![Some(b"10.0.0.9:7000".to_vec().into_boxed_slice())]
+    );
+    // The queued request's value comes with it: granted after the holder goes.
+    let mut ev = Vec::new();
+    restored
+        .release(SessionId(1), b"leader", 11, &mut ev)
+        .unwrap();
+    assert_eq!(
+        values(&restored).unwrap(),
+        vec![Some(b"10.0.0.2:7000".to_vec().into_boxed_slice())]
+    );
+}
+
+#[test]
 fn documented_example_bytes() {
     let acquire = Entry {
         now: 1_000_000,
@@ -604,6 +719,7 @@ fn documented_example_bytes() {
                 wait_ms: None,
                 policy: Default::default(),
             },
+            value: None,
         },
     };
     let release = Entry {

@@ -45,6 +45,19 @@ pub struct ShardImage {
     pub locks: Vec<LockImage>,
     /// Every session with a hold or a queued request in this shard.
     pub sessions: Vec<SessionImage>,
+    /// The values of holds and queued requests (ACQUIRE VALUE, SETVALUE).
+    pub values: Vec<ValueImage>,
+}
+
+/// The value of one hold or queued request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueImage {
+    /// The key.
+    pub key: Key,
+    /// The session that holds it or queued for it.
+    pub session: SessionId,
+    /// The value (never empty).
+    pub value: Vec<u8>,
 }
 
 /// One key.
@@ -125,6 +138,9 @@ impl TableImage {
         for shard in &mut self.shards {
             shard.locks.sort_by(|a, b| a.key.cmp(&b.key));
             shard.sessions.sort_by_key(|s| s.session);
+            shard
+                .values
+                .sort_by(|a, b| (&a.key, a.session).cmp(&(&b.key, b.session)));
         }
         self.multi.sort_by_key(|m| (m.session, m.request));
         self

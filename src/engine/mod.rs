@@ -19,6 +19,7 @@ mod multi;
 mod queue_tests;
 mod shard;
 mod types;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -30,7 +31,7 @@ pub use explain::{
     Blocker, ExplainTarget, Explanation, Step, WaitEdge, WaitGraphDump, DEFAULT_EDGES, MAX_EDGES,
 };
 pub use image::{
-    HoldImage, LockImage, MultiImage, SessionImage, ShardImage, TableImage, WaiterImage,
+    HoldImage, LockImage, MultiImage, SessionImage, ShardImage, TableImage, ValueImage, WaiterImage,
 };
 pub use key::Key;
 pub use multi::{MultiOutcome, MultiRequest};
@@ -38,6 +39,7 @@ pub use types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, QueuePolicy, RequestId, SessionId, WaiterInfo, MAX_PRIORITY,
 };
+pub use watch::{Cause, Change, WatchHook, WatchSink};
 
 use crate::deadlock::WaitForGraph;
 use shard::{Ctx, Shard};
@@ -295,7 +297,13 @@ pub struct LockTable {
     waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The queued multi-locks (see [`multi`]).
     multi: Mutex<multi::Registry>,
+    /// Where changes of keys go while someone watches (see [`watch`]).
+    watch: OnceLock<WatchHook>,
 }
+
+/// A key's holders and waiters with the value of each holder (None: no value), in
+/// holder order: what INSPECT WITHVALUES, GETVALUE and a new watch show.
+pub type KeyValues = (KeyInfo, Vec<Option<Box<[u8]>>>);
 
 impl LockTable {
     /// A table with `shards` shards (at least 1) whose clock starts at `now`.
@@ -313,7 +321,14 @@ impl LockTable {
             wake_at: AtomicU64::new(u64::MAX),
             waker: OnceLock::new(),
             multi: Mutex::new(multi::Registry::default()),
+            watch: OnceLock::new(),
         }
+    }
+
+    /// Installs where changes of keys go (see [`watch`]). Only the first call takes
+    /// effect.
+    pub fn set_watch(&self, hook: WatchHook) {
+        let _ = self.watch.set(hook);
     }
 
     /// Number of shards.
@@ -355,6 +370,7 @@ impl LockTable {
             wake_at: &self.wake_at,
             waker: self.waker.get().map(|w| &**w),
             notes: Default::default(),
+            watch: self.watch.get(),
         }
     }
 
@@ -387,6 +403,20 @@ impl LockTable {
         req: &AcquireRequest,
         now: u64,
     ) -> AcquireOutcome {
+        self.acquire_with_value(session, key, req, None, now)
+    }
+
+    /// Applies an ACQUIRE that attaches `value` to the hold (empty: none). A reentrant
+    /// re-acquire with a value replaces the hold's value; a queued request keeps its value
+    /// until it is granted.
+    pub fn acquire_with_value(
+        &self,
+        session: SessionId,
+        key: &[u8],
+        req: &AcquireRequest,
+        value: Option<&[u8]>,
+        now: u64,
+    ) -> AcquireOutcome {
         let ctx = self.ctx();
         let (hash, shard) = self.shard(key);
         if req.policy.priority > 0 && self.graph.lock().is_waiting(session) {
@@ -395,9 +425,42 @@ impl LockTable {
             // close a cycle no detection sees (the new edges point *at* the requester).
             let mut fifo = *req;
             fifo.policy.priority = 0;
-            return shard.lock().acquire(session, key, hash, &fifo, now, &ctx);
+            return shard
+                .lock()
+                .acquire(session, key, hash, &fifo, value, now, &ctx);
         }
-        shard.lock().acquire(session, key, hash, req, now, &ctx)
+        shard
+            .lock()
+            .acquire(session, key, hash, req, value, now, &ctx)
+    }
+
+    /// SETVALUE: `session` replaces the value of its hold on `key` (empty: clears it).
+    pub fn set_value(&self, session: SessionId, key: &[u8], value: &[u8]) -> Result<(), NotHeld> {
+        let ctx = self.ctx();
+        let (hash, shard) = self.shard(key);
+        shard.lock().set_value(session, key, hash, value, &ctx)
+    }
+
+    /// [`Self::inspect`] with the value of each holder.
+    pub fn inspect_values(&self, key: &[u8], now: u64) -> Option<KeyValues> {
+        let (hash, shard) = self.shard(key);
+        let shard = shard.lock();
+        let info = shard.inspect(key, hash, now)?;
+        let values = shard.holder_values(key, hash).unwrap_or_default();
+        Some((info, values))
+    }
+
+    /// Runs `f` on `key`'s state with its shard locked: no change of the key can fall
+    /// between what `f` sees and what the watch sink hears next. A new watch reads its
+    /// initial state and registers itself here.
+    pub fn observe<R>(&self, key: &[u8], now: u64, f: impl FnOnce(Option<KeyValues>) -> R) -> R {
+        let (hash, shard) = self.shard(key);
+        let shard = shard.lock();
+        let state = shard.inspect(key, hash, now).map(|info| {
+            let values = shard.holder_values(key, hash).unwrap_or_default();
+            (info, values)
+        });
+        f(state)
     }
 
     /// Releases `session`'s hold on `key` (one reentrant level). Waiters it unblocks are

@@ -16,11 +16,12 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use super::explain::{Blocker, WaitEdge};
-use super::image::{HoldImage, LockImage, SessionImage, ShardImage, WaiterImage};
+use super::image::{HoldImage, LockImage, SessionImage, ShardImage, ValueImage, WaiterImage};
 use super::types::{
     AcquireOutcome, AcquireRequest, Cycle, Due, Event, FencingToken, HolderInfo, KeyInfo, Kind,
     LimitKind, Mode, NotHeld, RequestId, SessionId, WaiterInfo,
 };
+use super::watch::{Cause, Change, WatchHook};
 use super::{Key, Limits, Stats};
 use crate::deadlock::WaitForGraph;
 use crate::lease::{TimerId, TimerWheel};
@@ -320,11 +321,23 @@ pub(crate) struct Ctx<'a> {
     /// What shards found about multi-locks during this operation, for the table to act
     /// on once no shard is locked (see [`super::multi`]).
     pub notes: std::cell::RefCell<Vec<super::multi::Note>>,
+    pub watch: Option<&'a WatchHook>,
 }
 
 impl Ctx<'_> {
     fn note(&self, note: super::multi::Note) {
         self.notes.borrow_mut().push(note);
+    }
+
+    /// Tells the watchers of `key` about `change`, if anyone watches anything (one
+    /// relaxed load otherwise). Called with the shard locked, so changes of a key reach
+    /// the sink in apply order.
+    #[inline]
+    fn changed(&self, key: &Key, change: impl FnOnce() -> ChangeOwned) {
+        if let Some(w) = self.watch.filter(|w| w.live()) {
+            let c = change();
+            w.sink.change(key, &c.as_change());
+        }
     }
 
     /// Tell the timer driver when a timer is due before it planned to wake up.
@@ -336,6 +349,53 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// A change as the shard builds it (the value borrowed from the shard's map is copied
+/// only when someone watches).
+struct ChangeOwned {
+    kind: u8,
+    session: SessionId,
+    token: u64,
+    mode: Mode,
+    cause: Cause,
+    value: Option<Box<[u8]>>,
+}
+
+impl ChangeOwned {
+    fn as_change(&self) -> Change<'_> {
+        let (session, token, mode) = (self.session, FencingToken(self.token), self.mode);
+        match self.kind {
+            0 => Change::Granted {
+                session,
+                token,
+                mode,
+                value: self.value.as_deref(),
+            },
+            1 => Change::Released {
+                session,
+                token,
+                mode,
+            },
+            2 => Change::Expired {
+                session,
+                token,
+                mode,
+                cause: self.cause,
+            },
+            _ => Change::Value {
+                session,
+                token,
+                mode,
+                value: self.value.as_deref(),
+            },
+        }
+    }
+}
+
+const GRANTED: u8 = 0;
+const RELEASED: u8 = 1;
+const EXPIRED: u8 = 2;
+const VALUE: u8 = 3;
 
 /// One shard. See the module docs.
 pub(crate) struct Shard {
@@ -357,6 +417,11 @@ pub(crate) struct Shard {
     /// Locks in a lock-delay: when it ends and its timer. Granted to nobody meanwhile,
     /// and kept even with no holders and no waiters.
     delayed: HashMap<u32, (u64, TimerId)>,
+    /// Values of holds and queued requests, by (lock, session): a session holds or
+    /// queues on a key at most once, so the pair names one. Kept beside the locks so
+    /// that [`Hold`] stays small and a table without values pays nothing; an entry goes
+    /// with its hold or request.
+    values: HashMap<(u32, SessionId), Box<[u8]>>,
     pub(crate) stats: Stats,
     /// Grant times, when the table times holds (see [`super::hold_clock`]).
     pub(crate) hold_clock: Option<Box<super::hold_clock::HoldClock>>,
@@ -378,6 +443,7 @@ impl Shard {
             firing: VecDeque::new(),
             hold_delays: HashMap::new(),
             delayed: HashMap::new(),
+            values: HashMap::new(),
             stats: Stats::default(),
             hold_clock: None,
         }
@@ -620,7 +686,29 @@ impl Shard {
         if let Some(c) = &mut self.hold_clock {
             c.granted(token, now);
         }
+        let lock = self.lock(idx);
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: GRANTED,
+            session,
+            token,
+            mode: HeldMode::of(mode).mode(lock.kind),
+            cause: Cause::Lease,
+            value: self.values.get(&(idx, session)).cloned(),
+        });
         token
+    }
+
+    /// Tells watchers that `hold` of lock `idx` ended (`cause` None: released).
+    fn ended(&self, idx: u32, hold: &Hold, cause: Option<Cause>, ctx: &Ctx) {
+        let lock = self.lock(idx);
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: if cause.is_some() { EXPIRED } else { RELEASED },
+            session: hold.session,
+            token: hold.token,
+            mode: hold.mode.mode(lock.kind),
+            cause: cause.unwrap_or(Cause::Lease),
+            value: None,
+        });
     }
 
     /// Removes hold `pos` of lock `idx` entirely (every reentrant level).
@@ -653,6 +741,9 @@ impl Shard {
             c.ended(hold.token, now);
         }
         ctx.sessions.release(hold.session);
+        if !self.values.is_empty() {
+            self.values.remove(&(idx, hold.session));
+        }
         hold
     }
 
@@ -694,6 +785,9 @@ impl Shard {
         // A pending upgrade counted nothing: the hold it converts is counted.
         if !granted && !waiter.upgrade {
             ctx.sessions.release(waiter.session);
+            if !self.values.is_empty() {
+                self.values.remove(&(idx, waiter.session));
+            }
         }
         waiter
     }
@@ -717,7 +811,7 @@ impl Shard {
                     return;
                 }
                 let waiter = self.drop_waiter(idx, 0, true, ctx);
-                let token = self.upgrade_now(idx, 0);
+                let token = self.upgrade_now(idx, 0, ctx);
                 events.push(Event::Granted {
                     session: waiter.session,
                     request: waiter.request,
@@ -755,16 +849,22 @@ impl Shard {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the table's acquire, plus the value that most calls leave None"
+    )]
     pub(crate) fn acquire(
         &mut self,
         session: SessionId,
         key: &[u8],
         hash: u64,
         req: &AcquireRequest,
+        value: Option<&[u8]>,
         now: u64,
         ctx: &Ctx,
     ) -> AcquireOutcome {
         self.stats.acquires += 1;
+        let value = value.filter(|v| !v.is_empty());
         let kind = req.mode.kind();
         let ttl_ms = u32::try_from(req.ttl_ms).unwrap_or(u32::MAX).max(1);
         let Some(idx) = self.find(key, hash) else {
@@ -782,6 +882,7 @@ impl Shard {
                 return AcquireOutcome::Limit(LimitKind::HoldsPerSession);
             }
             let idx = self.create(key, hash, kind);
+            self.keep_value(idx, session, value);
             let token = self.grant(
                 idx,
                 session,
@@ -828,6 +929,9 @@ impl Shard {
                 self.lock_mut(idx).holders[pos].timer = timer;
             }
             self.stats.reentrant += 1;
+            if value.is_some() {
+                self.put_value(idx, pos, value, ctx);
+            }
             return AcquireOutcome::Granted(FencingToken(token));
         }
         if lock.waiter(session).is_some() {
@@ -858,6 +962,7 @@ impl Shard {
                     .lock()
                     .add_holder(lock.key.as_bytes(), session, req.mode);
             }
+            self.keep_value(idx, session, value);
             let token = self.grant(
                 idx,
                 session,
@@ -917,6 +1022,7 @@ impl Shard {
             now,
             ctx,
         );
+        self.keep_value(idx, session, value);
         self.stats.queued += 1;
         AcquireOutcome::Queued
     }
@@ -996,6 +1102,7 @@ impl Shard {
             }
             (HeldMode::Exclusive, _) => {
                 self.lock_mut(idx).holders[pos].mode = HeldMode::Shared;
+                self.hold_changed(idx, pos, ctx);
                 let lock = self.lock(idx);
                 if lock.queue.is_some() {
                     ctx.graph
@@ -1006,6 +1113,14 @@ impl Shard {
                 Ok(AcquireOutcome::Granted(FencingToken(token)))
             }
             _ => {
+                if lock.queue.is_some() && ctx.graph.lock().is_waiting(session) {
+                    // Upgrading makes this key's shared waiters wait for the session,
+                    // which waits elsewhere: a cycle through those new edges would go
+                    // unseen by detection (it walks the requester's own edges), so the
+                    // upgrade is refused as waiting on itself.
+                    self.stats.deadlocks += 1;
+                    return Ok(AcquireOutcome::Deadlock(self_cycle(session, key)));
+                }
                 if lock.holders.len() == 1 && !self.is_delayed(idx) {
                     if lock.queue.is_some() {
                         ctx.graph.lock().set_holder_mode(
@@ -1015,7 +1130,7 @@ impl Shard {
                         );
                     }
                     return Ok(AcquireOutcome::Granted(FencingToken(
-                        self.upgrade_now(idx, pos),
+                        self.upgrade_now(idx, pos, ctx),
                     )));
                 }
                 if wait_ms == Some(0) {
@@ -1072,7 +1187,7 @@ impl Shard {
 
     /// Makes hold `pos` of lock `idx` EXCLUSIVE with a new token (the graph is the
     /// caller's). Returns the token.
-    fn upgrade_now(&mut self, idx: u32, pos: usize) -> u64 {
+    fn upgrade_now(&mut self, idx: u32, pos: usize, ctx: &Ctx) -> u64 {
         let token = self.next_token();
         let lock = self.lock_mut(idx);
         lock.last_token = token;
@@ -1080,7 +1195,82 @@ impl Shard {
         hold.mode = HeldMode::Exclusive;
         hold.token = token;
         self.stats.grants += 1;
+        self.hold_changed(idx, pos, ctx);
         token
+    }
+
+    /// Tells watchers that hold `pos` of lock `idx` changed in place (a conversion): as
+    /// a grant with its new mode and token.
+    fn hold_changed(&self, idx: u32, pos: usize, ctx: &Ctx) {
+        let lock = self.lock(idx);
+        let hold = &lock.holders[pos];
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: GRANTED,
+            session: hold.session,
+            token: hold.token,
+            mode: hold.mode.mode(lock.kind),
+            cause: Cause::Lease,
+            value: self.values.get(&(idx, hold.session)).cloned(),
+        });
+    }
+
+    /// Stores the value of a hold about to be granted or a request just queued.
+    fn keep_value(&mut self, idx: u32, session: SessionId, value: Option<&[u8]>) {
+        if let Some(v) = value {
+            self.values.insert((idx, session), v.into());
+        }
+    }
+
+    /// Replaces (None: clears) the value of hold `pos` of lock `idx` and tells watchers.
+    fn put_value(&mut self, idx: u32, pos: usize, value: Option<&[u8]>, ctx: &Ctx) {
+        let session = self.lock(idx).holders[pos].session;
+        match value {
+            Some(v) => {
+                self.values.insert((idx, session), v.into());
+            }
+            None => {
+                self.values.remove(&(idx, session));
+            }
+        }
+        let lock = self.lock(idx);
+        let hold = &lock.holders[pos];
+        ctx.changed(&lock.key, || ChangeOwned {
+            kind: VALUE,
+            session,
+            token: hold.token,
+            mode: hold.mode.mode(lock.kind),
+            cause: Cause::Lease,
+            value: value.map(Into::into),
+        });
+    }
+
+    /// SETVALUE: `session` replaces the value of its hold on `key` (an empty value clears
+    /// it). NotHeld if it holds nothing there.
+    pub(crate) fn set_value(
+        &mut self,
+        session: SessionId,
+        key: &[u8],
+        hash: u64,
+        value: &[u8],
+        ctx: &Ctx,
+    ) -> Result<(), NotHeld> {
+        let idx = self.find(key, hash).ok_or(NotHeld)?;
+        let pos = self.lock(idx).holder(session).ok_or(NotHeld)?;
+        self.put_value(idx, pos, (!value.is_empty()).then_some(value), ctx);
+        Ok(())
+    }
+
+    /// The values of `key`'s holders, in holder order (None: no value), or None when the
+    /// key does not exist.
+    pub(crate) fn holder_values(&self, key: &[u8], hash: u64) -> Option<Vec<Option<Box<[u8]>>>> {
+        let idx = self.find(key, hash)?;
+        Some(
+            self.lock(idx)
+                .holders
+                .iter()
+                .map(|h| self.values.get(&(idx, h.session)).cloned())
+                .collect(),
+        )
     }
 
     pub(crate) fn release(
@@ -1103,7 +1293,8 @@ impl Shard {
             return Ok(());
         }
         // A clean release: never a lock-delay.
-        self.end_hold(idx, pos, now, ctx, events);
+        let (hold, _) = self.end_hold(idx, pos, now, ctx, events);
+        self.ended(idx, &hold, None, ctx);
         self.grant_waiters(idx, now, ctx, events);
         self.remove_if_idle(idx, Some(hash), ctx);
         Ok(())
@@ -1197,7 +1388,8 @@ impl Shard {
             .filter(|&h| h != NIL)
         {
             let pos = self.lock(idx).holder(session).expect("listed hold exists");
-            let (_, delay) = self.end_hold(idx, pos, now, ctx, events);
+            let (hold, delay) = self.end_hold(idx, pos, now, ctx, events);
+            self.ended(idx, &hold, Some(Cause::Session), ctx);
             self.stats.session_releases += 1;
             self.start_delay(idx, delay, now, ctx);
             self.grant_waiters(idx, now, ctx, events);
@@ -1382,6 +1574,7 @@ impl Shard {
                 continue;
             };
             let (hold, delay) = self.end_hold(idx, pos, now, ctx, events);
+            self.ended(idx, &hold, Some(Cause::Forced), ctx);
             self.stats.forced_releases += 1;
             events.push(Event::Expired {
                 session: hold.session,
@@ -1409,6 +1602,7 @@ impl Shard {
         events: &mut Vec<Event>,
     ) {
         let (hold, delay) = self.end_hold(idx, pos, now, ctx, events);
+        self.ended(idx, &hold, Some(Cause::Lease), ctx);
         self.stats.expiries += 1;
         events.push(Event::Expired {
             session: hold.session,
@@ -1555,10 +1749,20 @@ impl Shard {
                 })
             })
             .collect();
+        let values = self
+            .values
+            .iter()
+            .map(|(&(idx, session), value)| ValueImage {
+                key: self.lock(idx).key.clone(),
+                session,
+                value: value.to_vec(),
+            })
+            .collect();
         ShardImage {
             next_seq: self.next_seq,
             locks,
             sessions,
+            values,
         }
     }
 
@@ -1646,6 +1850,15 @@ impl Shard {
                     queued,
                 },
             );
+        }
+        for v in &image.values {
+            // A value whose hold or request is not in the image has nothing to go with.
+            if let Some(&idx) = index.get(v.key.as_bytes()) {
+                let lock = self.lock(idx);
+                if lock.holder(v.session).is_some() || lock.waiter(v.session).is_some() {
+                    self.keep_value(idx, v.session, Some(&v.value));
+                }
+            }
         }
     }
 

@@ -5,9 +5,9 @@
 
 pub use turnstile_proto::{
     frame, op, Acquire, Convert, DecodeError, ErrorCode, ErrorDetail, ErrorReply, Header, Hello,
-    HelloOk, Holder, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind, MultiAcquire, Push,
-    Request, Response, ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_PAYLOAD, MAX_STR,
-    MAX_VERSION, MIN_VERSION, SECRET_LEN,
+    HelloOk, Holder, HolderValue, KeyState, Kind, LimitKind, LostReason, Mode, ModeKind,
+    MultiAcquire, Push, Request, Response, ServerMessage, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC,
+    MAX_PAYLOAD, MAX_STR, MAX_VERSION, MIN_VERSION, SECRET_LEN,
 };
 
 use bytes::Bytes;
@@ -90,6 +90,45 @@ pub fn key_state(info: &engine::KeyInfo) -> KeyState {
             })
             .collect(),
         waiters_truncated: info.waiters.len() > max_waiters,
+        values: None,
+    }
+}
+
+/// A watch message as a PUSH_WATCH.
+pub fn watch_push(msg: &crate::server::watches::WatchMsg) -> Push {
+    use crate::engine::Cause;
+    use crate::server::watches::{HolderState, WatchEvent as E};
+    use turnstile_proto::{EndCause, WatchEvent, WatchedHold};
+    let hold = |h: &HolderState| WatchedHold {
+        session: h.session,
+        mode: mode_kind(h.mode),
+        token: h.token,
+        value: h
+            .value
+            .as_deref()
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default(),
+    };
+    let event = match &msg.event {
+        E::State { fencing, holders } => WatchEvent::State {
+            fencing: *fencing,
+            holders: holders.iter().map(hold).collect(),
+        },
+        E::Granted(h) => WatchEvent::Granted(hold(h)),
+        E::Released(h) => WatchEvent::Released(hold(h)),
+        E::Expired(h, cause) => WatchEvent::Expired(
+            hold(h),
+            match cause {
+                Cause::Lease => EndCause::Lease,
+                Cause::Session => EndCause::Session,
+                Cause::Forced => EndCause::Forced,
+            },
+        ),
+        E::Value(h) => WatchEvent::Value(hold(h)),
+    };
+    Push::Watch {
+        key: Bytes::copy_from_slice(msg.key.as_bytes()),
+        event,
     }
 }
 

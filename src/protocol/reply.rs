@@ -78,6 +78,11 @@ impl ReplyWriter<'_> {
         self.header(b'*', n);
     }
 
+    /// The header of a RESP3 push message of `n` elements (`>n`).
+    pub fn push(&mut self, n: usize) {
+        self.header(b'>', n);
+    }
+
     /// The header of a map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
     pub fn map(&mut self, n: usize) {
         match self.proto {

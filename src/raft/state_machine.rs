@@ -92,6 +92,9 @@ struct Shared {
     /// Where the events of applied entries go (the server's router), if anywhere;
     /// without a sink they are returned in each [`Response`].
     sink: std::sync::OnceLock<EventSink>,
+    /// Where changes of watched keys go (the server's watch hub), installed in every
+    /// table this machine has, including those a snapshot install brings.
+    watch: std::sync::OnceLock<crate::engine::WatchHook>,
 }
 
 /// Receives the events applying an entry caused (grants to queued requests, expiries,
@@ -164,6 +167,7 @@ impl StateMachine {
                 limits,
                 snapshot_seq: AtomicU64::new(0),
                 sink: std::sync::OnceLock::new(),
+                watch: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -179,6 +183,16 @@ impl StateMachine {
     /// responses. Set once.
     pub fn set_event_sink(&self, sink: EventSink) {
         let _ = self.shared.sink.set(sink);
+    }
+
+    /// Sends the changes of watched keys to `hook`'s sink, in this table and in every
+    /// table a snapshot install brings later. Set once.
+    pub fn set_watch(&self, hook: crate::engine::WatchHook) {
+        // Under the state lock: no table swap can fall between the two steps.
+        let _st = self.shared.state.lock();
+        if self.shared.watch.set(hook.clone()).is_ok() {
+            self.table().set_watch(hook);
+        }
     }
 
     /// The last applied log id.
@@ -534,8 +548,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
         }
         let mut st = self.shared.state.lock();
-        *self.shared.table.write() = Arc::new(table);
+        let now = applied.now;
+        if let Some(hook) = self.shared.watch.get() {
+            table.set_watch(hook.clone());
+        }
+        let table = Arc::new(table);
+        *self.shared.table.write() = table.clone();
         *st = applied;
+        if let Some(hook) = self.shared.watch.get() {
+            // Watchers get the state of their keys in the new table.
+            hook.sink.table_replaced(&table, now);
+        }
         info!(snapshot = %meta, "raft snapshot installed");
         Ok(())
     }
@@ -596,6 +619,7 @@ mod tests {
                     wait_ms: None,
                     policy: Default::default(),
                 },
+                value: None,
             },
         };
         EntryPayload::Normal(Request(e.to_vec()))

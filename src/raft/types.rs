@@ -178,6 +178,7 @@ mod wire {
         MultiRelease(u64),
         /// None: NOTHELD.
         Convert(Option<OutcomeWire>),
+        SetValue(bool),
     }
 
     /// A multi-lock's outcome: its tokens, or a single ACQUIRE's outcome of the same
@@ -309,6 +310,7 @@ mod wire {
                 Applied::MultiAcquire(o) => AppliedWire::MultiAcquire(MultiWire::from(o)),
                 Applied::MultiRelease(n) => AppliedWire::MultiRelease(*n as u64),
                 Applied::Convert(r) => AppliedWire::Convert(r.as_ref().ok().map(OutcomeWire::from)),
+                Applied::SetValue(r) => AppliedWire::SetValue(r.is_ok()),
             }
         }
     }
@@ -332,6 +334,9 @@ mod wire {
                 ),
                 AppliedWire::MultiAcquire(m) => Applied::MultiAcquire(MultiOutcome::from(m)),
                 AppliedWire::MultiRelease(n) => Applied::MultiRelease(n as usize),
+                AppliedWire::SetValue(ok) => {
+                    Applied::SetValue(if ok { Ok(()) } else { Err(NotHeld) })
+                }
             }
         }
     }

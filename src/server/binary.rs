@@ -40,8 +40,9 @@ use crate::engine::{
 use crate::protocol::binary::{
     convert_mode, deadlock_error, engine_limit_error, err, error_from_text, key_state, limit_error,
     mode_from_wire, mode_kind, wrongtype_error, Acquire, DecodeError, ErrorCode, ErrorDetail,
-    ErrorReply, Header, Hello, HelloOk, LimitKind, LostReason, Mode, MultiAcquire, Push, Request,
-    Response, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION, MIN_VERSION,
+    ErrorReply, Header, Hello, HelloOk, HolderValue, LimitKind, LostReason, Mode, MultiAcquire,
+    Push, Request, Response, HEADER_LEN, HELLO_MAX_PAYLOAD, MAGIC, MAX_STR, MAX_VERSION,
+    MIN_VERSION,
 };
 use crate::protocol::{Proto, ReplyWriter};
 
@@ -89,8 +90,15 @@ pub(super) async fn serve<S: Stream>(
         ticket: 0,
         answered: Answered::default(),
         arrived: std::time::Instant::now(),
+        watcher: None,
     };
     let (exit, att, last_frame) = conn.run(att, &mut stream, &mut stop, inbuf).await;
+    if let Some(w) = &conn.watcher {
+        if w.overflowed() {
+            shared.watches.overflowed();
+        }
+        shared.watches.unwatch_all(w);
+    }
     debug!(%peer, session = %att.session.id, ?exit, "binary connection closed");
     match exit {
         Exit::Closed | Exit::Kicked | Exit::Protocol | Exit::Bye { end: false } => {
@@ -381,6 +389,8 @@ struct Served {
     /// ACQUIREs answered at once in this batch, and when the batch arrived.
     answered: Answered,
     arrived: std::time::Instant,
+    /// WATCH: the connection's watches (made at the first WATCH).
+    watcher: Option<Arc<super::watches::Watcher>>,
 }
 
 impl Served {
@@ -445,6 +455,9 @@ impl Served {
                 last_frame = Instant::now();
                 self.shared.stats.add_commands(processed);
             }
+            if self.drain_watches().is_err() {
+                break Exit::Closed;
+            }
             if !self.out.is_empty() {
                 if let Err(e) = self.shared.store.durable(self.ticket).await {
                     // Nothing computed on state the log does not have may go out.
@@ -454,7 +467,10 @@ impl Served {
                     break Exit::Closed;
                 }
                 self.ticket = 0;
-                if stream.send(&self.out).await.is_err() {
+                if super::connection::send_watched(stream, &self.out, self.watcher.as_deref())
+                    .await
+                    .is_err()
+                {
                     break Exit::Closed;
                 }
                 self.out.clear();
@@ -473,11 +489,16 @@ impl Served {
             if inbuf.is_empty() && inbuf.capacity() > 1024 * 1024 {
                 inbuf = BytesMut::with_capacity(16 * 1024);
             }
+            if self.watcher.as_ref().is_some_and(|w| w.pending()) {
+                continue;
+            }
+            let watcher = self.watcher.clone();
             tokio::select! {
                 read = stream.read_buf(&mut inbuf) => match read {
                     Ok(0) | Err(_) => break Exit::Closed,
                     Ok(_) => self.arrived = std::time::Instant::now(),
                 },
+                _ = async { watcher.as_ref().expect("guarded").ready().await }, if watcher.is_some() => {}
                 d = att.core.rx.recv() => match d {
                     Some(d) => {
                         let now = self.shared.clock.now_ms();
@@ -535,7 +556,12 @@ impl Served {
             Request::Release { key } => (acl::Command::Release, Some(*key)),
             Request::Renew { key, .. } => (acl::Command::Renew, Some(*key)),
             Request::Cancel { .. } => (acl::Command::Cancel, None),
-            Request::Inspect { key } => (acl::Command::Inspect, Some(*key)),
+            Request::Inspect { key }
+            | Request::InspectValues { key }
+            | Request::GetValue { key }
+            | Request::Watch { key } => (acl::Command::Inspect, Some(*key)),
+            Request::SetValue { key, .. } => (acl::Command::Acquire, Some(*key)),
+            Request::Unwatch { .. } => return true,
             Request::Locks { .. } => (acl::Command::Locks, None),
             Request::Info { .. } => (acl::Command::Info, None),
             Request::MultiAcquire(m) => {
@@ -620,6 +646,7 @@ impl Served {
                 wait_ms: Some(0),
                 priority: 0,
                 lock_delay_ms: 0,
+                value: None,
             };
             self.prepare_acquire(core, id, &single)?;
         }
@@ -631,6 +658,7 @@ impl Served {
             wait_ms: m.wait_ms,
             priority: 0,
             lock_delay_ms: 0,
+            value: None,
         };
         let req = self.prepare_acquire(core, id, &single)?;
         Some(MultiRequest {
@@ -737,6 +765,9 @@ impl Served {
                     | Request::Renew { .. }
                     | Request::Cancel { .. }
                     | Request::Inspect { .. }
+                    | Request::InspectValues { .. }
+                    | Request::SetValue { .. }
+                    | Request::GetValue { .. }
                     | Request::Locks { .. }
                     | Request::Explain { .. }
                     | Request::WaitGraph { .. }
@@ -826,6 +857,33 @@ impl Served {
                 self.ticket = self.ticket.max(self.shared.store.read_ticket());
                 self.wait_graph(id, count, now);
             }
+            Request::InspectValues { key } => {
+                if self.key_ok(id, key) {
+                    self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                    self.inspect_values(id, key, now);
+                }
+            }
+            Request::GetValue { key } => {
+                if self.key_ok(id, key) {
+                    self.ticket = self.ticket.max(self.shared.store.read_ticket());
+                    self.get_value(id, key, now);
+                }
+            }
+            Request::SetValue { key, value } => {
+                if self.key_ok(id, key) && self.value_ok(id, value) {
+                    let (result, ticket) =
+                        self.shared.store.set_value(self.session, key, value, now);
+                    self.ticket = self.ticket.max(ticket);
+                    self.released(id, result);
+                }
+            }
+            Request::Watch { key } => self.watch(id, key, now),
+            Request::Unwatch { key } => {
+                if let Some(w) = &self.watcher {
+                    self.shared.watches.unwatch(w, key);
+                }
+                self.reply(id, Response::Ok);
+            }
             Request::Info { section } => {
                 let text = self.info(section, now);
                 self.reply(id, Response::Info(text));
@@ -847,7 +905,10 @@ impl Served {
         let Some(req) = self.prepare_acquire(core, id, a) else {
             return;
         };
-        let (outcome, ticket) = self.shared.store.acquire(self.session, a.key, &req, now);
+        let (outcome, ticket) =
+            self.shared
+                .store
+                .acquire_with_value(self.session, a.key, &req, a.value, now);
         self.ticket = self.ticket.max(ticket);
         self.acquired(core, id, a.key, req.id, req.mode, outcome, now);
     }
@@ -924,7 +985,7 @@ impl Served {
         id: u32,
         a: &Acquire<'_>,
     ) -> Option<AcquireRequest> {
-        if !self.key_ok(id, a.key) {
+        if !self.key_ok(id, a.key) || !self.value_ok(id, a.value.unwrap_or_default()) {
             return None;
         }
         let cfg = &self.shared.config;
@@ -1109,6 +1170,102 @@ impl Served {
         self.reply(id, Response::Inspect(info.as_ref().map(key_state)));
     }
 
+    fn inspect_values(&mut self, id: u32, key: &[u8], now: u64) {
+        let state = self
+            .shared
+            .table()
+            .inspect_values(key, now)
+            .map(|(info, values)| {
+                let mut state = key_state(&info);
+                state.values = Some(
+                    values
+                        .into_iter()
+                        .take(state.holders.len())
+                        .map(|v| v.map(|v| Bytes::copy_from_slice(&v)).unwrap_or_default())
+                        .collect(),
+                );
+                state
+            });
+        self.reply(id, Response::Inspect(state));
+    }
+
+    fn get_value(&mut self, id: u32, key: &[u8], now: u64) {
+        let holders = self
+            .shared
+            .table()
+            .inspect_values(key, now)
+            .map(|(info, values)| {
+                info.holders
+                    .iter()
+                    .zip(values)
+                    .map(|(h, v)| HolderValue {
+                        session: h.session.0,
+                        token: h.token.0,
+                        value: v.map(|v| Bytes::copy_from_slice(&v)).unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.reply(id, Response::Value(holders));
+    }
+
+    /// A value longer than `--max-value-bytes` gets LIMIT, in text mode's words.
+    fn value_ok(&mut self, id: u32, value: &[u8]) -> bool {
+        let max = self.shared.config.max_value_bytes;
+        match cmd::setvalue::value_error(value.len(), max) {
+            Some(msg) => {
+                let mut e = error_from_text(&msg);
+                e.detail = ErrorDetail::Limit(LimitKind::Value);
+                self.error(id, e);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// WATCH: registers the key (its state is queued first) and replies OK; the pushes
+    /// carry this request's id.
+    fn watch(&mut self, id: u32, key: &[u8], now: u64) {
+        if !self.key_ok(id, key) {
+            return;
+        }
+        let cfg = &self.shared.config;
+        let watcher = self
+            .watcher
+            .get_or_insert_with(|| super::watches::Watcher::new(cfg.watch_backlog))
+            .clone();
+        if !watcher.watches(key) && watcher.len() >= cfg.max_watches {
+            let max = cfg.max_watches;
+            return self.error(
+                id,
+                limit_error(
+                    LimitKind::Value,
+                    format!("too many watched keys on this connection (the maximum is {max})"),
+                ),
+            );
+        }
+        let table = self.shared.table();
+        self.shared.watches.watch(&table, &watcher, key, id, now);
+        self.reply(id, Response::Ok);
+    }
+
+    /// Appends the queued watch messages as PUSH_WATCH frames. Err: the watcher fell
+    /// `--watch-backlog` messages behind (the connection closes).
+    fn drain_watches(&mut self) -> Result<(), super::watches::Overflow> {
+        let Some(w) = self.watcher.clone() else {
+            return Ok(());
+        };
+        let mut msgs = Vec::new();
+        w.drain(&mut msgs)?;
+        if !msgs.is_empty() {
+            self.ticket = self.ticket.max(self.shared.store.settled_ticket());
+            for m in &msgs {
+                crate::protocol::binary::watch_push(m).encode(m.tag, &mut self.out);
+            }
+        }
+        Ok(())
+    }
+
     fn locks(&mut self, id: u32, pattern: Option<&[u8]>, count: u32) {
         let limit = if count == 0 {
             usize::MAX
@@ -1229,6 +1386,7 @@ impl Served {
                         session: self.session,
                         key: a.key,
                         req: r,
+                        value: a.value,
                     };
                     match cluster.propose(clock(), command).await {
                         Ok(Applied::Acquire(outcome)) => {
@@ -1340,6 +1498,41 @@ impl Served {
                         self.inspect(id, key, self.shared.clock.now_ms());
                         Ok(())
                     }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::InspectValues { key } | Request::GetValue { key } => {
+                if !self.key_ok(id, key) {
+                    return Flow::Continue;
+                }
+                match reads().await {
+                    Ok(()) => {
+                        let now = self.shared.clock.now_ms();
+                        if matches!(req, Request::GetValue { .. }) {
+                            self.get_value(id, key, now);
+                        } else {
+                            self.inspect_values(id, key, now);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::SetValue { key, value } => {
+                if !self.key_ok(id, key) || !self.value_ok(id, value) {
+                    return Flow::Continue;
+                }
+                let command = Command::SetValue {
+                    session: self.session,
+                    key,
+                    value,
+                };
+                match cluster.propose(clock(), command).await {
+                    Ok(Applied::SetValue(result)) => {
+                        self.released(id, result);
+                        Ok(())
+                    }
+                    Ok(other) => Err(Refusal::Failed(format!("unexpected {other:?}"))),
                     Err(e) => Err(e),
                 }
             }

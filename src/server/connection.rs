@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::cluster::{Cluster, Refusal};
 use super::io::Stream;
+use super::watches::{Overflow, Watcher};
 use super::Shared;
 use crate::cmd::{self, ConnState, Flow};
 use crate::durable::command::{Applied, Command};
@@ -262,6 +263,7 @@ async fn serve_text<S: Stream>(
                     }
                     // A multi-lock's grant is one event per key, all sent together.
                     let mut tokens = Vec::with_capacity(keys.max(1));
+                    let parked_watcher = conn.watcher.clone();
                     let granted = loop {
                         tokens.clear();
                         tokio::select! {
@@ -284,6 +286,20 @@ async fn serve_text<S: Stream>(
                             read = stream.read_some(&mut inbuf), if inbuf.len() < park_cap => match read {
                                 Ok(0) | Err(_) => break 'conn,
                                 Ok(_) => {}
+                            },
+                            // Watch pushes go out while the ACQUIRE waits.
+                            _ = async { parked_watcher.as_ref().expect("guarded").ready().await }, if parked_watcher.is_some() => {
+                                let mut t = 0;
+                                if drain_watches(&shared, &mut conn, &mut outbuf, &mut t).is_err() {
+                                    break 'conn;
+                                }
+                                if !outbuf.is_empty() {
+                                    let ok = durable(&shared, t, &mut outbuf, conn.proto).await;
+                                    if send_watched(&mut stream, &outbuf, parked_watcher.as_deref()).await.is_err() || !ok {
+                                        break 'conn;
+                                    }
+                                    outbuf.clear();
+                                }
                             },
                             _ = stop.changed() => { stopping = true; break 'conn }
                         }
@@ -323,9 +339,20 @@ async fn serve_text<S: Stream>(
             }
         }
         shared.stats.add_commands(processed);
+        if drain_watches(&shared, &mut conn, &mut outbuf, &mut ticket).is_err() {
+            break;
+        }
         if !outbuf.is_empty() {
             let ok = durable(&shared, ticket, &mut outbuf, conn.proto).await;
-            if stream.send(&outbuf).await.is_err() || !ok {
+            if send_watched(&mut stream, &outbuf, conn.watcher.as_deref())
+                .await
+                .is_err()
+                || !ok
+            {
+                if conn.watcher.as_ref().is_some_and(|w| w.overflowed()) {
+                    shared.watches.overflowed();
+                    debug!(%peer, "watcher fell too far behind: closing");
+                }
                 break;
             }
             outbuf.clear();
@@ -338,11 +365,16 @@ async fn serve_text<S: Stream>(
         if inbuf.is_empty() && inbuf.capacity() > 1024 * 1024 {
             inbuf = BytesMut::with_capacity(16 * 1024);
         }
+        if conn.watcher.as_ref().is_some_and(|w| w.pending()) {
+            continue;
+        }
+        let watcher = conn.watcher.clone();
         tokio::select! {
             read = stream.read_some(&mut inbuf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => arrived = std::time::Instant::now(),
             },
+            _ = async { watcher.as_ref().expect("guarded").ready().await }, if watcher.is_some() => {}
             // Until it authenticates, a connection gets --auth-timeout-ms in all.
             _ = tokio::time::sleep_until(auth_deadline), if !conn.authed => {
                 let _ = stream.send(b"-ERR authentication timeout\r\n").await;
@@ -353,6 +385,12 @@ async fn serve_text<S: Stream>(
     }
 
     let session = conn.session;
+    if let Some(w) = &conn.watcher {
+        if w.overflowed() {
+            shared.watches.overflowed();
+        }
+        shared.watches.unwatch_all(w);
+    }
     shared.router.unregister(session);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     debug!(%peer, %session, "connection closed");
@@ -427,12 +465,13 @@ async fn replicate(
                 let now = shared.clock.now_ms();
                 Ok(io.with_ctx(shared, now, |ctx| cmd::dispatch(ctx, argv)))
             }
-            cmd::Op::Acquire { key, req } => {
+            cmd::Op::Acquire { key, req, value } => {
                 let session = open_session(shared, cluster, io).await?;
                 let command = Command::Acquire {
                     session,
                     key: &key,
                     req,
+                    value: value.as_deref(),
                 };
                 match cluster.propose(shared.clock.now_ms(), command).await? {
                     Applied::Acquire(outcome) => {
@@ -530,6 +569,28 @@ async fn replicate(
                 io.with_ctx(shared, now, |ctx| cmd::release::reply(ctx, result));
                 Ok(Flow::Continue)
             }
+            cmd::Op::SetValue { key, value } => {
+                let result = if io.conn.session.0 == 0 {
+                    if !cluster.is_leading() {
+                        return Err(cluster.not_leader());
+                    }
+                    Err(NotHeld)
+                } else {
+                    let command = Command::SetValue {
+                        session: io.conn.session,
+                        key: &key,
+                        value: &value,
+                    };
+                    match cluster.propose(shared.clock.now_ms(), command).await? {
+                        Applied::SetValue(r) => r,
+                        other => {
+                            return Err(Refusal::Failed(format!("unexpected outcome {other:?}")))
+                        }
+                    }
+                };
+                io.with_ctx(shared, now, |ctx| cmd::setvalue::reply(ctx, result));
+                Ok(Flow::Continue)
+            }
             cmd::Op::Renew { key, ttl } => {
                 cluster.read_barrier().await?;
                 let now = shared.clock.now_ms();
@@ -585,6 +646,61 @@ async fn open_session(
     shared.router.register(session, io.tx.clone(), false);
     io.conn.session = session;
     Ok(session)
+}
+
+/// Appends the connection's queued watch messages to `out` as RESP3 pushes, raising
+/// `ticket` to cover the changes they tell of. Err: the watcher fell `--watch-backlog`
+/// messages behind; the connection closes. A connection back in RESP2 loses its watches.
+fn drain_watches(
+    shared: &Shared,
+    conn: &mut ConnState,
+    out: &mut BytesMut,
+    ticket: &mut Ticket,
+) -> Result<(), Overflow> {
+    let Some(watcher) = conn.watcher.as_ref() else {
+        return Ok(());
+    };
+    let mut msgs = Vec::new();
+    watcher.drain(&mut msgs)?;
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    if conn.proto != Proto::Resp3 {
+        shared.watches.unwatch_all(watcher);
+        return Ok(());
+    }
+    // The changes were told under the sequencer, before their records got an index:
+    // the index read under it now covers them.
+    *ticket = (*ticket).max(shared.store.settled_ticket());
+    let mut w = ReplyWriter {
+        out,
+        proto: Proto::Resp3,
+    };
+    for m in &msgs {
+        cmd::watch::encode(&mut w, m);
+    }
+    Ok(())
+}
+
+/// Writes `buf`; with watches, gives up as soon as the watcher's queue overflows (a
+/// client that stopped reading blocks the write, and must not hold its queue forever).
+pub(super) async fn send_watched<S: Stream>(
+    stream: &mut S,
+    buf: &[u8],
+    watcher: Option<&Watcher>,
+) -> std::io::Result<()> {
+    let Some(w) = watcher else {
+        return stream.send(buf).await;
+    };
+    let overflow = async {
+        while !w.overflowed() {
+            w.ready().await;
+        }
+    };
+    tokio::select! {
+        r = stream.send(buf) => r,
+        _ = overflow => Err(std::io::Error::other("watch backlog overflowed")),
+    }
 }
 
 /// Waits until the log holds everything the replies in `out` depend on. If the log

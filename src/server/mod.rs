@@ -15,6 +15,7 @@ mod router;
 pub mod sessions;
 pub(crate) mod stats;
 mod timers;
+pub mod watches;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,8 @@ pub struct Shared {
     pub cluster: Option<Arc<cluster::Cluster>>,
     /// The client port's TLS acceptor (`--tls-cert`): every connection handshakes first.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Every WATCH of every connection; the lock table tells it of changes.
+    pub watches: Arc<watches::WatchHub>,
 }
 
 /// The lock table a reader sees: the store's, or the cluster state machine's (which a
@@ -147,7 +150,15 @@ pub async fn run(
         config,
         acl,
         tls,
+        watches: Arc::new(watches::WatchHub::default()),
     });
+    // Changes of watched keys: from the store's table, or, in cluster mode, from every
+    // table the state machine applies the log to (on followers too).
+    let hook = watches::WatchHub::hook(&shared.watches);
+    match &shared.cluster {
+        Some(c) => c.node().state_machine().set_watch(hook),
+        None => shared.store.table().set_watch(hook),
+    }
     restore_sessions(&shared, restored);
     // A log that can no longer make anything durable stops the server: nothing more may
     // be acknowledged.

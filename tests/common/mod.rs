@@ -402,6 +402,8 @@ pub enum Reply {
     Bool(bool),
     /// `,...`
     Double(String),
+    /// `>n ...` (a RESP3 push message)
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -453,7 +455,7 @@ pub fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
             assert_eq!(&buf[after + n..after + n + 2], b"\r\n", "bulk terminator");
             Some((Reply::Bulk(buf[after..after + n].to_vec()), after + n + 2))
         }
-        b'*' | b'%' => {
+        b'*' | b'%' | b'>' => {
             let n = number(line);
             if n < 0 {
                 return Some((Reply::Nil, after));
@@ -466,7 +468,9 @@ pub fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
                 elems.push(e);
                 pos += used;
             }
-            if buf[0] == b'%' {
+            if buf[0] == b'>' {
+                Some((Reply::Push(elems), pos))
+            } else if buf[0] == b'%' {
                 let mut it = elems.into_iter();
                 let mut map = Vec::new();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -821,5 +825,6 @@ pub fn acq(key: &[u8], mode: bin::Mode, ttl_ms: u32, wait_ms: Option<u32>) -> bi
         wait_ms,
         priority: 0,
         lock_delay_ms: 0,
+        value: None,
     })
 }
