@@ -409,6 +409,39 @@ impl Model {
         self.waits_for(key, session, mode, &ahead)
     }
 
+    /// Whether a new request of `session` on `key` (with its out-edges `start`) would
+    /// close a cycle: it reaches itself, or a waiter it passes (which would then wait
+    /// for it).
+    #[allow(clippy::too_many_arguments)]
+    fn closes_cycle(
+        &self,
+        key: &[u8],
+        session: u64,
+        mode: Mode,
+        priority: u64,
+        upgrade: bool,
+        now: u64,
+        start: &[u64],
+    ) -> bool {
+        if self.reaches(start, session, now) {
+            return true;
+        }
+        let Some(k) = self.keys.get(key) else {
+            return false;
+        };
+        k.queue.iter().any(|w| {
+            let ahead = if upgrade {
+                w.upgrade
+            } else {
+                w.upgrade || w.priority * AGING + (now - w.since) >= priority * AGING
+            };
+            !ahead
+                && w.session != session
+                && conflicts(k.kind, w.mode, mode)
+                && self.reaches(start, w.session, now)
+        })
+    }
+
     /// Whether `target` is reachable from any of `start` along the wait-for edges.
     fn reaches(&self, start: &[u64], target: u64, now: u64) -> bool {
         let edges = self.edges(now);
@@ -515,7 +548,7 @@ impl Model {
             return MAcq::Limit(LimitKind::HoldsPerSession);
         }
         let start = self.new_waits_for(key, s, req.mode, priority, false, now);
-        if self.reaches(&start, s, now) {
+        if self.closes_cycle(key, s, req.mode, priority, false, now, &start) {
             return MAcq::Deadlock;
         }
         let seq = self.next_seq;
@@ -624,7 +657,7 @@ impl Model {
         }
         for (i, (key, mode)) in items.iter().enumerate() {
             let start = self.new_waits_for(key, s, *mode, 0, false, now);
-            if self.reaches(&start, s, now) {
+            if self.closes_cycle(key, s, *mode, 0, false, now, &start) {
                 for (k, _) in &items[..i] {
                     let mk = self.keys.get_mut(*k).expect("queued on");
                     mk.queue.retain(|w| w.session != s);
@@ -714,7 +747,7 @@ impl Model {
             return Ok(MAcq::WouldBlock);
         }
         let start = self.new_waits_for(key, s, Mode::Exclusive, 0, true, now);
-        if self.reaches(&start, s, now) {
+        if self.closes_cycle(key, s, Mode::Exclusive, 0, true, now, &start) {
             return Ok(MAcq::Deadlock);
         }
         let (ttl, seq) = (h.ttl, self.next_seq);

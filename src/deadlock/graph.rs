@@ -99,6 +99,11 @@ struct Walk<'a> {
     stack: &'a mut Vec<SessionId>,
     /// Who was found waiting for the requester, and through which mirror.
     found: Option<(SessionId, u32)>,
+    /// The waiters the new request would pass (queued behind it, conflicting): each
+    /// would wait for the requester through mirror `passed_via`, so reaching one closes
+    /// a cycle too.
+    passed: smallvec::SmallVec<[SessionId; 4]>,
+    passed_via: u32,
 }
 
 impl Walk<'_> {
@@ -106,6 +111,14 @@ impl Walk<'_> {
     fn reach(&mut self, s: SessionId, from: SessionId, via: u32) {
         if s == self.requester {
             self.found.get_or_insert((from, via));
+            return;
+        }
+        if self.found.is_none() && self.passed.contains(&s) {
+            if let Some(node) = self.sessions.get_mut(&s) {
+                node.epoch = self.epoch;
+                node.parent = (from, via);
+            }
+            self.found = Some((s, self.passed_via));
             return;
         }
         // A session without a node waits for nothing: it cannot lead back.
@@ -222,9 +235,26 @@ impl WaitForGraph {
         holders: &[(SessionId, Mode)],
         rank: i64,
     ) -> Option<Cycle> {
-        let node = self.sessions.get(&session)?;
-        if node.waits.is_empty() && node.holds == 0 {
-            return None;
+        // Waiters a request inserted ahead of them would pass: they will wait for it.
+        let mut passed = smallvec::SmallVec::new();
+        let mut passed_via = REQUESTED;
+        if let Some(&id) = self.index.get(key.as_bytes()) {
+            let m = self.mirrors[id as usize]
+                .as_ref()
+                .expect("indexed mirror is live");
+            passed_via = id;
+            passed.extend(
+                m.queue
+                    .range(m.insertion(rank)..)
+                    .filter(|q| q.session != session && conflicts(class(m.semaphore, q.mode), mode))
+                    .map(|q| q.session),
+            );
+        }
+        if passed.is_empty() {
+            let node = self.sessions.get(&session)?;
+            if node.waits.is_empty() && node.holds == 0 {
+                return None;
+            }
         }
         self.epoch += 1;
         let epoch = self.epoch;
@@ -242,6 +272,8 @@ impl WaitForGraph {
             sessions,
             stack,
             found: None,
+            passed,
+            passed_via,
         };
         let cls = class(semaphore, mode);
         match index.get(key.as_bytes()) {

@@ -350,7 +350,7 @@ async fn serve_text<S: Stream>(
                 || !ok
             {
                 if conn.watcher.as_ref().is_some_and(|w| w.overflowed()) {
-                    shared.watches.overflowed();
+                    // Counted once, when the connection ends (below).
                     debug!(%peer, "watcher fell too far behind: closing");
                 }
                 break;
