@@ -86,8 +86,9 @@ struct Locked<'a> {
 }
 
 impl<'a> Locked<'a> {
-    fn new(table: &'a LockTable, shards: &[usize]) -> Self {
-        let mut order: SmallVec<[usize; 4]> = shards.iter().copied().collect();
+    /// Locks the shards of `placed` (hash and shard of each key).
+    fn new(table: &'a LockTable, placed: &[(u64, usize)]) -> Self {
+        let mut order: SmallVec<[usize; 4]> = placed.iter().map(|p| p.1).collect();
         order.sort_unstable();
         order.dedup();
         Locked {
@@ -136,8 +137,7 @@ impl LockTable {
                 });
             }
         }
-        let shard_ids: SmallVec<[usize; 4]> = placed.iter().map(|p| p.1).collect();
-        let mut locked = Locked::new(self, &shard_ids);
+        let mut locked = Locked::new(self, &placed);
         let mut probes: SmallVec<[Probe; 4]> = SmallVec::new();
         for (i, ((key, mode), &(hash, shard))) in items.iter().zip(&placed).enumerate() {
             match locked.get(shard).multi_probe(session, key, hash, *mode) {
@@ -302,14 +302,24 @@ impl LockTable {
         }
     }
 
-    /// The shard of each of `keys`, with its hash.
-    fn place(&self, keys: &[Key]) -> SmallVec<[(u64, usize); 4]> {
-        keys.iter()
+    /// A queued multi-lock's keys, the hash and shard of each, and those shards locked
+    /// (in shard order); None when it is not queued (any more).
+    #[allow(clippy::type_complexity, reason = "a private step of two callers")]
+    fn lock_multi(
+        &self,
+        session: SessionId,
+        request: RequestId,
+    ) -> Option<(Box<[Key]>, SmallVec<[(u64, usize); 4]>, Locked<'_>)> {
+        let keys = self.multi.lock().groups.get(&(session, request)).cloned()?;
+        let placed: SmallVec<[(u64, usize); 4]> = keys
+            .iter()
             .map(|k| {
                 let hash = key_hash(k.as_bytes());
                 (hash, shard_of_hash(hash, self.shards.len()))
             })
-            .collect()
+            .collect();
+        let locked = Locked::new(self, &placed);
+        Some((keys, placed, locked))
     }
 
     /// Grants every member of the multi-lock if every one is ready.
@@ -321,12 +331,9 @@ impl LockTable {
         now: u64,
         events: &mut Vec<Event>,
     ) {
-        let Some(keys) = self.multi.lock().groups.get(&(session, request)).cloned() else {
+        let Some((keys, placed, mut locked)) = self.lock_multi(session, request) else {
             return;
         };
-        let placed = self.place(&keys);
-        let shard_ids: SmallVec<[usize; 4]> = placed.iter().map(|p| p.1).collect();
-        let mut locked = Locked::new(self, &shard_ids);
         let ready = keys.iter().zip(&placed).all(|(k, &(hash, shard))| {
             locked
                 .get(shard)
@@ -370,12 +377,9 @@ impl LockTable {
         now: u64,
         events: &mut Vec<Event>,
     ) {
-        let Some(keys) = self.multi.lock().groups.get(&(session, request)).cloned() else {
+        let Some((keys, placed, mut locked)) = self.lock_multi(session, request) else {
             return;
         };
-        let placed = self.place(&keys);
-        let shard_ids: SmallVec<[usize; 4]> = placed.iter().map(|p| p.1).collect();
-        let mut locked = Locked::new(self, &shard_ids);
         if self
             .multi
             .lock()
