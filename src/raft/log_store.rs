@@ -18,10 +18,13 @@
 //!
 //! Appends: openraft wants the entries readable as soon as `append` returns and the
 //! callback once they are durable. The WAL publishes records only when they are durable,
-//! so entries wait in an in-memory `pending` map from `append` until the WAL completion,
-//! which runs `LogFlushed` in log order after the fsync. Reads prefer `pending` (it holds
-//! what a truncate replaced before the WAL has processed the truncate) and clamp to the
-//! log's logical end.
+//! so entries go into an in-memory `tail` map at `append`; the WAL completion, which runs
+//! `LogFlushed` in log order after the fsync, marks them durable. The tail also keeps the
+//! most recent durable entries (up to [`TAIL_MAX_ENTRIES`] / [`TAIL_MAX_BYTES`]): every
+//! entry is read back soon after it is written (replication to each follower, and the
+//! state machine applying it on every node), and serving those reads from memory saves a
+//! `pread` and a decode each. Reads prefer `tail` (it holds what a truncate replaced
+//! before the WAL has processed the truncate) and clamp to the log's logical end.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -45,6 +48,11 @@ const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
 
 const VOTE_VERSION: u8 = 1;
+
+/// Most durable entries the in-memory tail keeps (entries not yet durable stay regardless).
+pub(super) const TAIL_MAX_ENTRIES: usize = 4096;
+/// Most payload bytes the in-memory tail keeps, durable entries counted.
+const TAIL_MAX_BYTES: usize = 16 << 20;
 const PURGED_MAGIC: &[u8; 4] = b"TSPG";
 const PURGED_FILE: &str = "purged";
 const PURGED_TMP: &str = "purged.tmp";
@@ -91,9 +99,12 @@ impl Debug for LogStore {
 /// The log as openraft sees it (the WAL may still be catching up).
 #[derive(Default)]
 struct LogMem {
-    /// Appended entries not yet durable, by index, with the append's generation.
-    pending: BTreeMap<u64, (u64, Entry)>,
-    /// Counts appends, so that a completion only clears its own entries from `pending`
+    /// A suffix of the log in memory, by index: every entry not yet durable, and the
+    /// most recent durable ones (see the module docs).
+    tail: BTreeMap<u64, TailEntry>,
+    /// Payload bytes in `tail`.
+    tail_bytes: usize,
+    /// Counts appends, so that a completion only marks its own entries in `tail` durable
     /// (a truncate and a new append may have replaced them since).
     generation: u64,
     /// The index the next entry gets.
@@ -104,6 +115,58 @@ struct LogMem {
     purged: Option<LogId>,
     /// The last committed log id openraft reported (not persisted).
     committed: Option<LogId>,
+}
+
+/// An entry of the in-memory tail.
+struct TailEntry {
+    /// The append that wrote it.
+    generation: u64,
+    /// Whether the WAL has made it durable (only durable entries may leave the tail).
+    durable: bool,
+    /// Its payload size, for [`TAIL_MAX_BYTES`].
+    bytes: usize,
+    entry: Entry,
+}
+
+impl LogMem {
+    fn insert(&mut self, generation: u64, entry: Entry) {
+        let bytes = match &entry.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Normal(r) => r.0.len(),
+            EntryPayload::Membership(_) => 256,
+        };
+        self.tail_bytes += bytes;
+        let old = self.tail.insert(
+            entry.log_id.index,
+            TailEntry {
+                generation,
+                durable: false,
+                bytes,
+                entry,
+            },
+        );
+        if let Some(old) = old {
+            self.tail_bytes -= old.bytes;
+        }
+    }
+
+    /// The WAL made `range` durable for the append `generation` (entries a truncate and
+    /// a later append replaced are not its own), then trims the tail's durable front.
+    fn made_durable(&mut self, range: std::ops::RangeInclusive<u64>, generation: u64) {
+        for (_, t) in self.tail.range_mut(range) {
+            if t.generation == generation {
+                t.durable = true;
+            }
+        }
+        while self.tail.len() > TAIL_MAX_ENTRIES || self.tail_bytes > TAIL_MAX_BYTES {
+            match self.tail.first_entry() {
+                Some(first) if first.get().durable => {
+                    self.tail_bytes -= first.remove().bytes;
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 /// The log's positions, for metrics.
@@ -192,6 +255,12 @@ impl LogStore {
         }
     }
 
+    /// Entries in the in-memory tail.
+    #[cfg(test)]
+    pub(super) fn tail_len(&self) -> usize {
+        self.mem.lock().tail.len()
+    }
+
     /// The WAL underneath.
     pub fn wal(&self) -> &Wal {
         &self.wal
@@ -224,12 +293,8 @@ impl LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        // `pending` is a suffix of the log: everything below its first key is in the WAL.
-        let wal_end = mem
-            .pending
-            .range(start..end)
-            .next()
-            .map_or(end, |(&i, _)| i);
+        // `tail` is a suffix of the log: everything below its first key is in the WAL.
+        let wal_end = mem.tail.range(start..end).next().map_or(end, |(&i, _)| i);
         let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
         if start < wal_end {
             let records = self
@@ -243,7 +308,7 @@ impl LogStore {
                 );
             }
         }
-        out.extend(mem.pending.range(wal_end..end).map(|(_, (_, e))| e.clone()));
+        out.extend(mem.tail.range(wal_end..end).map(|(_, t)| t.entry.clone()));
         Ok(out)
     }
 
@@ -365,23 +430,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         mem.generation += 1;
         let generation = mem.generation;
         for e in entries {
-            mem.pending.insert(e.log_id.index, (generation, e));
+            mem.insert(generation, e);
         }
         mem.next = last_id.index + 1;
         mem.last = Some(last_id);
         let pending = self.mem.clone();
         self.wal.append_at(first_index, records, move |result| {
-            {
-                let mut mem = pending.lock();
-                let mut done = Vec::new();
-                for (&i, (g, _)) in mem.pending.range(first_index..=last_id.index) {
-                    if *g == generation {
-                        done.push(i);
-                    }
-                }
-                for i in done {
-                    mem.pending.remove(&i);
-                }
+            if result.is_ok() {
+                pending
+                    .lock()
+                    .made_durable(first_index..=last_id.index, generation);
             }
             callback.log_io_completed(result.map(|_| ()).map_err(io_err));
         });
@@ -398,7 +456,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = self
             .wait_wal(|wal, done| {
                 let mut mem = self.mem.lock();
-                mem.pending.split_off(&from);
+                let dropped = mem.tail.split_off(&from);
+                mem.tail_bytes -= dropped.values().map(|t| t.bytes).sum::<usize>();
                 if mem.next > from {
                     mem.next = from;
                     mem.last = prev.or(mem.purged);
@@ -419,7 +478,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = self
             .wait_wal(|wal, done| {
                 let mut mem = self.mem.lock();
-                mem.pending = mem.pending.split_off(&(upto + 1));
+                let kept = mem.tail.split_off(&(upto + 1));
+                mem.tail = kept;
+                mem.tail_bytes = mem.tail.values().map(|t| t.bytes).sum();
                 if mem.purged < Some(log_id) {
                     mem.purged = Some(log_id);
                 }

@@ -185,3 +185,65 @@ async fn log_survives_reopen_after_truncate_and_purge() {
     assert_eq!(state.last_purged_log_id, Some(id(3, 40)));
     assert_eq!(state.last_log_id, Some(id(3, 41)));
 }
+
+/// The in-memory tail keeps recent entries for reads (replication, apply) but stays
+/// bounded; entries that left it are read from the WAL, and a truncate or purge across
+/// both parts leaves the same log as before.
+#[tokio::test]
+async fn the_log_tail_stays_bounded_and_reads_match_the_wal() {
+    use super::log_store::TAIL_MAX_ENTRIES;
+    let dir = TempDir::new("tail");
+    let mut log = open_log(&dir);
+    let total = TAIL_MAX_ENTRIES as u64 + 1_500;
+    let mut next = 0;
+    while next < total {
+        let end = (next + 97).min(total);
+        log.blocking_append((next..end).map(|i| normal(1, i)))
+            .await
+            .expect("appends");
+        next = end;
+    }
+    assert!(
+        log.tail_len() <= TAIL_MAX_ENTRIES,
+        "tail {}",
+        log.tail_len()
+    );
+    let check = |entries: Vec<Entry>, from: u64, to: u64| {
+        let ids: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, (from..to).collect::<Vec<_>>());
+        for e in &entries {
+            assert!(
+                matches!(&e.payload, EntryPayload::Normal(Request(b)) if b == &vec![e.log_id.index as u8; 40]),
+                "entry {} payload",
+                e.log_id.index
+            );
+        }
+    };
+    // Across the boundary between the WAL and the tail.
+    check(
+        log.try_get_log_entries(0..total).await.expect("reads"),
+        0,
+        total,
+    );
+    // Truncate inside the evicted part: the tail empties, the WAL serves what is left.
+    log.truncate(id(1, 1_000)).await.expect("truncates");
+    log.blocking_append((1_000..1_010).map(|i| normal(2, i)))
+        .await
+        .expect("appends");
+    let entries = log.try_get_log_entries(990..2_000).await.expect("reads");
+    assert_eq!(entries.len(), 20);
+    assert_eq!(entries[9].log_id, id(1, 999));
+    assert_eq!(entries[10].log_id, id(2, 1_000));
+    log.purge(id(1, 500)).await.expect("purges");
+    let entries = log.try_get_log_entries(0..2_000).await.expect("reads");
+    assert_eq!(entries.first().map(|e| e.log_id), Some(id(1, 501)));
+    assert_eq!(entries.last().map(|e| e.log_id), Some(id(2, 1_009)));
+    drop(log);
+    let mut log = open_log(&dir);
+    let reopened = log.try_get_log_entries(0..2_000).await.expect("reads");
+    assert_eq!(reopened.len(), entries.len());
+    assert!(reopened
+        .iter()
+        .zip(&entries)
+        .all(|(a, b)| a.log_id == b.log_id));
+}
