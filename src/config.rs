@@ -210,19 +210,20 @@ pub struct Config {
     /// --requirepass).
     #[arg(long, env = "TURNSTILE_CLUSTER_PASSWORD", hide_env_values = true)]
     pub cluster_password: Option<String>,
-    /// Cluster mode: the leader's heartbeat interval in milliseconds.
-    #[arg(long, env = "TURNSTILE_HEARTBEAT_MS", default_value_t = 100)]
+    /// Cluster mode: the leader's heartbeat interval in milliseconds (tuned for nodes on
+    /// one LAN; raise it with the election timeout across slower links).
+    #[arg(long, env = "TURNSTILE_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Cluster mode: the lower bound of the randomised election timeout in milliseconds
     /// (the upper bound is twice it). A new leader adds the upper bound to every lease.
-    #[arg(long, env = "TURNSTILE_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    #[arg(long, env = "TURNSTILE_ELECTION_TIMEOUT_MS", default_value_t = 200)]
     pub election_timeout_ms: u64,
     /// Cluster mode: INSPECT and LOCKS on a follower: `redirect` (NOTLEADER) or `stale`
     /// (answered from the follower's own, possibly older, state).
     #[arg(long, env = "TURNSTILE_FOLLOWER_READS", default_value = "redirect", value_parser = ["redirect", "stale"])]
     pub follower_reads: String,
     /// The shortest lease an ACQUIRE or RENEW may ask for, in milliseconds (shorter gets
-    /// `-LIMIT`). Default: 1 standalone; in cluster mode four election timeouts (1600 ms
+    /// `-LIMIT`). Default: 1 standalone; in cluster mode four election timeouts (800 ms
     /// by default), because a failover may lengthen a lease by up to the election timeout.
     #[arg(long, env = "TURNSTILE_MIN_TTL_MS")]
     pub min_ttl_ms: Option<u64>,
