@@ -14,7 +14,7 @@
 # Honours CARGO_TARGET_DIR, CARGO_BUILD_JOBS and the test's own variables:
 # TURNSTILE_CLUSTER_CLIENTS (8), TURNSTILE_CLUSTER_SEED (random, printed),
 # TURNSTILE_CLUSTER_ELECTION_MS and TURNSTILE_CLUSTER_HEARTBEAT_MS (here the server's
-# defaults, 200 and 50, so the long run measures the failover users get; the CI tests
+# defaults, 200 and 100, so the long run measures the failover users get; the CI tests
 # use 400 and 100, slower but steadier under debug builds),
 # TURNSTILE_CLUSTER_KEEP (keep the data dirs and node logs even on success).
 # On failure the test prints every violation and keeps the data dirs and node logs under
@@ -40,7 +40,7 @@ trap 'rm -f "$out"' EXIT
 start=$(date +%s)
 set +e
 export TURNSTILE_CLUSTER_ELECTION_MS="${TURNSTILE_CLUSTER_ELECTION_MS:-200}"
-export TURNSTILE_CLUSTER_HEARTBEAT_MS="${TURNSTILE_CLUSTER_HEARTBEAT_MS:-50}"
+export TURNSTILE_CLUSTER_HEARTBEAT_MS="${TURNSTILE_CLUSTER_HEARTBEAT_MS:-100}"
 echo "== timing: heartbeat ${TURNSTILE_CLUSTER_HEARTBEAT_MS} ms, election timeout ${TURNSTILE_CLUSTER_ELECTION_MS} ms"
 TURNSTILE_CLUSTER_KILLS="$kills" TURNSTILE_CLUSTER_PARTITIONS="$partitions" \
   TURNSTILE_CLUSTER_PAUSES="$pauses" \

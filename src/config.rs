@@ -210,9 +210,9 @@ pub struct Config {
     /// --requirepass).
     #[arg(long, env = "TURNSTILE_CLUSTER_PASSWORD", hide_env_values = true)]
     pub cluster_password: Option<String>,
-    /// Cluster mode: the leader's heartbeat interval in milliseconds (tuned for nodes on
-    /// one LAN; raise it with the election timeout across slower links).
-    #[arg(long, env = "TURNSTILE_HEARTBEAT_MS", default_value_t = 50)]
+    /// Cluster mode: the leader's heartbeat interval in milliseconds; also how long the
+    /// leader waits for a follower's answer to a replication request (openraft's rule).
+    #[arg(long, env = "TURNSTILE_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Cluster mode: the lower bound of the randomised election timeout in milliseconds
     /// (the upper bound is twice it). A new leader adds the upper bound to every lease.

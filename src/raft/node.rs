@@ -84,21 +84,26 @@ pub struct RaftOptions {
     pub tls: Option<crate::tls::PeerTls>,
 }
 
+/// Most entries one AppendEntries carries (openraft's default is 300).
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 impl RaftOptions {
-    /// Defaults: listen on 127.0.0.1:0, 64 shards, heartbeat 50 ms, election timeouts
+    /// Defaults: listen on 127.0.0.1:0, 64 shards, heartbeat 100 ms, election timeouts
     /// of 200–400 ms, a snapshot every 10,000 entries keeping 1,000, fsync always, 64 MiB
     /// segments.
     ///
     /// Failover time with these timeouts: openraft's followers first honour the deposed
     /// leader's lease (`election_timeout_max` since its last heartbeat: they refuse to
     /// vote before it ends), then wait their own election timeout, checked on a tick of
-    /// 1.5 heartbeats: 400 + 200..400 + up to 75 ms, so about 0.6–0.9 s from the last
+    /// 1.5 heartbeats: 400 + 200..400 + up to 150 ms, so about 0.6–0.95 s from the last
     /// heartbeat to a new leader. Two openraft delays come on top in bad cases: a split
     /// vote costs another election timeout, and a node that once saw a longer log in a
     /// vote reply waits `2 × election_timeout_max` more before its next election (the
     /// flag stays until that election, however much later it comes). With the earlier
     /// defaults (100 ms, 400–800 ms) those cases took failovers to 3–4.3 s in the long
-    /// run; with these the worst case stays under 2 s (the goal at p99).
+    /// run; with these the worst case stays under 2 s (the goal at p99). The
+    /// heartbeat stays at 100 ms because it is also openraft's AppendEntries timeout
+    /// (see [`MAX_PAYLOAD_ENTRIES`]).
     pub fn new(id: NodeId, dir: impl Into<PathBuf>) -> RaftOptions {
         RaftOptions {
             id,
@@ -108,7 +113,7 @@ impl RaftOptions {
             password: None,
             shards: 64,
             limits: Limits::default(),
-            heartbeat: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(200),
             election_timeout_max: Duration::from_millis(400),
             snapshot_every: 10_000,
@@ -131,6 +136,12 @@ impl RaftOptions {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             purge_batch_size: 64,
+            // openraft times an AppendEntries out after one heartbeat interval and then
+            // backs off for 500 ms, sending nothing, not even heartbeats, so a follower
+            // catching up (a restarted node) would start an election and depose a healthy
+            // leader. Smaller batches (each entry packs up to MAX_BATCH commands) keep a
+            // catch-up request well inside the interval.
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..openraft::Config::default()
         };
         Ok(config.validate()?)

@@ -69,9 +69,9 @@ pub struct Options {
 
 impl Options {
     /// Three nodes with the given name; timings from `TURNSTILE_CLUSTER_HEARTBEAT_MS`
-    /// (default 100) and `TURNSTILE_CLUSTER_ELECTION_MS` (default 400): twice the
-    /// server's defaults, because CI runs debug builds of three nodes and the tests on
-    /// two cores; `scripts/cluster-long.sh` runs with the server's defaults.
+    /// (default 100) and `TURNSTILE_CLUSTER_ELECTION_MS` (default 400: twice the
+    /// server's, because CI runs debug builds of three nodes and the tests on two cores;
+    /// `scripts/cluster-long.sh` runs with the server's defaults).
     pub fn new(name: &str) -> Options {
         Options {
             name: name.to_string(),
