@@ -330,3 +330,75 @@ async fn waiting_notices_are_bounded_while_detached() {
     }
     assert_eq!(seen, turnstile::server::MAX_DETACHED_WAITING);
 }
+
+/// A client that lost the answer to an ACQUIRE (its connection broke, or its leader
+/// failed) sends it again with the same request id after resuming: still queued, it is
+/// answered QUEUED; granted, GRANTED with the hold's token; either way it is not applied
+/// twice (no second reentrant level, no self-DEADLOCK). protocol.md 4.8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_sent_again_after_a_resume_is_answered_not_applied_twice() {
+    let server = Server::start().await;
+    let mut holder = Bin::connect(server.addr).await;
+    let mut b = Bin::connect(server.addr).await;
+    let secret = b.secret();
+    let t = granted(b.call(5, acq(b"mine", Mode::Exclusive, 60_000, None)).await);
+    let mut reentrant = acq(b"re", Mode::Exclusive, 60_000, None);
+    if let Request::Acquire(a) = &mut reentrant {
+        a.reentrant = true;
+    }
+    let tr = granted(b.call(6, reentrant.clone()).await);
+    granted(holder.call(1, acq(b"busy", Mode::Exclusive, 0, None)).await);
+    assert_eq!(
+        b.call(7, acq(b"busy", Mode::Exclusive, 60_000, None)).await,
+        Response::Queued
+    );
+    drop(b);
+    wait_clients(&mut holder, 1).await;
+
+    let mut b = Bin::connect_with(server.addr, &resume(secret)).await;
+    assert_eq!(
+        granted(b.call(5, acq(b"mine", Mode::Exclusive, 60_000, None)).await),
+        t,
+        "granted before: the same token, no DEADLOCK"
+    );
+    assert_eq!(granted(b.call(6, reentrant.clone()).await), tr);
+    assert_eq!(
+        b.call(7, acq(b"busy", Mode::Exclusive, 60_000, None)).await,
+        Response::Queued,
+        "still queued: not queued twice"
+    );
+    // Granted from the queue while nobody listened: the retry learns the token.
+    assert_eq!(
+        holder
+            .call_holder(2, Request::Release { key: b"busy" })
+            .await,
+        Response::Ok
+    );
+    let (id, push) = b.push().await;
+    assert_eq!(id, 7);
+    let tb = match push {
+        Push::Granted { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        granted(b.call(7, acq(b"busy", Mode::Exclusive, 60_000, None)).await),
+        tb
+    );
+    // One RELEASE each ends the holds: nothing was applied twice.
+    for (n, key) in [(8u32, &b"mine"[..]), (9, b"re"), (10, b"busy")] {
+        assert_eq!(b.call(n, Request::Release { key }).await, Response::Ok);
+        assert!(holders(server.addr, key).await.is_empty(), "{key:?}");
+    }
+    // A new request id on a key the session holds is a new request: DEADLOCK.
+    granted(
+        b.call(11, acq(b"mine", Mode::Exclusive, 60_000, None))
+            .await,
+    );
+    match b
+        .call(12, acq(b"mine", Mode::Exclusive, 60_000, None))
+        .await
+    {
+        Response::Error(e) => assert_eq!(e.code, ErrorCode::Deadlock),
+        other => panic!("expected DEADLOCK, got {other:?}"),
+    }
+}

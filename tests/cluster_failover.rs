@@ -58,6 +58,8 @@
 //! Only processes these tests started are signalled, by the PID of their `Child`.
 
 mod cluster_common;
+#[allow(unused_imports)]
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -209,6 +211,103 @@ fn waiter_queue_survives_failover_in_fifo_order() {
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(30)));
     });
+}
+
+/// A binary client loses its leader right after an ACQUIRE was granted, resumes its
+/// session on the new leader and sends the ACQUIRE again with the same request id: it
+/// learns "granted with token F" (the same token), and nothing is applied twice (one
+/// RELEASE frees the key); a queued one answers QUEUED. protocol.md 4.8.
+#[test]
+fn a_retried_acquire_learns_its_outcome_on_the_new_leader() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let mut opts = Options::new("retry");
+        opts.session_timeout_ms = 60_000;
+        let mut cluster = Cluster::start(opts).await.unwrap_or_else(|e| panic!("{e}"));
+        retry_after_failover(&mut cluster)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails(30)));
+    });
+}
+
+async fn retry_after_failover(cluster: &mut Cluster) -> Result<(), String> {
+    use turnstile::protocol::binary::{self as bin, Mode, Request, Response};
+    let granted = |r: Response| match r {
+        Response::Granted { token } => Ok(token),
+        other => Err(format!("expected GRANTED, got {other:?}")),
+    };
+    let leader = cluster.wait_leader(&[], Duration::from_secs(20)).await?;
+    let addr = |c: &Cluster, id: u64| -> std::net::SocketAddr {
+        c.node(id).client_addr().parse().expect("a socket address")
+    };
+    let ttl = u32::try_from(cluster.opts.min_ttl_ms().max(60_000)).expect("fits");
+    // Connect where a leader took over (HELLO on a node that has not yet is NOTLEADER).
+    async fn hello_on(a: std::net::SocketAddr, h: &bin::Hello<'_>) -> Result<common::Bin, String> {
+        let mut last = String::new();
+        for _ in 0..200 {
+            match common::Bin::handshake(a, h).await {
+                (b, Ok(_)) => return Ok(b),
+                (_, Err(e)) => last = format!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("HELLO on {a} refused: {last}"))
+    }
+    let mut holder = hello_on(addr(cluster, leader), &common::hello()).await?;
+    let mut b = hello_on(addr(cluster, leader), &common::hello()).await?;
+    let secret = b.secret();
+    let t = granted(
+        b.call(5, common::acq(b"retry/mine", Mode::Exclusive, ttl, None))
+            .await,
+    )?;
+    granted(
+        holder
+            .call(1, common::acq(b"retry/busy", Mode::Exclusive, ttl, None))
+            .await,
+    )?;
+    let q = b
+        .call(6, common::acq(b"retry/busy", Mode::Exclusive, ttl, None))
+        .await;
+    if q != Response::Queued {
+        return Err(format!("expected QUEUED, got {q:?}"));
+    }
+    drop(b);
+    drop(holder);
+    cluster.kill9(leader);
+    let new = cluster
+        .wait_leader(&[leader], Duration::from_secs(20))
+        .await?;
+    let resume = bin::Hello {
+        resume: Some(secret),
+        ..common::hello()
+    };
+    let mut b = hello_on(addr(cluster, new), &resume).await?;
+    let again = granted(
+        b.call(5, common::acq(b"retry/mine", Mode::Exclusive, ttl, None))
+            .await,
+    )?;
+    if again != t {
+        return Err(format!("the retry got token {again}, the grant was {t}"));
+    }
+    let q = b
+        .call(6, common::acq(b"retry/busy", Mode::Exclusive, ttl, None))
+        .await;
+    if q != Response::Queued {
+        return Err(format!(
+            "the queued request's retry: expected QUEUED, got {q:?}"
+        ));
+    }
+    let r = b.call(7, Request::Release { key: b"retry/mine" }).await;
+    if r != Response::Ok {
+        return Err(format!("RELEASE: {r:?}"));
+    }
+    match b.call(8, Request::Inspect { key: b"retry/mine" }).await {
+        Response::Inspect(None) => Ok(()),
+        Response::Inspect(Some(s)) if s.holders.is_empty() => Ok(()),
+        other => Err(format!(
+            "one RELEASE must free the key (no second level): {other:?}"
+        )),
+    }
 }
 
 /// The long run (`scripts/cluster-long.sh`): one cluster, one history, kills, partitions

@@ -923,3 +923,90 @@ fn holds_and_queued_requests_per_session_are_limited() {
     fx.close(a);
     assert_eq!(fx.table.session_holds(a), 0);
 }
+
+/// An ACQUIRE sent again with the id of the request that made the session's hold (a
+/// client retrying after a lost connection or a failover) is answered with that hold and
+/// changes nothing: no self-DEADLOCK, no second reentrant level. A request with another
+/// id is a new request, and text mode's id 0 (no client part) never matches.
+#[test]
+fn the_same_request_again_is_answered_with_its_hold() {
+    let mut fx = Fx::new(1);
+    let (a, b) = (fx.session(), fx.session());
+    let ask = |fx: &mut Fx, s, key: &str, id: u64, r: Req| {
+        let req = AcquireRequest {
+            id: RequestId(id),
+            mode: r.mode,
+            reentrant: r.reentrant,
+            ttl_ms: r.ttl,
+            wait_ms: r.wait,
+            policy: Default::default(),
+        };
+        fx.table.acquire(s, key.as_bytes(), &req, fx.now)
+    };
+    // Granted at once: the retry (same client part, another server counter) gets the token.
+    let t = match ask(&mut fx, a, "k", (1 << 32) | 7, X) {
+        AcquireOutcome::Granted(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        ask(&mut fx, a, "k", (2 << 32) | 7, X),
+        AcquireOutcome::Granted(t)
+    );
+    // Another request of the same session on the key it holds: the contract's DEADLOCK.
+    assert!(matches!(
+        ask(&mut fx, a, "k", (3 << 32) | 8, X),
+        AcquireOutcome::Deadlock(_)
+    ));
+
+    // Granted from the queue: the retry finds the hold the queued request became.
+    assert_eq!(
+        ask(&mut fx, b, "k", (4 << 32) | 9, X),
+        AcquireOutcome::Queued
+    );
+    let ev = fx.release(a, "k");
+    let tb = token_of(&ev, b);
+    assert_eq!(
+        ask(&mut fx, b, "k", (5 << 32) | 9, X),
+        AcquireOutcome::Granted(FencingToken(tb))
+    );
+    assert_eq!(fx.holders("k"), vec![(b, Mode::Exclusive)]);
+    fx.release(b, "k");
+    assert!(
+        fx.holders("k").is_empty(),
+        "one RELEASE ends the hold: no second level"
+    );
+
+    // Reentrant: a retry adds no level; a new request does, and becomes the one retried.
+    let r = X.reentrant();
+    let t = match ask(&mut fx, a, "r", (6 << 32) | 10, r) {
+        AcquireOutcome::Granted(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        ask(&mut fx, a, "r", (7 << 32) | 10, r),
+        AcquireOutcome::Granted(t)
+    );
+    assert_eq!(
+        ask(&mut fx, a, "r", (8 << 32) | 11, r),
+        AcquireOutcome::Granted(t)
+    );
+    assert_eq!(
+        ask(&mut fx, a, "r", (9 << 32) | 11, r),
+        AcquireOutcome::Granted(t)
+    );
+    fx.release(a, "r");
+    assert_eq!(
+        fx.holders("r"),
+        vec![(a, Mode::Exclusive)],
+        "two levels, not four"
+    );
+    fx.release(a, "r");
+    assert!(fx.holders("r").is_empty());
+
+    // Text mode (client part 0) keeps the contract: a second ACQUIRE is a DEADLOCK.
+    fx.granted(a, "t", X);
+    assert!(matches!(
+        ask(&mut fx, a, "t", 10 << 32, X),
+        AcquireOutcome::Deadlock(_)
+    ));
+}

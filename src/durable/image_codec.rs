@@ -3,13 +3,14 @@
 //! adds the magic, the last included log index and the CRC-32C around it.
 //!
 //! ```text
-//! version:u8 = 3
+//! version:u8 = 4
 //! epoch now next_request shards next_session
 //! sessions: count { session kind:u8 [secret:16 timeout_ms [user]] }*   (as in OpenSession)
 //! limits set: count { limit:u8 value }*                               (as in SetLimit; not in version 1)
 //! per shard: next_seq
 //!            locks: count { key kind:u8 [limit] last_token
-//!                           holders: count { session token ttl_ms count mode lock_delay_ms }*
+//!                           holders: count { session token ttl_ms count mode lock_delay_ms
+//!                                            request }*    (request: not before version 4)
 //!                           waiters: count { session request mode ttl_ms since has:u8 [deadline]
 //!                                            rank:zigzag lock_delay_ms upgrade:u8 }*
 //!                           (has: bit 0 a deadline follows, bit 1 a multi-lock member)
@@ -29,11 +30,11 @@ use crate::engine::{
     ShardImage, TableImage, ValueImage, WaiterImage,
 };
 
-/// The payload version this build writes (it reads this one, version 2, which had no
-/// queue policy (priorities, lock-delays, pending upgrades), no multi-locks and no values
-/// of holds, and
-/// version 1, which also had no limits set at runtime).
-pub const VERSION: u8 = 3;
+/// The payload version this build writes (it reads this one; version 3, which had no
+/// request id of holds; version 2, which also had no queue policy (priorities,
+/// lock-delays, pending upgrades), no multi-locks and no values of holds; and version 1,
+/// which also had no limits set at runtime).
+pub const VERSION: u8 = 4;
 
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
@@ -100,6 +101,7 @@ pub fn encode(state: &State) -> Vec<u8> {
                 put_u64(&mut out, u64::from(h.count));
                 put_mode(&mut out, h.mode);
                 put_u64(&mut out, u64::from(h.lock_delay_ms));
+                put_u64(&mut out, u64::from(h.request));
             }
             put_u64(&mut out, l.waiters.len() as u64);
             for w in &l.waiters {
@@ -222,6 +224,7 @@ pub fn decode(buf: &[u8]) -> Result<State, DecodeError> {
                     count: r.u32()?,
                     mode: r.mode()?,
                     lock_delay_ms: if version >= 3 { r.u32()? } else { 0 },
+                    request: if version >= 4 { r.u32()? } else { 0 },
                 });
             }
             let nw = r.count()?;

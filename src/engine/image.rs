@@ -92,6 +92,9 @@ pub struct HoldImage {
     pub mode: Mode,
     /// Its lock-delay in ms (0: none).
     pub lock_delay_ms: u32,
+    /// The client's part of the id of the request that made it (see
+    /// `LockTable::acquire`: the same request again is answered with this hold).
+    pub request: u32,
 }
 
 /// A queued request.

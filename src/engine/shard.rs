@@ -214,10 +214,21 @@ struct Hold {
     ttl_ms: u32,
     count: u32,
     mode: HeldMode,
+    /// The client's part of the id of the request that made this hold, or last entered it
+    /// again (the low 32 bits: a binary client's own request id; 0 in text mode and for
+    /// multi-locks). An ACQUIRE the session sends again with that id, after a lost
+    /// connection or a failover, is answered with this hold instead of being applied
+    /// twice. Fits in the padding: `Hold` stays 48 bytes.
+    request: u32,
     /// The session's previous and next held lock in this shard (an intrusive list, so a
     /// session end finds its holds without a scan and a release unlinks in O(1)).
     prev: u32,
     next: u32,
+}
+
+/// The client's part of a request id (see `Hold::request`).
+fn client_part(request: RequestId) -> u32 {
+    request.0 as u32
 }
 
 /// A queued request.
@@ -650,6 +661,7 @@ impl Shard {
         mode: Mode,
         ttl_ms: u32,
         lock_delay_ms: u32,
+        request: u32,
         now: u64,
         ctx: &Ctx,
     ) -> u64 {
@@ -678,6 +690,7 @@ impl Shard {
             ttl_ms,
             count: 1,
             mode: HeldMode::of(mode),
+            request,
             prev: NIL,
             next: head,
         });
@@ -836,6 +849,7 @@ impl Shard {
                 waiter.mode,
                 waiter.ttl_ms,
                 waiter.lock_delay_ms,
+                client_part(waiter.request),
                 now,
                 ctx,
             );
@@ -889,6 +903,7 @@ impl Shard {
                 req.mode,
                 ttl_ms,
                 req.policy.lock_delay_ms,
+                client_part(req.id),
                 now,
                 ctx,
             );
@@ -903,6 +918,12 @@ impl Shard {
         }
         if let Some(pos) = lock.holder(session) {
             let hold = &lock.holders[pos];
+            let request = client_part(req.id);
+            if request != 0 && hold.request == request {
+                // The same request again (a client retrying after a lost connection or a
+                // failover): it was granted, with this token; nothing changes.
+                return AcquireOutcome::Granted(FencingToken(hold.token));
+            }
             let reentrant =
                 req.reentrant && hold.mode == HeldMode::of(req.mode) && kind == Kind::Lock;
             if !reentrant {
@@ -923,6 +944,7 @@ impl Shard {
             let hold = &mut lock.holders[pos];
             hold.count = count;
             hold.ttl_ms = ttl_ms;
+            hold.request = request;
             if deadline > old_deadline {
                 self.wheel.cancel(old);
                 let timer = self.wheel.insert(deadline, TimerRef::lease(idx, session));
@@ -969,6 +991,7 @@ impl Shard {
                 req.mode,
                 ttl_ms,
                 req.policy.lock_delay_ms,
+                client_part(req.id),
                 now,
                 ctx,
             );
@@ -1707,6 +1730,7 @@ impl Shard {
                             .get(&(idx, h.session))
                             .copied()
                             .unwrap_or(0),
+                        request: h.request,
                     })
                     .collect(),
                 waiters: lock
@@ -1791,6 +1815,7 @@ impl Shard {
                     ttl_ms: h.ttl_ms,
                     count: h.count,
                     mode: HeldMode::of(h.mode),
+                    request: h.request,
                     prev: NIL,
                     next: NIL,
                 });
@@ -2014,7 +2039,7 @@ impl Shard {
             Some(idx) => idx,
             None => self.create(key, hash, mode.kind()),
         };
-        FencingToken(self.grant(idx, session, mode, ttl_ms, lock_delay_ms, now, ctx))
+        FencingToken(self.grant(idx, session, mode, ttl_ms, lock_delay_ms, 0, now, ctx))
     }
 
     /// Queues a member (creating the key if need be) unless waiting would close a cycle.
@@ -2114,6 +2139,7 @@ impl Shard {
             waiter.mode,
             waiter.ttl_ms,
             waiter.lock_delay_ms,
+            0,
             now,
             ctx,
         ))
