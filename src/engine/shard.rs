@@ -212,8 +212,13 @@ struct Hold {
     token: u64,
     timer: TimerId,
     ttl_ms: u32,
-    count: u32,
-    mode: HeldMode,
+    /// Reentrant depth (at most `u16::MAX`: a deeper re-acquire is refused with LIMIT).
+    count: u16,
+    /// The mode, kept as a one-byte kind and the permits (see [`Hold::mode`]): with the
+    /// enum's spare values as a niche, [`Holders`] costs nothing over one hold.
+    kind: HeldKind,
+    /// A semaphore hold's permits (1 for the other kinds).
+    permits: u32,
     /// The client's part of the id of the request that made this hold, or last entered it
     /// again (the low 32 bits: a binary client's own request id; 0 in text mode and for
     /// multi-locks). An ACQUIRE the session sends again with that id, after a lost
@@ -224,6 +229,38 @@ struct Hold {
     /// session end finds its holds without a scan and a release unlinks in O(1)).
     prev: u32,
     next: u32,
+}
+
+// A hold is inline in its lock: keep it, and `Holders`, at six words.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Hold>() == 48 && std::mem::size_of::<Holders>() == 48);
+
+/// The kind of a hold's mode (see [`Hold::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeldKind {
+    Exclusive,
+    Shared,
+    Semaphore,
+}
+
+impl Hold {
+    fn mode(&self) -> HeldMode {
+        match self.kind {
+            HeldKind::Exclusive => HeldMode::Exclusive,
+            HeldKind::Shared => HeldMode::Shared,
+            HeldKind::Semaphore => HeldMode::Semaphore {
+                permits: self.permits,
+            },
+        }
+    }
+
+    fn set_mode(&mut self, mode: HeldMode) {
+        (self.kind, self.permits) = match mode {
+            HeldMode::Exclusive => (HeldKind::Exclusive, 1),
+            HeldMode::Shared => (HeldKind::Shared, 1),
+            HeldMode::Semaphore { permits } => (HeldKind::Semaphore, permits),
+        };
+    }
 }
 
 /// The client's part of a request id (see `Hold::request`).
@@ -283,12 +320,12 @@ impl Lock {
     fn compatible(&self, mode: Mode) -> bool {
         match mode {
             Mode::Exclusive => self.holders.is_empty(),
-            Mode::Shared => self.holders.iter().all(|h| h.mode == HeldMode::Shared),
+            Mode::Shared => self.holders.iter().all(|h| h.mode() == HeldMode::Shared),
             Mode::Semaphore { limit, permits } => {
                 let used: u64 = self
                     .holders
                     .iter()
-                    .map(|h| u64::from(h.mode.permits()))
+                    .map(|h| u64::from(h.mode().permits()))
                     .sum();
                 used + u64::from(permits) <= u64::from(limit)
             }
@@ -307,7 +344,7 @@ impl Lock {
     fn holder_pairs(&self) -> SmallVec<[(SessionId, Mode); 4]> {
         self.holders
             .iter()
-            .map(|h| (h.session, h.mode.mode(self.kind)))
+            .map(|h| (h.session, h.mode().mode(self.kind)))
             .collect()
     }
 }
@@ -683,17 +720,20 @@ impl Shard {
         }
         let lock = self.lock_mut(idx);
         lock.last_token = token;
-        lock.holders.push(Hold {
+        let mut hold = Hold {
             session,
             token,
             timer,
             ttl_ms,
             count: 1,
-            mode: HeldMode::of(mode),
+            kind: HeldKind::Exclusive,
+            permits: 1,
             request,
             prev: NIL,
             next: head,
-        });
+        };
+        hold.set_mode(HeldMode::of(mode));
+        lock.holders.push(hold);
         self.stats.grants += 1;
         self.stats.holds += 1;
         if let Some(c) = &mut self.hold_clock {
@@ -718,7 +758,7 @@ impl Shard {
             kind: if cause.is_some() { EXPIRED } else { RELEASED },
             session: hold.session,
             token: hold.token,
-            mode: hold.mode.mode(lock.kind),
+            mode: hold.mode().mode(lock.kind),
             cause: cause.unwrap_or(Cause::Lease),
             value: None,
         });
@@ -925,7 +965,7 @@ impl Shard {
                 return AcquireOutcome::Granted(FencingToken(hold.token));
             }
             let reentrant =
-                req.reentrant && hold.mode == HeldMode::of(req.mode) && kind == Kind::Lock;
+                req.reentrant && hold.mode() == HeldMode::of(req.mode) && kind == Kind::Lock;
             if !reentrant {
                 self.stats.deadlocks += 1;
                 return AcquireOutcome::Deadlock(self_cycle(session, key));
@@ -1116,7 +1156,7 @@ impl Shard {
         self.stats.conversions += 1;
         let lock = self.lock(idx);
         let hold = &lock.holders[pos];
-        let held = hold.mode;
+        let held = hold.mode();
         let token = hold.token;
         let ttl_ms = hold.ttl_ms;
         match (held, to) {
@@ -1124,7 +1164,7 @@ impl Shard {
                 Ok(AcquireOutcome::Granted(FencingToken(token)))
             }
             (HeldMode::Exclusive, _) => {
-                self.lock_mut(idx).holders[pos].mode = HeldMode::Shared;
+                self.lock_mut(idx).holders[pos].set_mode(HeldMode::Shared);
                 self.hold_changed(idx, pos, ctx);
                 let lock = self.lock(idx);
                 if lock.queue.is_some() {
@@ -1215,7 +1255,7 @@ impl Shard {
         let lock = self.lock_mut(idx);
         lock.last_token = token;
         let hold = &mut lock.holders[pos];
-        hold.mode = HeldMode::Exclusive;
+        hold.set_mode(HeldMode::Exclusive);
         hold.token = token;
         self.stats.grants += 1;
         self.hold_changed(idx, pos, ctx);
@@ -1231,7 +1271,7 @@ impl Shard {
             kind: GRANTED,
             session: hold.session,
             token: hold.token,
-            mode: hold.mode.mode(lock.kind),
+            mode: hold.mode().mode(lock.kind),
             cause: Cause::Lease,
             value: self.values.get(&(idx, hold.session)).cloned(),
         });
@@ -1261,7 +1301,7 @@ impl Shard {
             kind: VALUE,
             session,
             token: hold.token,
-            mode: hold.mode.mode(lock.kind),
+            mode: hold.mode().mode(lock.kind),
             cause: Cause::Lease,
             value: value.map(Into::into),
         });
@@ -1723,8 +1763,8 @@ impl Shard {
                         session: h.session,
                         token: h.token,
                         ttl_ms: h.ttl_ms,
-                        count: h.count,
-                        mode: h.mode.mode(lock.kind),
+                        count: u32::from(h.count),
+                        mode: h.mode().mode(lock.kind),
                         lock_delay_ms: self
                             .hold_delays
                             .get(&(idx, h.session))
@@ -1808,17 +1848,20 @@ impl Shard {
                 if h.lock_delay_ms > 0 {
                     self.hold_delays.insert((idx, h.session), h.lock_delay_ms);
                 }
-                self.lock_mut(idx).holders.push(Hold {
+                let mut hold = Hold {
                     session: h.session,
                     token: h.token,
                     timer,
                     ttl_ms: h.ttl_ms,
-                    count: h.count,
-                    mode: HeldMode::of(h.mode),
+                    count: u16::try_from(h.count).unwrap_or(u16::MAX),
+                    kind: HeldKind::Exclusive,
+                    permits: 1,
                     request: h.request,
                     prev: NIL,
                     next: NIL,
-                });
+                };
+                hold.set_mode(HeldMode::of(h.mode));
+                self.lock_mut(idx).holders.push(hold);
                 self.stats.holds += 1;
             }
             let lock = self.lock_mut(idx);
@@ -1901,10 +1944,10 @@ impl Shard {
                 .iter()
                 .map(|h| HolderInfo {
                     session: h.session,
-                    mode: h.mode.mode(lock.kind),
+                    mode: h.mode().mode(lock.kind),
                     token: FencingToken(h.token),
-                    permits: h.mode.permits(),
-                    count: h.count,
+                    permits: h.mode().permits(),
+                    count: u32::from(h.count),
                     ttl_ms: self
                         .wheel
                         .deadline(h.timer)
@@ -1955,9 +1998,9 @@ impl Shard {
                     &lock.key,
                     lock.kind,
                     h.session,
-                    h.mode.mode(lock.kind),
+                    h.mode().mode(lock.kind),
                     FencingToken(h.token),
-                    h.count,
+                    u32::from(h.count),
                 );
             }
         }
@@ -2231,7 +2274,7 @@ impl Shard {
             }
             let waiter = info(w);
             for h in lock.holders.iter() {
-                let held = h.mode.mode(lock.kind);
+                let held = h.mode().mode(lock.kind);
                 // A pending upgrade waits for the other holders, not for its own hold.
                 if h.session == w.session || !conflicts(w.mode, held) {
                     continue;
@@ -2247,8 +2290,8 @@ impl Shard {
                         session: h.session,
                         mode: held,
                         token: FencingToken(h.token),
-                        permits: h.mode.permits(),
-                        count: h.count,
+                        permits: h.mode().permits(),
+                        count: u32::from(h.count),
                         ttl_ms: self
                             .wheel
                             .deadline(h.timer)
