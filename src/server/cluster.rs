@@ -66,6 +66,10 @@ struct Proposal {
 /// Most commands packed into one log entry.
 const MAX_BATCH: usize = 1024;
 
+/// Scheduler rounds the proposer yields after answering an entry before it gathers the
+/// next one (see [`run_proposer`]).
+const LINGER_ROUNDS: usize = 4;
+
 /// A cluster node as the server uses it.
 pub struct Cluster {
     node: RaftNode,
@@ -219,6 +223,16 @@ impl Cluster {
 /// other): 64 connections 15.2K/16.1K pairs/s with one entry in flight against
 /// 14.0K/14.3K pipelined (32 instead of 14 commands per entry), 16 connections +13%,
 /// one connection unchanged (it never has a second command waiting).
+///
+/// And why it lingers a few scheduler rounds after answering an entry: otherwise the
+/// next entry holds only what arrived while the previous one committed, about half the
+/// clients, and the other half, whose replies just went out, send their next command a
+/// moment later and wait a whole commit for it. A `yield_now` lets the connection tasks
+/// write their replies and the runtime poll its sockets, so commands that come back at
+/// once join the next entry; with nothing else to run, a round costs microseconds. Same
+/// measurement, 4 rounds against none: 64 connections 22.8K vs 16.0K pairs/s (62 instead
+/// of 32 commands per entry), 16 connections 9.67K vs 5.67K, one hot key with 64
+/// connections 1.45K vs 1.06K handoffs/s, one connection 783 vs 786.
 async fn run_proposer(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut batch: Vec<Proposal> = Vec::new();
     loop {
@@ -262,6 +276,11 @@ async fn run_proposer(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Pro
                     let _ = reply.send(
                         applied.ok_or_else(|| Refusal::Failed("the record did not apply".into())),
                     );
+                }
+                // Let the connections just answered send their replies and read what their
+                // clients send next, so that it joins the next entry (see above).
+                for _ in 0..LINGER_ROUNDS {
+                    tokio::task::yield_now().await;
                 }
             }
             Err(e) => {
