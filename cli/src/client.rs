@@ -165,6 +165,19 @@ impl Connection {
         Ok(())
     }
 
+    /// `AUTH [user] pass`, for the modes that run one job and have no shell to report a
+    /// refusal in: an error reply fails.
+    pub(crate) fn auth(&mut self, user: Option<&str>, pass: &str) -> anyhow::Result<()> {
+        let mut args = vec!["AUTH"];
+        args.extend(user);
+        args.push(pass);
+        self.send(&args)?;
+        if let Frame::Error(e) = self.read_frame()? {
+            anyhow::bail!("AUTH failed: {e}");
+        }
+        Ok(())
+    }
+
     /// Reads the next frame, waiting as long as the server takes (an ACQUIRE without WAIT
     /// may queue indefinitely, and that is what the user asked for).
     pub(crate) fn read_frame(&mut self) -> Result<Frame, ClientError> {

@@ -59,19 +59,12 @@ impl Remote {
             )?),
             _ => None,
         };
-        let conn = Connection::connect(host, port, Limits::default(), tls.as_ref())
+        let mut conn = Connection::connect(host, port, Limits::default(), tls.as_ref())
             .with_context(|| format!("connecting to {addr}"))?;
-        let mut remote = Remote { conn };
         if let Some(pass) = &args.pass {
-            let mut words = vec!["AUTH".to_string()];
-            words.extend(args.user.clone());
-            words.push(pass.clone());
-            let reply = remote.call(&words)?;
-            if let Some(e) = reply.strip_prefix('-') {
-                anyhow::bail!("AUTH failed: {e}");
-            }
+            conn.auth(args.user.as_deref(), pass)?;
         }
-        Ok(remote)
+        Ok(Remote { conn })
     }
 
     /// Sends one command and returns its reply as text: `+simple`, `-error`, `:int`, a

@@ -45,13 +45,7 @@ pub(crate) fn run(opts: &StatOptions, out: &mut dyn Write) -> anyhow::Result<i32
         anyhow::bail!("Could not connect to {}", failures.join("; "));
     };
     if let Some(pass) = &opts.pass {
-        let mut args = vec!["AUTH".to_string()];
-        args.extend(opts.user.clone());
-        args.push(pass.clone());
-        conn.send(&args)?;
-        if let Frame::Error(e) = conn.read_frame()? {
-            anyhow::bail!("AUTH failed: {e}");
-        }
+        conn.auth(opts.user.as_deref(), pass)?;
     }
     let mut last: Option<(Instant, HashMap<String, u64>)> = None;
     let mut lines = 0u64;

@@ -42,13 +42,7 @@ pub(crate) fn run(opts: &DotOptions, stdout: &mut dyn Write) -> anyhow::Result<i
             }
         };
         if let Some(pass) = &opts.pass {
-            let mut args = vec!["AUTH".to_string()];
-            args.extend(opts.user.clone());
-            args.push(pass.clone());
-            conn.send(&args)?;
-            if let Frame::Error(e) = conn.read_frame()? {
-                anyhow::bail!("AUTH failed: {e}");
-            }
+            conn.auth(opts.user.as_deref(), pass)?;
         }
         conn.send(&["WAITGRAPH", "DOT", "COUNT", &MAX_EDGES.to_string()])?;
         let dot = match conn.read_frame()? {
