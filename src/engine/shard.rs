@@ -255,11 +255,31 @@ impl Hold {
     }
 
     fn set_mode(&mut self, mode: HeldMode) {
-        (self.kind, self.permits) = match mode {
-            HeldMode::Exclusive => (HeldKind::Exclusive, 1),
-            HeldMode::Shared => (HeldKind::Shared, 1),
-            HeldMode::Semaphore { permits } => (HeldKind::Semaphore, permits),
-        };
+        (self.kind, self.permits) = split(mode);
+    }
+
+    /// A hold's lease and holder information for INSPECT and the wait-for graph.
+    fn info(&self, kind: Kind, wheel: &TimerWheel<TimerRef>, now: u64) -> HolderInfo {
+        let mode = self.mode();
+        HolderInfo {
+            session: self.session,
+            mode: mode.mode(kind),
+            token: FencingToken(self.token),
+            permits: mode.permits(),
+            count: u32::from(self.count),
+            ttl_ms: wheel
+                .deadline(self.timer)
+                .map_or(0, |d| d.saturating_sub(now)),
+        }
+    }
+}
+
+/// A mode as [`Hold`] keeps it: its kind and its permits.
+fn split(mode: HeldMode) -> (HeldKind, u32) {
+    match mode {
+        HeldMode::Exclusive => (HeldKind::Exclusive, 1),
+        HeldMode::Shared => (HeldKind::Shared, 1),
+        HeldMode::Semaphore { permits } => (HeldKind::Semaphore, permits),
     }
 }
 
@@ -720,20 +740,19 @@ impl Shard {
         }
         let lock = self.lock_mut(idx);
         lock.last_token = token;
-        let mut hold = Hold {
+        let (kind, permits) = split(HeldMode::of(mode));
+        lock.holders.push(Hold {
             session,
             token,
             timer,
             ttl_ms,
             count: 1,
-            kind: HeldKind::Exclusive,
-            permits: 1,
+            kind,
+            permits,
             request,
             prev: NIL,
             next: head,
-        };
-        hold.set_mode(HeldMode::of(mode));
-        lock.holders.push(hold);
+        });
         self.stats.grants += 1;
         self.stats.holds += 1;
         if let Some(c) = &mut self.hold_clock {
@@ -1848,20 +1867,19 @@ impl Shard {
                 if h.lock_delay_ms > 0 {
                     self.hold_delays.insert((idx, h.session), h.lock_delay_ms);
                 }
-                let mut hold = Hold {
+                let (kind, permits) = split(HeldMode::of(h.mode));
+                self.lock_mut(idx).holders.push(Hold {
                     session: h.session,
                     token: h.token,
                     timer,
                     ttl_ms: h.ttl_ms,
                     count: u16::try_from(h.count).unwrap_or(u16::MAX),
-                    kind: HeldKind::Exclusive,
-                    permits: 1,
+                    kind,
+                    permits,
                     request: h.request,
                     prev: NIL,
                     next: NIL,
-                };
-                hold.set_mode(HeldMode::of(h.mode));
-                self.lock_mut(idx).holders.push(hold);
+                });
                 self.stats.holds += 1;
             }
             let lock = self.lock_mut(idx);
@@ -1942,17 +1960,7 @@ impl Shard {
             holders: lock
                 .holders
                 .iter()
-                .map(|h| HolderInfo {
-                    session: h.session,
-                    mode: h.mode().mode(lock.kind),
-                    token: FencingToken(h.token),
-                    permits: h.mode().permits(),
-                    count: u32::from(h.count),
-                    ttl_ms: self
-                        .wheel
-                        .deadline(h.timer)
-                        .map_or(0, |d| d.saturating_sub(now)),
-                })
+                .map(|h| h.info(lock.kind, &self.wheel, now))
                 .collect(),
             waiters: lock
                 .queue
@@ -2286,17 +2294,7 @@ impl Shard {
                     key: lock.key.clone(),
                     kind: lock.kind,
                     waiter: waiter.clone(),
-                    blocker: Blocker::Holder(HolderInfo {
-                        session: h.session,
-                        mode: held,
-                        token: FencingToken(h.token),
-                        permits: h.mode().permits(),
-                        count: u32::from(h.count),
-                        ttl_ms: self
-                            .wheel
-                            .deadline(h.timer)
-                            .map_or(0, |d| d.saturating_sub(now)),
-                    }),
+                    blocker: Blocker::Holder(h.info(lock.kind, &self.wheel, now)),
                 });
             }
             for ahead in queue.range(..pos) {
