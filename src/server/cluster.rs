@@ -257,10 +257,7 @@ async fn run_proposer(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Pro
         let submitted = match cluster.node.submit(entry).await {
             Ok(submitted) => submitted,
             Err(e) => {
-                let why = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Refusal::Failed(why.clone())));
-                }
+                refuse_all(replies, &Refusal::Failed(e.to_string()));
                 continue;
             }
         };
@@ -286,12 +283,16 @@ async fn run_proposer(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Pro
             Err(e) => {
                 // Proposed, then leadership changed (or the node stopped): the entry may
                 // still commit under the next leader.
-                let why = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Refusal::Uncertain(why.clone())));
-                }
+                refuse_all(replies, &Refusal::Uncertain(e.to_string()));
             }
         }
+    }
+}
+
+/// Answers every command of an entry with `refusal`.
+fn refuse_all(replies: Vec<oneshot::Sender<Result<Applied, Refusal>>>, refusal: &Refusal) {
+    for reply in replies {
+        let _ = reply.send(Err(refusal.clone()));
     }
 }
 
