@@ -154,6 +154,16 @@ fn kind_of(mode: Mode) -> Kind {
 }
 
 /// Whether a request in `a` must wait for a holder or an earlier request in `b`.
+/// Whether waiter `w` stays ahead of a new request with `priority` (an upgrade when
+/// `upgrade`): the queue policy of the engine's `QueuePolicy::rank`.
+fn stays_ahead(w: &MWaiter, priority: u64, upgrade: bool, now: u64) -> bool {
+    if upgrade {
+        w.upgrade
+    } else {
+        w.upgrade || w.priority * AGING + (now - w.since) >= priority * AGING
+    }
+}
+
 fn conflicts(kind: Kind, a: Mode, b: Mode) -> bool {
     match kind {
         Kind::Lock => !(a == Mode::Shared && b == Mode::Shared),
@@ -398,15 +408,34 @@ impl Model {
         let order = k.ordered(now);
         let ahead: Vec<&MWaiter> = order
             .into_iter()
-            .filter(|w| {
-                if upgrade {
-                    w.upgrade
-                } else {
-                    w.upgrade || w.priority * AGING + (now - w.since) >= priority * AGING
-                }
-            })
+            .filter(|w| stays_ahead(w, priority, upgrade, now))
             .collect();
         self.waits_for(key, session, mode, &ahead)
+    }
+
+    /// The waiters on `key` that a request by `session` in `mode` would pass and that
+    /// would then wait for it: the edges a queued request adds *into* its session.
+    fn passed_waiters(
+        &self,
+        key: &[u8],
+        session: u64,
+        mode: Mode,
+        priority: u64,
+        upgrade: bool,
+        now: u64,
+    ) -> Vec<u64> {
+        let Some(k) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        k.queue
+            .iter()
+            .filter(|w| {
+                !stays_ahead(w, priority, upgrade, now)
+                    && w.session != session
+                    && conflicts(k.kind, w.mode, mode)
+            })
+            .map(|w| w.session)
+            .collect()
     }
 
     /// Whether a new request of `session` on `key` (with its out-edges `start`) would
@@ -423,23 +452,11 @@ impl Model {
         now: u64,
         start: &[u64],
     ) -> bool {
-        if self.reaches(start, session, now) {
-            return true;
-        }
-        let Some(k) = self.keys.get(key) else {
-            return false;
-        };
-        k.queue.iter().any(|w| {
-            let ahead = if upgrade {
-                w.upgrade
-            } else {
-                w.upgrade || w.priority * AGING + (now - w.since) >= priority * AGING
-            };
-            !ahead
-                && w.session != session
-                && conflicts(k.kind, w.mode, mode)
-                && self.reaches(start, w.session, now)
-        })
+        self.reaches(start, session, now)
+            || self
+                .passed_waiters(key, session, mode, priority, upgrade, now)
+                .into_iter()
+                .any(|w| self.reaches(start, w, now))
     }
 
     /// Whether `target` is reachable from any of `start` along the wait-for edges.
@@ -810,11 +827,19 @@ impl Model {
             return Err(format!("cycle {cycle:?} repeats a session"));
         }
         let first = self.new_waits_for(key, s, mode, priority, upgrade, now);
+        let passed = self.passed_waiters(key, s, mode, priority, upgrade, now);
         let edges = self.edges(now);
         for i in 0..n {
             let next = cycle.sessions[(i + 1) % n].0;
             let ok = if i == 0 {
                 first.contains(&next)
+            } else if next == s
+                && cycle.keys[i].as_bytes() == key
+                && passed.contains(&cycle.sessions[i].0)
+            {
+                // The closing edge of a cycle through a waiter the request would pass:
+                // it exists only if the request queued (see `closes_cycle`).
+                true
             } else {
                 edges.iter().any(|(from, k, to)| {
                     *from == cycle.sessions[i].0
@@ -2137,4 +2162,166 @@ fn model_finds_the_issue_cycle() {
     assert!(m
         .check_cycle(c, b"a", Mode::Shared, 0, false, 0, &wrong)
         .is_err());
+}
+
+/// A case proptest found: a priority request that would pass a queued SHARED request
+/// closes a cycle through it, and the DEADLOCK names the edge from that waiter to the
+/// requester, which exists only had the request queued. The checker accepts that closing
+/// edge as `closes_cycle` does.
+#[test]
+fn a_cycle_through_a_passed_waiter_names_its_closing_edge() {
+    let limits = Limits {
+        max_waiters_per_key: 100000,
+        max_keys: 10000000,
+        max_holds_per_session: 1000000,
+    };
+    let ops = vec![
+        Op::Acquire {
+            slot: 0,
+            key: 1,
+            mode: ModeSel::Semaphore {
+                limit: 3,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 7,
+            value: None,
+        },
+        Op::Advance { ms: 0 },
+        Op::Acquire {
+            slot: 0,
+            key: 0,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 0,
+            key: 0,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Advance { ms: 1 },
+        Op::Acquire {
+            slot: 0,
+            key: 5,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 2,
+            key: 3,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 0,
+            key: 1,
+            mode: ModeSel::Semaphore {
+                limit: 3,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 1,
+            key: 3,
+            mode: ModeSel::Usual {
+                shared: true,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 1,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 2,
+            key: 5,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 3,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: Some(1),
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Convert {
+            slot: 2,
+            key: 3,
+            shared: true,
+            wait: None,
+        },
+        Op::Reopen { slot: 1 },
+        Op::Acquire {
+            slot: 0,
+            key: 3,
+            mode: ModeSel::Shared,
+            reentrant: false,
+            ttl: 1,
+            wait: None,
+            priority: 0,
+            delay: 0,
+            value: None,
+        },
+        Op::Acquire {
+            slot: 1,
+            key: 3,
+            mode: ModeSel::Usual {
+                shared: false,
+                permits: 1,
+            },
+            reentrant: false,
+            ttl: 1,
+            wait: Some(1),
+            priority: 1,
+            delay: 0,
+            value: None,
+        },
+    ];
+    run(1, limits, &ops).unwrap();
 }
